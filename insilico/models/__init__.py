@@ -1,0 +1,8 @@
+"""PK/PD model library: built-in compartment and PD models, composition, user models."""
+from insilico.models._base import Model, Output, Parameter
+from insilico.models._pd import PD_MODELS, PDModel, compose
+from insilico.models._pk import pk_model
+from insilico.models._registry import builtin_model_names, get_model
+
+__all__ = ["Model", "Output", "Parameter", "PDModel", "PD_MODELS", "compose", "pk_model",
+           "get_model", "builtin_model_names"]

@@ -1,0 +1,230 @@
+"""The `Model` description shared by built-in and user-defined models.
+
+A model is a plain, immutable description: state names, parameters (with units and
+constraints), dose-able compartments, outputs and a pure JAX vector field
+``rhs(t, y, p) -> dy/dt``. ``y`` is a 1-D array over ``states``; ``p`` is a mapping from
+parameter name to a scalar. Infusion input is *not* part of ``rhs``: the engine adds the
+piecewise-constant infusion rate into the dosed compartment (NONMEM/mrgsolve convention),
+so models stay free of dosing logic.
+
+Linear models additionally provide ``system_matrix(p)`` (``dy/dt = K y + input``) and
+``eigenvalues(p)`` (the eigenvalues of ``K`` in closed form); the engine then uses the
+exact superposition solution instead of an ODE solver.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from insilico.errors import SpecError
+
+__all__ = ["Parameter", "Output", "Model"]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A model parameter.
+
+    ``constraint`` is one of ``"positive"`` (> 0), ``"nonnegative"`` (>= 0) or ``"real"``.
+    ``default`` is used when the parameter is not given (e.g. F = 1, ALAG = 0 h).
+    """
+
+    name: str
+    units: str
+    description: str
+    constraint: str = "positive"
+    default: float | None = None
+
+    def check(self, value: np.ndarray, where: str) -> None:
+        if not np.all(np.isfinite(value)):
+            raise SpecError(where, f"must be finite, got {_first_bad(value, ~np.isfinite(value))}")
+        if self.constraint == "positive" and np.any(value <= 0):
+            raise SpecError(where, f"must be > 0 ({self.units}), got {_first_bad(value, value <= 0)}")
+        if self.constraint == "nonnegative" and np.any(value < 0):
+            raise SpecError(where, f"must be >= 0 ({self.units}), got {_first_bad(value, value < 0)}")
+
+
+def _first_bad(value: np.ndarray, bad: np.ndarray) -> str:
+    flat = np.atleast_1d(value)
+    idx = int(np.flatnonzero(np.atleast_1d(bad))[0])
+    return f"{flat[idx]!r}" if flat.size == 1 else f"{flat[idx]!r} (subject {idx})"
+
+
+@dataclass(frozen=True)
+class Output:
+    """A model output computed from the state: ``fn(y, p) -> scalar``."""
+
+    name: str
+    units: str
+    long_name: str
+    fn: Callable
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A PK/PD model. Built-ins and user models are the same class.
+
+    Parameters
+    ----------
+    name : identifier (e.g. ``"2cmt_oral"``).
+    states : state names; amounts in mg for PK compartments.
+    state_units : units of each state.
+    parameters : `Parameter` declarations.
+    rhs : pure, JAX-traceable ``rhs(t, y, p) -> dy/dt``.
+    outputs : `Output` declarations (e.g. ``conc = central / V`` in mg/L).
+    dose_compartments : names of states that may receive doses (CMT).
+    default_dose_compartment : the CMT used when a dose names none.
+    initial_state : ``p -> y0`` (default zeros), e.g. an indirect-response baseline KIN/KOUT.
+    bioavailability : ``p -> F`` per state (default ones); F scales bolus amounts and, for
+        infusions given by rate, the infusion duration (NONMEM convention).
+    lag : ``p -> ALAG`` per state in h (default zeros).
+    system_matrix, eigenvalues : provided by linear models (exact path).
+    """
+
+    name: str
+    states: tuple[str, ...]
+    parameters: tuple[Parameter, ...]
+    rhs: Callable
+    outputs: tuple[Output, ...]
+    dose_compartments: tuple[str, ...]
+    default_dose_compartment: str | None = None
+    state_units: tuple[str, ...] | None = None
+    initial_state: Callable | None = None
+    bioavailability: Callable | None = None
+    lag: Callable | None = None
+    system_matrix: Callable | None = None
+    eigenvalues: Callable | None = None
+    description: str = ""
+    meta: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(set(self.states)) != len(self.states):
+            raise SpecError("model.states", f"duplicate state names in {self.states}")
+        names = [p.name for p in self.parameters]
+        if len(set(names)) != len(names):
+            raise SpecError("model.parameters", f"duplicate parameter names in {names}")
+        for c in self.dose_compartments:
+            if c not in self.states:
+                raise SpecError("model.dose_compartments", f"{c!r} is not a state of {self.name}")
+        if self.default_dose_compartment is None and self.dose_compartments:
+            object.__setattr__(self, "default_dose_compartment", self.dose_compartments[0])
+        if self.state_units is None:
+            object.__setattr__(self, "state_units", ("mg",) * len(self.states))
+
+    # -- descriptive helpers -------------------------------------------------------------
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+    @property
+    def is_linear(self) -> bool:
+        """True when the exact (superposition) path applies."""
+        return self.system_matrix is not None and self.eigenvalues is not None
+
+    def parameter(self, name: str) -> Parameter:
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise SpecError(f"parameters.{name}", f"unknown parameter for model {self.name!r}")
+
+    def compartment_index(self, cmt: str | int, where: str = "cmt") -> int:
+        """Resolve a compartment given by name or by NONMEM number (1-based state index)."""
+        if isinstance(cmt, (int, np.integer)) and not isinstance(cmt, bool):
+            idx = int(cmt) - 1
+            if not 0 <= idx < self.n_states:
+                raise SpecError(where, f"compartment number {cmt} out of range 1..{self.n_states}")
+            name = self.states[idx]
+        else:
+            name = str(cmt)
+            if name not in self.states:
+                raise SpecError(where, f"unknown compartment {name!r}; states are {list(self.states)}")
+            idx = self.states.index(name)
+        if name not in self.dose_compartments:
+            raise SpecError(where, f"compartment {name!r} cannot be dosed; dose-able: "
+                                   f"{list(self.dose_compartments)}")
+        return idx
+
+    # -- parameter validation ------------------------------------------------------------
+    def validate_params(self, params: Mapping, n: int | None = None, where: str = "parameters") -> dict:
+        """Check and complete a parameter mapping.
+
+        Values may be scalars or 1-D arrays over subjects. Returns ``{name: float64 array}``
+        broadcast to ``(n,)`` when ``n`` is given. Raises `SpecError` naming the parameter
+        for unknown, missing, non-finite or out-of-constraint values.
+        """
+        known = set(self.parameter_names)
+        for key in params:
+            if key not in known:
+                raise SpecError(f"{where}.{key}", f"unknown parameter for model {self.name!r}; "
+                                                  f"known: {sorted(known)}")
+        out = {}
+        for par in self.parameters:
+            if par.name in params:
+                try:
+                    value = np.asarray(params[par.name], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise SpecError(f"{where}.{par.name}", f"must be a number, got {params[par.name]!r}")
+            elif par.default is not None:
+                value = np.asarray(par.default, dtype=np.float64)
+            else:
+                raise SpecError(f"{where}.{par.name}", f"missing (model {self.name!r} needs "
+                                                       f"{par.name} in {par.units})")
+            if value.ndim > 1:
+                raise SpecError(f"{where}.{par.name}", "must be a scalar or a 1-D array over subjects")
+            par.check(value, f"{where}.{par.name}")
+            if n is not None:
+                if value.ndim == 1 and value.shape[0] != n:
+                    raise SpecError(f"{where}.{par.name}", f"has {value.shape[0]} values for {n} subjects")
+                value = np.broadcast_to(value, (n,)).copy()
+            out[par.name] = value
+        return out
+
+    # -- evaluation helpers used by the engine ---------------------------------------------
+    def y0(self, p):
+        if self.initial_state is None:
+            return jnp.zeros(self.n_states)
+        return jnp.asarray(self.initial_state(p), dtype=jnp.float64)
+
+    def f_vector(self, p):
+        if self.bioavailability is None:
+            return jnp.ones(self.n_states)
+        return self.bioavailability(p)
+
+    def lag_vector(self, p):
+        if self.lag is None:
+            return jnp.zeros(self.n_states)
+        return self.lag(p)
+
+    def evaluate_outputs(self, y, p):
+        """Outputs for a state array ``y[..., n_states]`` -> dict name -> array[...]."""
+        return {o.name: o.fn(y, p) for o in self.outputs}
+
+    def describe(self) -> str:
+        lines = [f"{self.name}: {self.description}".rstrip(": ")]
+        lines.append("  states: " + ", ".join(self.states))
+        lines.append("  dose compartments: " + ", ".join(self.dose_compartments))
+        for p in self.parameters:
+            d = "" if p.default is None else f" (default {p.default:g})"
+            lines.append(f"  {p.name:6s} [{p.units}] {p.description}{d}")
+        for o in self.outputs:
+            lines.append(f"  output {o.name} [{o.units}] {o.long_name}")
+        return "\n".join(lines)
+
+
+def unit_vector(n: int, i: int):
+    return jnp.zeros(n).at[i].set(1.0)
+
+
+LN2 = math.log(2.0)

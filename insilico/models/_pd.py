@@ -1,0 +1,179 @@
+"""Built-in pharmacodynamic models and their composition with PK models.
+
+PD models are driven by a concentration ``C`` (mg/L): the central concentration of the PK
+model, or the effect-site concentration ``Ce`` when an effect compartment is added
+(dCe/dt = KE0 · (C − Ce), Sheiner et al. 1979).
+
+Direct models (output ``effect``, in the units of E0):
+  * ``linear``:        E = E0 + SLOPE · C
+  * ``emax``:          E = E0 + EMAX · C / (EC50 + C)
+  * ``sigmoid_emax``:  E = E0 + EMAX · C^GAMMA / (EC50^GAMMA + C^GAMMA)  (Hill)
+
+Indirect response models (Dayneka, Garg & Jusko 1993; output ``response``, R(0) = KIN/KOUT):
+  * ``irm1``: dR/dt = KIN · (1 − IMAX·C/(IC50 + C)) − KOUT · R   (inhibition of production)
+  * ``irm2``: dR/dt = KIN − KOUT · (1 − IMAX·C/(IC50 + C)) · R   (inhibition of loss)
+  * ``irm3``: dR/dt = KIN · (1 + EMAX·C/(EC50 + C)) − KOUT · R   (stimulation of production)
+  * ``irm4``: dR/dt = KIN − KOUT · (1 + EMAX·C/(EC50 + C)) · R   (stimulation of loss)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax.numpy as jnp
+
+from insilico.errors import SpecError
+from insilico.models._base import Model, Output, Parameter
+
+
+@dataclass(frozen=True, eq=False)
+class PDModel:
+    """A PD block: states (may be none), parameters, ``rhs(t, y, p, c)`` and outputs
+    ``fn(y, p, c)``; ``y`` is the PD part of the state, ``c`` the driving concentration."""
+
+    name: str
+    states: tuple[str, ...]
+    parameters: tuple[Parameter, ...]
+    outputs: tuple[tuple[str, str, str, Callable], ...]
+    rhs: Callable | None = None
+    initial_state: Callable | None = None
+    description: str = ""
+
+
+_E0 = Parameter("E0", "1", "baseline effect", "real")
+_EMAX = Parameter("EMAX", "1", "maximum effect (negative for inhibition)", "real")
+_EC50 = Parameter("EC50", "mg/L", "concentration at half-maximal effect")
+
+
+def _drug_effect_stim(p, c):
+    return p["EMAX"] * c / (p["EC50"] + c)
+
+
+def _drug_effect_inh(p, c):
+    return p["IMAX"] * c / (p["IC50"] + c)
+
+
+def _direct(name, params, fn, desc):
+    return PDModel(name, (), params, (("effect", "1", "drug effect", lambda y, p, c: fn(p, c)),),
+                   description=desc)
+
+
+def _irm(kind: int) -> PDModel:
+    inhib = kind in (1, 2)
+    params = [Parameter("KIN", "1/h", "zero-order production rate of the response (response units/h)"),
+              Parameter("KOUT", "1/h", "first-order loss rate constant of the response")]
+    if inhib:
+        params += [Parameter("IMAX", "1", "maximum fractional inhibition (0 < IMAX <= 1)"),
+                   Parameter("IC50", "mg/L", "concentration at half-maximal inhibition")]
+        drug = _drug_effect_inh
+    else:
+        params += [Parameter("EMAX", "1", "maximum fractional stimulation"), _EC50]
+        drug = _drug_effect_stim
+
+    def rhs(t, y, p, c):
+        r = y[0]
+        d = drug(p, c)
+        if kind == 1:
+            return jnp.stack([p["KIN"] * (1.0 - d) - p["KOUT"] * r])
+        if kind == 2:
+            return jnp.stack([p["KIN"] - p["KOUT"] * (1.0 - d) * r])
+        if kind == 3:
+            return jnp.stack([p["KIN"] * (1.0 + d) - p["KOUT"] * r])
+        return jnp.stack([p["KIN"] - p["KOUT"] * (1.0 + d) * r])
+
+    return PDModel(
+        f"irm{kind}", ("response",), tuple(params),
+        (("response", "1", "indirect response", lambda y, p, c: y[..., 0]),),
+        rhs=rhs, initial_state=lambda p: jnp.stack([p["KIN"] / p["KOUT"]]),
+        description=f"indirect response type {'I II III IV'.split()[kind - 1]}",
+    )
+
+
+PD_MODELS: dict[str, Callable[[], PDModel]] = {
+    "linear": lambda: _direct("linear", (_E0, Parameter("SLOPE", "L/mg", "slope", "real")),
+                              lambda p, c: p["E0"] + p["SLOPE"] * c, "direct linear effect"),
+    "emax": lambda: _direct("emax", (_E0, _EMAX, _EC50),
+                            lambda p, c: p["E0"] + _drug_effect_stim(p, c), "direct Emax effect"),
+    "sigmoid_emax": lambda: _direct(
+        "sigmoid_emax", (_E0, _EMAX, _EC50, Parameter("GAMMA", "1", "Hill coefficient")),
+        lambda p, c: p["E0"] + p["EMAX"] * c ** p["GAMMA"] / (p["EC50"] ** p["GAMMA"] + c ** p["GAMMA"]),
+        "direct sigmoid Emax (Hill) effect"),
+    **{f"irm{k}": (lambda k=k: _irm(k)) for k in (1, 2, 3, 4)},
+}
+
+
+def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
+    """Compose a PK model with a PD block driven by central or effect-site concentration.
+
+    The result is an ordinary `Model`: states = PK states (+ ``effect_site``) + PD states.
+    It stays linear (exact path) when the PK model is linear and the PD block has no states.
+    """
+    if pk.meta.get("kind") != "pk":
+        raise SpecError("model", f"{pk.name!r} is not a PK model and cannot drive a PD model")
+    pk_names = set(pk.parameter_names)
+    extra = [Parameter("KE0", "1/h", "effect-compartment equilibration rate constant")] if effect_compartment else []
+    pd_params = [q for q in pd.parameters if q.name not in pk_names]
+    params = tuple(pk.parameters) + tuple(extra) + tuple(pd_params)
+    n_pk = pk.n_states
+    i_c, vname = pk.meta["central"], pk.meta["volume"]
+    i_e = n_pk if effect_compartment else None
+    n_pd0 = n_pk + (1 if effect_compartment else 0)
+    states = pk.states + (("effect_site",) if effect_compartment else ()) + pd.states
+    units = pk.state_units + (("mg/L",) if effect_compartment else ()) + ("1",) * len(pd.states)
+
+    def driver(y, p):
+        return y[..., i_e] if effect_compartment else y[..., i_c] / p[vname]
+
+    def rhs(t, y, p):
+        dy_pk = pk.rhs(t, y[:n_pk], p)
+        parts = [dy_pk]
+        if effect_compartment:
+            parts.append(jnp.stack([p["KE0"] * (y[i_c] / p[vname] - y[i_e])]))
+        if pd.states:
+            parts.append(pd.rhs(t, y[n_pd0:], p, driver(y, p)))
+        return jnp.concatenate(parts)
+
+    def y0(p):
+        parts = [pk.y0(p)]
+        if effect_compartment:
+            parts.append(jnp.zeros(1))
+        if pd.states:
+            parts.append(jnp.asarray(pd.initial_state(p)))
+        return jnp.concatenate(parts)
+
+    def pad(vec_fn, fill):
+        if vec_fn is None:
+            return None
+        return lambda p: jnp.concatenate([vec_fn(p), jnp.full(len(states) - n_pk, fill)])
+
+    outputs = list(pk.outputs)
+    if effect_compartment:
+        outputs.append(Output("ce", "mg/L", "effect-site concentration", lambda y, p: y[..., i_e]))
+    for (oname, ounits, olong, ofn) in pd.outputs:
+        outputs.append(Output(oname, ounits, olong,
+                              (lambda ofn: lambda y, p: ofn(y[..., n_pd0:], p, driver(y, p)))(ofn)))
+
+    system_matrix = eigenvalues = None
+    if pk.is_linear and not pd.states:
+        def system_matrix(p):
+            K = pk.system_matrix(p)
+            if not effect_compartment:
+                return K
+            K = jnp.pad(K, ((0, 1), (0, 1)))
+            K = K.at[i_e, i_c].set(p["KE0"] / p[vname])
+            return K.at[i_e, i_e].set(-p["KE0"])
+
+        def eigenvalues(p):
+            lam = pk.eigenvalues(p)
+            return jnp.concatenate([lam, -jnp.atleast_1d(p["KE0"])]) if effect_compartment else lam
+
+    name = pk.name + ("+ke0" if effect_compartment else "") + "+" + pd.name
+    return Model(
+        name=name, states=states, parameters=params, rhs=rhs, outputs=tuple(outputs),
+        dose_compartments=pk.dose_compartments, default_dose_compartment=pk.default_dose_compartment,
+        state_units=units, initial_state=y0 if (pd.states or pk.initial_state) else None,
+        bioavailability=pad(pk.bioavailability, 1.0), lag=pad(pk.lag, 0.0),
+        system_matrix=system_matrix, eigenvalues=eigenvalues,
+        description=f"{pk.description}; {'effect compartment; ' if effect_compartment else ''}{pd.description}",
+        meta={**pk.meta, "kind": "pkpd"},
+    )
