@@ -1,20 +1,32 @@
-"""Exact solution of linear models by superposition of modal responses.
+"""Exact solution of linear models: modal superposition propagated event to event.
 
 For ``dy/dt = K y + u(t)`` with distinct eigenvalues ``λ_i`` of ``K``, Sylvester's formula
-gives ``exp(K t) = Σ_i exp(λ_i t) P_i`` with ``P_i = Π_{j≠i} (K − λ_j I)/(λ_i − λ_j)``.
-A bolus ``A`` into compartment ``c`` at ``s`` then contributes ``A Σ_i e^{λ_i (t−s)} P_i e_c``
-and a rate step ``R`` at ``s`` contributes ``R Σ_i (e^{λ_i (t−s)} − 1)/λ_i P_i e_c`` for
-``t ≥ s``; an infusion is an on-step plus an off-step. This is the closed-form approach of
-NONMEM's ADVAN1–4/11–12 written generically, with no time stepping and no sequential loop,
-so it vectorises over observations, doses and subjects and is exactly differentiable.
+gives ``exp(K t) = Σ_i e^{λ_i t} P_i`` with ``P_i = Π_{j≠i} (K − λ_j I)/(λ_i − λ_j)``. Hence
+``y(t) = Σ_i z_i(t) + c(t)`` where each modal component ``z_i`` (an n-vector) obeys
 
-Steady state (SS=1 on the first dose, interval ``ii``): the infinitely many earlier doses
-add the geometric series ``Σ_{k≥1} e^{λ_i (t−s+k·ii)} = e^{λ_i (t−s)} (g_i − 1)`` with
-``g_i = 1/(1 − e^{λ_i ii})``; their infusion constants cancel pairwise (each past infusion
-must end within one interval). Cost is O(observations × doses × states) per subject.
+    z_i(s_k) = e^{λ_i (s_k − s_{k−1})} z_i(s_{k−1}) + u_{i,k}
+
+across the time-sorted dose records ``s_k``: a bolus ``A`` into compartment ``c`` injects
+``u_i = A P_i e_c``; a rate step ``R`` injects ``(R/λ_i) P_i e_c`` into ``z_i`` and
+``−(R/λ_i) P_i e_c`` into the constant part ``c``. An infusion is an on-step plus an
+off-step. An observation at ``t`` after record ``k`` is ``Σ_i e^{λ_i (t − s_k)} z_i(s_k) + c_k``.
+This is NONMEM's ADVAN1–4/11–12 closed form written generically: the record recurrence uses
+``jax.lax.associative_scan`` and observations are independent of each other, so the work is
+O((records + observations) × states²) per subject with no time stepping; it vectorises over
+subjects, runs on GPU and is exactly differentiable.
+
+Steady state (SS=1 on the first dose, interval ``ii``): the infinitely many earlier doses add
+``Σ_{k≥1} e^{λ_i (t−s+k·ii)} = e^{λ_i (t−s)} (g_i − 1)``, ``g_i = 1/(1 − e^{λ_i ii})``, to the
+exponential part (past infusion constants cancel pairwise, so each past infusion must end
+within one interval). The past doses are visible from the SS dose entry on, including a
+pre-dose observation at that time, which therefore sees the steady-state trough.
+
+Ordering at equal times: observations come before dose records (pre-dose) unless
+``obs_after_dose``.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from insilico.engine import _status
@@ -34,7 +46,7 @@ def _projectors(K, lam):
             if j != i:
                 P = P @ ((K - lam[j] * eye) / (lam[i] - lam[j]))
         out.append(P)
-    return jnp.stack(out)  # (n_eig, n, n)
+    return jnp.stack(out)  # (m, n, n)
 
 
 def _min_relative_gap(lam):
@@ -45,30 +57,49 @@ def _min_relative_gap(lam):
     return jnp.min(d + jnp.eye(n) * jnp.inf)
 
 
-def solve_exact(model, p, dose, obs_t, obs_after_dose: bool = False):
+def _combine(left, right):
+    a1, b1 = left
+    a2, b2 = right
+    return a1 * a2, a2[..., None] * b1 + b2
+
+
+def solve_exact(model, p, dose, obs_t, obs_after_dose: bool = False,
+                has_infusion: bool = True, has_ss: bool = True):
     """States ``y[T, n]`` and status for one subject (see module docstring)."""
     time, amt, rate, cmt, ss, ii = dose
     K = model.system_matrix(p)
     lam = model.eigenvalues(p)
     P = _projectors(K, lam)
-    t_r, b_r, dr_r, c_r, _ = dose_records(model, p, time, amt, rate, cmt)
-    ss_r = jnp.concatenate([ss, ss]) > 0
-    ii_r = jnp.concatenate([ii, ii])
+    m, n = lam.shape[0], K.shape[0]
+    t_r, b_r, dr_r, c_r, _ = dose_records(model, p, time, amt, rate, cmt, has_infusion)
+    R = t_r.shape[0]
 
-    dt = obs_t[:, None] - t_r[None, :]                       # (T, R)
-    started = dt >= 0
-    current = (dt > 0) if not obs_after_dose else started    # obs at a dose time: pre-dose
-    E = jnp.exp(lam[None, None, :] * jnp.where(started, dt, 0.0)[..., None])   # (T, R, m)
-    coef = b_r[:, None] + dr_r[:, None] / lam[None, :]       # (R, m)
-    const = dr_r[:, None] / lam[None, :]
-    g = 1.0 / (-jnp.expm1(lam[None, :] * jnp.where(ss_r, ii_r, 1.0)[:, None]))
-    past = jnp.where(ss_r[:, None], g - 1.0, 0.0)            # (R, m)
-    term = (current[..., None] * (coef * E - const)
-            + started[..., None] * (past * coef) * E)        # (T, R, m)
-    Pcol = jnp.moveaxis(P[:, :, c_r], 2, 0)                  # (R, m, n): P_i[:, c_r]
-    y = jnp.einsum("trm,rmn->tn", term, Pcol)
-    if model.initial_state is not None:
-        y0 = model.y0(p)
-        y = y + jnp.einsum("tm,mn->tn", jnp.exp(lam[None, :] * obs_t[:, None]), P @ y0)
+    Pc = jnp.moveaxis(P[:, :, c_r], 2, 0)                 # (R, m, n) = P_i e_{c_r}
+    coef = b_r[:, None] + dr_r[:, None] / lam[None, :]    # (R, m) exponential amplitude
+    order = jnp.argsort(t_r, stable=True)
+    s = jnp.concatenate([jnp.zeros(1), t_r[order]])       # record 0: the initial state at t = 0
+    u = jnp.concatenate([(P @ model.y0(p))[None], (coef[..., None] * Pc)[order]])
+    w = jnp.concatenate([jnp.zeros((1, m, n)), ((-dr_r[:, None] / lam[None, :])[..., None] * Pc)[order]])
+
+    # modal state just after each record, propagated record to record
+    a = jnp.exp(lam[None, :] * jnp.diff(s, prepend=0.0)[:, None])          # (R+1, m)
+    _, Z = jax.lax.associative_scan(_combine, (a, u))                        # (R+1, m, n)
+    C = jnp.cumsum(w, axis=0)
+    # last record applied before each observation (pre-dose at equal times unless obs_after_dose)
+    k = jnp.searchsorted(s[1:], obs_t, side="right" if obs_after_dose else "left")
+    E = jnp.exp(lam[None, :] * (obs_t - s[k])[:, None])                      # (T, m), exponent <= 0
+    y = jnp.einsum("tm,tmn->tn", E, Z[k]) + jnp.sum(C[k], axis=1)
+
+    if has_ss:
+        # infinitely many earlier doses of the SS record(s); visible from the SS dose entry on
+        ss_r = jnp.concatenate([ss, ss])[:R] > 0
+        ii_r = jnp.concatenate([ii, ii])[:R]
+        g = 1.0 / (-jnp.expm1(lam[None, :] * jnp.where(ss_r, ii_r, 1.0)[:, None]))
+        past = jnp.where(ss_r[:, None], g - 1.0, 0.0) * coef                 # (R, m)
+        t_ss = jnp.min(jnp.where(ss_r, t_r, jnp.inf))
+        dt = obs_t[:, None] - t_r[None, :]
+        seen = (obs_t >= t_ss)[:, None]
+        Ep = jnp.exp(lam[None, None, :] * jnp.where(seen, dt, 0.0)[..., None])  # (T, R, m)
+        y = y + jnp.where(seen, jnp.einsum("trm,rm,rmn->tn", Ep, past, Pc), 0.0)
     status = jnp.where(_min_relative_gap(lam) < _MIN_GAP, _status.ILL_CONDITIONED, _status.OK)
     return y, status

@@ -149,16 +149,20 @@ def _steady_state(model, p, opts, y0, b0, dr0, dur0, ii0, active):
     return y, code
 
 
-def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverOptions = SolverOptions()):
+def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverOptions = SolverOptions(),
+              has_infusion: bool = True, has_ss: bool = True):
     """States ``y[T, n]`` and status for one subject."""
     time, amt, rate, cmt, ss, ii = dose
     n = model.n_states
-    t_r, b_r, dr_r, c_r, dur = dose_records(model, p, time, amt, rate, cmt)
+    t_r, b_r, dr_r, c_r, dur = dose_records(model, p, time, amt, rate, cmt, has_infusion)
     onehot = jax.nn.one_hot(c_r, n, dtype=jnp.float64)
     bolus = onehot * b_r[:, None]
     drate = onehot * dr_r[:, None]
     y0 = model.y0(p)
     t_end = jnp.maximum(obs_t[-1], jnp.max(t_r))
+    if not has_ss:
+        out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, t_end, obs_t, obs_after_dose)
+        return out, status
     active = ss[0] > 0
     y_ss, ss_code = _steady_state(model, p, opts, y0, bolus[0], drate[0], dur[0], ii[0], active)
     out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, t_end, obs_t,

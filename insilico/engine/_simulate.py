@@ -28,16 +28,18 @@ _BUILT: list = []
 
 
 def solve_subject(model: Model, p: Mapping, dose, obs_t, method: str = "exact",
-                  obs_after_dose: bool = False, solver: SolverOptions = SolverOptions()):
+                  obs_after_dose: bool = False, solver: SolverOptions = SolverOptions(),
+                  has_infusion: bool = True, has_ss: bool = True):
     """Pure, differentiable single-subject solve: returns (outputs dict, states[T, n], status).
 
     ``dose`` is the tuple (time, amt, rate, cmt, ss, ii) of 1-D arrays (one subject's row of a
-    `DoseTable`). Use under ``jax.grad``/``jax.vmap`` for estimation.
+    `DoseTable`). ``has_infusion``/``has_ss`` (static) may be set False when no dose is an
+    infusion / steady-state dose, which skips that work. Use under ``jax.grad``/``jax.vmap``.
     """
     if method == "exact":
-        y, status = solve_exact(model, p, dose, obs_t, obs_after_dose)
+        y, status = solve_exact(model, p, dose, obs_t, obs_after_dose, has_infusion, has_ss)
     else:
-        y, status = solve_ode(model, p, dose, obs_t, obs_after_dose, solver)
+        y, status = solve_ode(model, p, dose, obs_t, obs_after_dose, solver, has_infusion, has_ss)
     outs = model.evaluate_outputs(y, p)
     finite = jnp.all(jnp.isfinite(y)) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in outs.values()]))
     status = jnp.where((status == _status.OK) & ~finite, _status.NONFINITE, status)
@@ -46,9 +48,10 @@ def solve_subject(model: Model, p: Mapping, dose, obs_t, method: str = "exact",
 
 @functools.lru_cache(maxsize=256)
 def _batched(model: Model, method: str, obs_after_dose: bool, solver: SolverOptions,
-             shared_times: bool, keep_states: bool):
+             shared_times: bool, keep_states: bool, has_infusion: bool, has_ss: bool):
     def one(p, dose, obs_t):
-        outs, y, status = solve_subject(model, p, dose, obs_t, method, obs_after_dose, solver)
+        outs, y, status = solve_subject(model, p, dose, obs_t, method, obs_after_dose, solver,
+                                        has_infusion, has_ss)
         return outs, (y if keep_states else None), status
 
     fn = jax.jit(jax.vmap(one, in_axes=(0, 0, None if shared_times else 0)))
@@ -99,7 +102,7 @@ def _check_times(times, n):
 
 
 def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | DoseTable, times, *,
-             method: str = "auto", solver: SolverOptions | None = None, chunk_size: int = 1024,
+             method: str = "auto", solver: SolverOptions | None = None, chunk_size: int = 512,
              obs_after_dose: bool = False, covariates: Mapping | None = None,
              keep_states: bool = False, subject: np.ndarray | None = None) -> xr.Dataset:
     """Simulate ``model`` for N subjects.
@@ -153,7 +156,8 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
     table = table.broadcast(n)
 
     shared = t.ndim == 1
-    fn = _batched(model, method, bool(obs_after_dose), solver, shared, bool(keep_states))
+    fn = _batched(model, method, bool(obs_after_dose), solver, shared, bool(keep_states),
+                  bool(np.any(table.rate > 0)), bool(np.any(table.ss > 0)))
     size = _bucket(n, chunk_size)
     T = t.shape[-1]
     outs = {o: np.empty((n, T)) for o in model.output_names}
