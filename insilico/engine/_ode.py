@@ -1,11 +1,11 @@
 """ODE path: Diffrax integration piecewise between dose events.
 
-Records (dose on/off, see `_records`) are sorted per subject; the time axis is cut into
-segments at every record time. At the start of a segment the record's bolus is added to the
-state (an exact jump) and its rate step to the infusion input, then the ODE is integrated
-across the segment with an adaptive solver — a solver never steps over a discontinuity.
-Observations are saved with ``SaveAt(ts=...)`` inside the segment that owns them; nothing else
-is saved (no dense output). ``throw=False``: failures become per-subject status codes.
+Records (dose on/off, see `_records`) and observation times are merged and sorted per
+subject; the ODE is integrated with an adaptive solver from each event time to the next, so a
+solver never steps over a discontinuity. At a record the bolus is added to the state (an
+exact jump) and the rate step to the infusion input; at an observation the state is kept.
+Only those states are saved (no dense output, no interpolation). ``throw=False``: failures
+become per-subject status codes.
 
 Steady state (SS=1 on the first dose): the pre-dose state is the fixed point of the map
 "integrate one dosing interval starting with the dose", iterated to a relative change
@@ -71,56 +71,53 @@ def _code(result):
                                _status.SOLVER_FAILED))
 
 
-def _integrate(model, p, opts, y, rate, t0, t1, ts):
-    """Integrate one segment; returns (y at ts, y at t1, status)."""
-    solver = _SOLVERS[opts.solver]()
-    saveat = diffrax.SaveAt(ts=ts, t1=True) if ts is not None else diffrax.SaveAt(t1=True)
+def _integrate(model, p, opts, y, rate, t0, t1):
+    """Integrate one interval between consecutive events; returns (y(t1), status)."""
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_vector_field(model)), solver, t0, t1, dt0=None, y0=y, args=(p, rate),
-        saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=opts.rtol, atol=opts.atol),
+        diffrax.ODETerm(_vector_field(model)), _SOLVERS[opts.solver](), t0, t1, dt0=None, y0=y,
+        args=(p, rate), saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=opts.rtol, atol=opts.atol),
         max_steps=opts.max_steps, throw=False,
     )
-    return (sol.ys[:-1] if ts is not None else None), sol.ys[-1], _code(sol.result)
+    return sol.ys[-1], _code(sol.result)
 
 
-def _run_records(model, p, opts, y0, t, bolus, drate, t_end, obs_t, obs_after_dose,
+def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
                  reset_at=None, y_reset=None):
-    """Scan over segments cut at sorted record times. Returns (y at obs, y end, status)."""
+    """Scan over the merged, time-sorted records and observations.
+
+    Each step integrates from the previous event time to this one, then records the state
+    (observation) or applies the record's bolus and rate step. At equal times observations
+    come first (pre-dose) unless ``obs_after_dose``. Returns (y at obs, y at the end, status).
+    """
     n = y0.shape[0]
-    order = jnp.argsort(t, stable=True)
-    t, bolus, drate = t[order], bolus[order], drate[order]
-    seg_t0 = jnp.concatenate([jnp.zeros(1), t])
-    seg_t1 = jnp.concatenate([t, jnp.atleast_1d(t_end)])
-    seg_b = jnp.concatenate([jnp.zeros((1, n)), bolus])
-    seg_r = jnp.concatenate([jnp.zeros((1, n)), drate])
-    is_reset = (jnp.zeros(seg_t0.shape[0], bool) if reset_at is None
-                else jnp.concatenate([jnp.zeros(1, bool), order == reset_at]))
-    n_seg = seg_t0.shape[0]
-    is_last = jnp.arange(n_seg) == n_seg - 1
-    is_first = jnp.arange(n_seg) == 0
-    out0 = None if obs_t is None else jnp.broadcast_to(y0, (obs_t.shape[0], n))
+    R = t.shape[0]
+    T = 0 if obs_t is None else obs_t.shape[0]
+    is_reset = jnp.zeros(R, bool) if reset_at is None else jnp.arange(R) == reset_at
+    if T:
+        times = jnp.concatenate([t, obs_t])
+        rank = jnp.concatenate([jnp.full(R, 0 if obs_after_dose else 1), jnp.full(T, 1 if obs_after_dose else 0)])
+        order = jnp.lexsort((rank, times))
+        zb = jnp.zeros((T, n))
+        times, bolus, drate = times[order], jnp.concatenate([bolus, zb])[order], jnp.concatenate([drate, zb])[order]
+        is_reset = jnp.concatenate([is_reset, jnp.zeros(T, bool)])[order]
+    else:
+        order = jnp.argsort(t, stable=True)
+        times, bolus, drate, is_reset = t[order], bolus[order], drate[order], is_reset[order]
+    prev = jnp.concatenate([jnp.zeros(1), times[:-1]])
 
     def body(carry, xs):
-        y, rate, out, status = carry
-        t0, t1, b, dr, reset, last, first = xs
+        y, rate, status = carry
+        t0, t1, b, dr, reset = xs
+        y, code = _integrate(model, p, opts, y, rate, t0, t1)
         if y_reset is not None:
             y = jnp.where(reset, y_reset, y)
-        y = y + b
-        rate = rate + dr
-        t1 = jnp.maximum(t1, t0)
-        ts = None if obs_t is None else jnp.clip(obs_t, t0, t1)
-        ys, y1, code = _integrate(model, p, opts, y, rate, t0, t1, ts)
-        if obs_t is not None:
-            if obs_after_dose:
-                mine = (obs_t >= t0) & ((obs_t < t1) | last)
-            else:
-                mine = ((obs_t > t0) | first) & (obs_t <= t1)
-            out = jnp.where(mine[:, None], ys, out)
-        return (y1, rate, out, jnp.maximum(status, code)), None
+        seen = y  # an observation at t1 sees the state before any record placed after it
+        return (y + b, rate + dr, jnp.maximum(status, code)), seen
 
-    init = (y0, jnp.zeros(n), out0, jnp.asarray(_status.OK))
-    (y_end, _, out, status), _ = jax.lax.scan(
-        body, init, (seg_t0, seg_t1, seg_b, seg_r, is_reset, is_last, is_first))
+    (y_end, _, status), ys = jax.lax.scan(
+        body, (y0, jnp.zeros(n), jnp.asarray(_status.OK)), (prev, times, bolus, drate, is_reset))
+    out = ys[jnp.argsort(order)[R:]] if T else None
     return out, y_end, status
 
 
@@ -131,8 +128,9 @@ def _steady_state(model, p, opts, y0, b0, dr0, dur0, ii0, active):
     drate = jnp.stack([dr0, -dr0])
 
     def flow(y):
-        _, y1, code = _run_records(model, p, opts, y, t, bolus, drate, ii0, None, False)
-        return y1, code
+        _, y1, code = _run_records(model, p, opts, y, t, bolus, drate, None, False)
+        y1, c2 = _integrate(model, p, opts, y1, jnp.zeros_like(y1), dur0, ii0)
+        return y1, jnp.maximum(code, c2)
 
     def cond(state):
         k, y, prev, code = state
@@ -159,13 +157,12 @@ def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverO
     bolus = onehot * b_r[:, None]
     drate = onehot * dr_r[:, None]
     y0 = model.y0(p)
-    t_end = jnp.maximum(obs_t[-1], jnp.max(t_r))
     if not has_ss:
-        out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, t_end, obs_t, obs_after_dose)
+        out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t, obs_after_dose)
         return out, status
     active = ss[0] > 0
     y_ss, ss_code = _steady_state(model, p, opts, y0, bolus[0], drate[0], dur[0], ii[0], active)
-    out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, t_end, obs_t,
+    out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t,
                                   obs_after_dose, reset_at=jnp.where(active, 0, -1), y_reset=y_ss)
     if not obs_after_dose:  # an observation exactly at the SS dose entry sees the SS trough
         out = jnp.where((active & (obs_t == t_r[0]))[:, None], y_ss, out)
