@@ -1,5 +1,6 @@
 """Dosing regimens (NONMEM event semantics), per-subject dose tables, NONMEM data import."""
+from insilico.dosing._nonmem import NonmemData, read_nonmem
 from insilico.dosing._regimen import Dose, Regimen
 from insilico.dosing._table import DoseTable, dose_table
 
-__all__ = ["Dose", "Regimen", "DoseTable", "dose_table"]
+__all__ = ["Dose", "Regimen", "DoseTable", "dose_table", "NonmemData", "read_nonmem"]
