@@ -9,11 +9,13 @@ become per-subject status codes.
 
 Steady state (SS=1 on the first dose): the pre-dose state is the fixed point of the map
 "integrate one dosing interval starting with the dose", iterated to a relative change
-< 1e-12 (at most ``ss_max_iter`` intervals), as NONMEM does numerically for general models.
+< 1e-12 (at most ``ss_max_iter`` intervals), as NONMEM does numerically for general models;
+gradients use the implicit function theorem instead of unrolling the iterations.
 The state is reset to it when the SS dose enters (dose time + ALAG).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import diffrax
@@ -121,30 +123,59 @@ def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
     return out, y_end, status
 
 
-def _steady_state(model, p, opts, y0, b0, dr0, dur0, ii0, active):
-    """Pre-dose steady state for a dose (bolus b0, infusion dr0 for dur0) every ii0 h."""
+def _one_interval(model, opts, y, theta):
+    """State after one dosing interval that starts with the dose entering."""
+    p, b0, dr0, dur0, ii0 = theta
     t = jnp.stack([0.0, dur0])
-    bolus = jnp.stack([b0, jnp.zeros_like(b0)])
-    drate = jnp.stack([dr0, -dr0])
+    _, y1, _ = _run_records(model, p, opts, y, t, jnp.stack([b0, jnp.zeros_like(b0)]),
+                            jnp.stack([dr0, -dr0]), None, False)
+    y1, _ = _integrate(model, p, opts, y1, jnp.zeros_like(y1), dur0, ii0)
+    return y1
 
-    def flow(y):
-        _, y1, code = _run_records(model, p, opts, y, t, bolus, drate, None, False)
-        y1, c2 = _integrate(model, p, opts, y1, jnp.zeros_like(y1), dur0, ii0)
-        return y1, jnp.maximum(code, c2)
 
-    def cond(state):
-        k, y, prev, code = state
-        change = jnp.max(jnp.abs(y - prev) / (jnp.abs(y) + opts.atol))
-        return active & (k < opts.ss_max_iter) & ((k == 0) | (change > 1e-12)) & (code == 0)
+@functools.lru_cache(maxsize=None)
+def _fixed_point_fn(model, opts):
+    """Steady state ``y = flow(y)`` by fixed-point iteration, with an implicit-function VJP:
+    ``dy*/dθ = (I − ∂flow/∂y)^{-1} ∂flow/∂θ`` (reverse mode only, no unrolled iterations)."""
+    flow = functools.partial(_one_interval, model, opts)
 
-    def body(state):
-        k, y, _, code = state
-        y1, c = flow(y)
-        return k + 1, y1, y, jnp.maximum(code, c)
+    @jax.custom_vjp
+    def fixed_point(y0, theta):
+        def cond(state):
+            k, y, prev = state
+            change = jnp.max(jnp.abs(y - prev) / (jnp.abs(y) + opts.atol))
+            return (k < opts.ss_max_iter) & ((k == 0) | (change > 1e-12))
 
-    k, y, _, code = jax.lax.while_loop(cond, body, (0, y0, y0, jnp.asarray(_status.OK)))
-    code = jnp.where(active & (k >= opts.ss_max_iter), _status.MAX_STEPS, code)
-    return y, code
+        def body(state):
+            k, y, _ = state
+            return k + 1, flow(y, theta), y
+
+        return jax.lax.while_loop(cond, body, (0, y0, y0))[1]
+
+    def fwd(y0, theta):
+        y = fixed_point(y0, theta)
+        return y, (y, theta)
+
+    def bwd(res, v):
+        y, theta = res
+        J = jax.jacrev(lambda yy: flow(yy, theta))(y)
+        w = jnp.linalg.solve((jnp.eye(y.shape[0]) - J).T, v)
+        _, vjp = jax.vjp(lambda th: flow(y, th), theta)
+        return jnp.zeros_like(y), vjp(w)[0]
+
+    fixed_point.defvjp(fwd, bwd)
+    return fixed_point
+
+
+def _steady_state(model, p, opts, y0, b0, dr0, dur0, ii0, active):
+    """Pre-dose steady state for a dose (bolus b0, infusion dr0 for dur0) every ii0 h.
+    Subjects without an SS dose iterate a dose-free map (converges at once) and keep y0."""
+    theta = (p, jnp.where(active, b0, 0.0), jnp.where(active, dr0, 0.0), jnp.where(active, dur0, 0.0),
+             jnp.where(active, ii0, 1.0))
+    y_ss = _fixed_point_fn(model, opts)(y0, theta)
+    resid = _one_interval(model, opts, y_ss, jax.lax.stop_gradient(theta)) - y_ss
+    converged = jnp.max(jnp.abs(resid) / (jnp.abs(y_ss) + opts.atol)) < 1e-8
+    return y_ss, jnp.where(active & ~converged, _status.MAX_STEPS, _status.OK)
 
 
 def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverOptions = SolverOptions(),

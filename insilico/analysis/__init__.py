@@ -1,0 +1,15 @@
+"""Analysis of simulated (or observed) trial data: NCA, summaries, plots, reports."""
+from .nca import AUC_METHODS, BLQ_PRESETS, FLAGS, ROUTES, BLQRule, auc, aumc, nca, nca_ss, parameter_table
+
+__all__ = [
+    "AUC_METHODS",
+    "BLQ_PRESETS",
+    "FLAGS",
+    "ROUTES",
+    "BLQRule",
+    "auc",
+    "aumc",
+    "nca",
+    "nca_ss",
+    "parameter_table",
+]

@@ -1,0 +1,79 @@
+"""The cohort as a NumPyro model.
+
+``cohort_model(spec)`` returns ``model(n_subjects=1, stratum=None)``: every per-subject
+quantity is a site inside ``numpyro.plate("subject", n_subjects)``:
+
+* ``copula_z`` (if a correlation block is given): MVN(0, R) standard-normal scores; the
+  correlated covariates are ``numpyro.deterministic`` inverse-CDF transforms of them;
+* other distribution covariates: ``numpyro.sample(name, distribution)`` with parameters that
+  may depend on earlier covariates (so they can be conditioned on observed covariates with
+  ``numpyro.handlers.condition``);
+* the stratum: ``numpyro.sample(name, Categorical(fractions), obs=stratum)``;
+* expression and derived covariates: ``numpyro.deterministic``;
+* ``eta`` ~ MVN(0, Omega) and per-parameter ``eta_P`` (deterministic), ``kappa_P`` (IOV,
+  event shape (occasions,)), individual parameters ``P`` and ``P_occ`` (deterministic).
+
+Inclusion criteria are *not* part of the density: :func:`draw_cohort` applies them by
+rejection. Draw with NumPyro's handlers, e.g.
+``numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(100)``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from insilico.cohorts._compile import CompiledCohort, compile_spec
+from insilico.cohorts._covariates import StratumNode
+from insilico.cohorts._parameters import sample_parameters
+
+__all__ = ["cohort_model", "criteria_mask"]
+
+
+def cohort_model(spec) -> Callable[..., dict]:
+    """NumPyro model of the cohort described by ``spec`` (spec, path, YAML text or mapping).
+
+    The returned callable ``model(n_subjects=1, stratum=None)`` returns a dict of all
+    covariates, etas, kappas and individual parameters (arrays over subjects).
+    """
+    c = compile_spec(spec)
+
+    def model(n_subjects: int = 1, stratum=None) -> dict:
+        env: dict = {}
+        with numpyro.plate("subject", n_subjects):
+            z = None
+            if c.copula_chol is not None:
+                m = len(c.copula_names)
+                z = numpyro.sample("copula_z", dist.MultivariateNormal(
+                    jnp.zeros(m), scale_tril=jnp.asarray(c.copula_chol)))
+            for name in c.order:
+                node = c.nodes[name]
+                if isinstance(node, StratumNode):
+                    env[name] = node.sample(env, z, stratum)
+                else:
+                    env[name] = node.sample(env, z)
+            like = jnp.zeros(n_subjects) if not env else jnp.zeros(jnp.shape(env[c.order[0]]))
+            env.update(sample_parameters(c.params, env, c.bsv_names, c.omega_chol, c.iov_sd,
+                                         c.occasions, like))
+        return env
+
+    model.compiled = c  # type: ignore[attr-defined]
+    return model
+
+
+def criteria_mask(c: CompiledCohort, env: dict) -> jnp.ndarray:
+    """True where all inclusion criteria (global and the subject's stratum level) hold and no
+    exclusion criterion holds."""
+    ok = jnp.ones(jnp.shape(env[c.order[0]]), dtype=bool)
+    for _, f in c.inclusion:
+        ok = ok & f(env)
+    for _, f in c.exclusion:
+        ok = ok & ~f(env)
+    if c.stratum is not None:
+        s = env[c.stratum]
+        for level, crits in enumerate(c.stratum_criteria):
+            for _, f in crits:
+                ok = ok & jnp.where(s == level, f(env), True)
+    return ok
