@@ -46,7 +46,8 @@ Denney et al. 2015)
   positive samples after Tmax (Tmax excluded, as PKNCA's default; ``allow_tmax_in_lambda_z=True``
   includes it, e.g. for an IV bolus sampled at dose time; after the end of an infusion); keep fits
   with λz > 0; among those, every fit with adjusted R² > best - ``adj_r2_tol`` (1e-4) qualifies
-  and the one with the most points wins. At least ``min_points`` (3) points. ``lambda_z_points=n`` forces the last n points.
+  and the one with the most points wins (the best is taken over fits with λz > 0; PKNCA takes it
+  over all fits, which differs only when a rising tail fits best -- see ``_nca_lambdaz``). At least ``min_points`` (3) points. ``lambda_z_points=n`` forces the last n points.
   Reported: λz, the intercept (ln C at dose time), the number of points, first/last time used,
   R², adjusted R², span ratio = (last - first time used)/t½, t½ = ln2/λz.
 * **Extrapolation** to infinity is offered both ways, as PKNCA and Phoenix do:
