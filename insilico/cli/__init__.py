@@ -1,0 +1,22 @@
+"""The `insilico` command line: a thin Typer layer over the library (one module per command)."""
+from __future__ import annotations
+
+import typer
+
+from insilico.cli.cohort import cohort_command
+from insilico.cli.models import models_command
+from insilico.cli.run import run_command
+from insilico.cli.summary import summary_command
+from insilico.cli.validate import validate_command
+
+app = typer.Typer(help="insilico: in-silico clinical trials.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+app.command("run")(run_command)
+app.command("validate")(validate_command)
+app.command("cohort")(cohort_command)
+app.command("models")(models_command)
+app.command("summary")(summary_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,3 @@
+from insilico.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Shared CLI plumbing: exit codes and error reporting.
+
+Exit codes: 0 ok, 2 invalid input (one line naming the field and the problem, no traceback,
+nothing written), 1 runtime failure. Set ``INSILICO_DEBUG=1`` to see tracebacks.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from insilico.errors import SpecError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SpecError as e:
+            err_console.print(f"[bold red]invalid input[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130)
+        except Exception as e:  # runtime failure
+            if os.environ.get("INSILICO_DEBUG"):
+                raise
+            err_console.print(f"[bold red]error[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+    return wrapper
+
+
+def print_table(df, title: str) -> None:
+    from rich.table import Table
+    t = Table(title=title)
+    cols = list(df.columns)
+    for c in cols:
+        t.add_column(str(c), justify="left" if df[c].dtype == object else "right")
+    for _, row in df.iterrows():
+        t.add_row(*(_fmt(v) for v in row.values))
+    console.print(t)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != v:
+            return "–"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

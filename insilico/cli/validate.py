@@ -1,0 +1,23 @@
+"""`insilico validate SPEC`: check a trial spec without running it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from insilico.cli._common import console, handle_errors
+
+
+@handle_errors
+def validate_command(
+    spec: Path = typer.Argument(..., help="Trial spec (YAML)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a spec value: key.path=value."),
+):
+    """Validate a trial spec (schema, model, cohort, regimens, endpoints); exit 2 if invalid."""
+    from insilico.trials import load_trial_spec
+    from insilico.trials._prepare import prepare
+    s, base = load_trial_spec(spec, set_)
+    ctx = prepare(s, base)
+    console.print(f"[green]valid[/] {s.name}: model {ctx.model.name}, {len(s.arms)} arms, N = {s.n}, "
+                  f"{s.replicates.n} replicate(s), {len(s.endpoints)} endpoints, design {s.design}")

@@ -1,0 +1,111 @@
+"""Trial analysis from a results store: per-arm summaries, comparisons with a reference
+arm (per replicate), probability of success across replicates, probability of target
+attainment and power versus N. Returns JSON-able tables (stored in the store's attributes).
+
+Summaries pool all replicates; comparisons are made per replicate (paired by subject in a
+counterfactual design) and probability of success is the fraction of replicates meeting the
+success rule.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from insilico.trials import _stats
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    df = df.reset_index() if df.index.name or not isinstance(df.index, pd.RangeIndex) else df
+    recs = df.to_dict(orient="records")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
+             for k, v in r.items()} for r in recs]
+
+
+def _arm_values(ds, name: str, replicate: int | None = None):
+    """(values, arm labels, subject ids) of simulated subject-arm pairs (NaN = missing)."""
+    v = ds[name].values
+    st = ds["status"].values
+    arms = ds["arm"].values
+    reps = range(v.shape[0]) if replicate is None else [replicate]
+    vals, labs, subs = [], [], []
+    for r in reps:
+        for a in range(v.shape[1]):
+            m = st[r, a] >= 0
+            vals.append(v[r, a, m])
+            labs.append(np.full(m.sum(), arms[a], dtype=object))
+            subs.append(ds["subject"].values[m])
+    return np.concatenate(vals), np.concatenate(labs), np.concatenate(subs)
+
+
+def _rule(success) -> dict:
+    keys = ("p_value_below", "estimate_above", "estimate_below", "ci_lower_above", "ci_upper_below")
+    return {k: getattr(success, k) for k in keys if getattr(success, k) is not None}
+
+
+def analyse(ds, spec) -> dict:
+    ds = ds.load()
+    a = spec.analysis
+    binary = {e.name: e.type == "responder" for e in spec.endpoints}
+    names = a.endpoints or [e.name for e in spec.endpoints]
+    out: dict = {"summary": {}, "comparisons": {}}
+    paired = spec.design == "counterfactual"
+    for name in names:
+        vals, labs, _ = _arm_values(ds, name)
+        out["summary"][name] = _records(_stats.summarise(vals, labs, binary=binary[name]))
+        if a.reference is None:
+            continue
+        tables = []
+        for r in range(ds.sizes["replicate"]):
+            v, lab, sub = _arm_values(ds, name, r)
+            t = _stats.compare(v, lab, a.reference, kind=a.comparison if not binary[name] else "difference",
+                               binary=binary[name], alpha=a.alpha, subject=sub if paired else None,
+                               paired=paired)
+            t["replicate"] = r
+            tables.append(t)
+        out["comparisons"][name] = _records(pd.concat(tables))
+    if a.success is not None:
+        s = a.success
+        table = pd.DataFrame(out["comparisons"].get(s.endpoint) or _comparisons(ds, spec, s.endpoint, binary))
+        arms = [s.arm] if s.arm else [x for x in table["arm"].unique()]
+        out["probability_of_success"] = [
+            {"arm": arm, **_stats.probability_of_success(table[table["arm"] == arm], _rule(s))} for arm in arms]
+    if a.pta is not None:
+        vals, groups = [], []
+        v = ds[a.pta.endpoint].values
+        st = ds["status"].values
+        for r in range(v.shape[0]):
+            for k in range(v.shape[1]):
+                m = st[r, k] >= 0
+                parts = []
+                for g in a.pta.by:
+                    if g == "arm":
+                        parts.append(np.full(m.sum(), str(ds["arm"].values[k]), dtype=object))
+                    else:
+                        parts.append(ds[g].values[r][m].astype(str))
+                vals.append(v[r, k, m])
+                groups.append(np.array([" | ".join(t) for t in zip(*parts)], dtype=object))
+        out["pta"] = _records(_stats.target_attainment(np.concatenate(vals), np.concatenate(groups),
+                                                       a.pta.threshold, above=a.pta.direction == "above"))
+    if a.sample_size is not None:
+        ep = a.success.endpoint if a.success else names[0]
+        vals, labs, _ = _arm_values(ds, ep, 0)
+        by_arm = {arm: vals[labs == arm] for arm in ds["arm"].values}
+        rule = _rule(a.success) if a.success else {"p_value_below": a.alpha}
+        out["power"] = _records(_stats.power_curve(by_arm, a.reference, a.sample_size.n, rule,
+                                                   a.sample_size.resamples, spec.seed, binary=binary[ep]))
+    return out
+
+
+def _comparisons(ds, spec, name, binary):
+    a = spec.analysis
+    rows = []
+    for r in range(ds.sizes["replicate"]):
+        v, lab, sub = _arm_values(ds, name, r)
+        t = _stats.compare(v, lab, a.reference, binary=binary[name], alpha=a.alpha,
+                           subject=sub if spec.design == "counterfactual" else None,
+                           paired=spec.design == "counterfactual")
+        t["replicate"] = r
+        rows.append(t)
+    return _records(pd.concat(rows))

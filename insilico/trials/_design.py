@@ -1,0 +1,130 @@
+"""Design randomness: allocation, dropout, adherence and sampling schedules.
+
+Every draw comes from a key derived from (seed, stream, replicate, subject index[, dose or
+sample index]) with ``jax.random.fold_in`` — never from chunk or worker identity — so a
+subject's allocation, dropout time, missed doses and sampling times are the same whatever the
+chunking, and the same in every arm of a counterfactual design.
+"""
+from __future__ import annotations
+
+import zlib
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STREAMS = {"randomisation": 101, "dropout": 102, "adherence": 103, "schedule": 104,
+           "uncertainty": 105, "residual": 106}
+
+
+def subject_keys(seed: int, stream: str, replicate: int, idx: np.ndarray):
+    root = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), STREAMS[stream]), replicate)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(idx, dtype=jnp.uint32))
+
+
+def _uniform(keys, m: int):
+    """(n, m) uniforms; column j from fold_in(key, j), so columns do not depend on m."""
+    return np.asarray(jax.vmap(lambda k: jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(k, j)))(
+        jnp.arange(m, dtype=jnp.uint32)))(keys))
+
+
+def allocation_block(ratios: list[float]) -> np.ndarray:
+    """Arm indices of one randomisation block: ratios reduced to the smallest integers."""
+    fr = [Fraction(r).limit_denominator(100) for r in ratios]
+    den = np.lcm.reduce([f.denominator for f in fr])
+    ints = np.array([int(f * den) for f in fr])
+    ints //= np.gcd.reduce(ints)
+    return np.repeat(np.arange(len(ratios)), ints)
+
+
+def allocate(seed: int, replicate: int, idx: np.ndarray, ratios: list[float]) -> np.ndarray:
+    """Permuted-block randomisation: subject i is in block i // B (B = block length), each
+    block a seeded permutation of the allocation ratios — exact ratios in every full block."""
+    block = allocation_block(ratios)
+    B = len(block)
+    blocks = np.unique(idx // B)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, jnp.asarray(block)))(
+        subject_keys(seed, "randomisation", replicate, blocks))
+    perms = np.asarray(perms)
+    return perms[np.searchsorted(blocks, idx // B), idx % B]
+
+
+def dropout_times(spec, seed: int, replicate: int, idx: np.ndarray) -> np.ndarray:
+    """Dropout time (h) per subject, ``inf`` for completers.
+
+    Constant hazard h: T = −ln(U)/h (exponential). Intervals: in interval k (from the previous
+    end) a subject still in the trial drops out with its probability, at a uniform time in it.
+    """
+    n = len(idx)
+    if spec is None:
+        return np.full(n, np.inf)
+    keys = subject_keys(seed, "dropout", replicate, idx)
+    if spec.hazard is not None:
+        if spec.hazard == 0:
+            return np.full(n, np.inf)
+        u = _uniform(keys, 1)[:, 0]
+        return -np.log1p(-u) / spec.hazard
+    K = len(spec.intervals)
+    u = _uniform(keys, 2 * K)
+    starts = np.array([0.0] + [iv.end for iv in spec.intervals[:-1]])
+    ends = np.array([iv.end for iv in spec.intervals])
+    probs = np.array([iv.probability for iv in spec.intervals])
+    drop = u[:, :K] < probs
+    first = np.where(drop.any(axis=1), drop.argmax(axis=1), -1)
+    t = np.full(n, np.inf)
+    has = first >= 0
+    k = first[has]
+    t[has] = starts[k] + u[has, K + k] * (ends[k] - starts[k])
+    return t
+
+
+def doses_taken(spec, seed: int, replicate: int, idx: np.ndarray, n_doses: int) -> np.ndarray:
+    """(n, n_doses) bool: which of a subject's doses are taken (independent misses with
+    1 − probability, and missed runs of ``length`` doses starting with ``start_probability``)."""
+    n = len(idx)
+    if spec is None or n_doses == 0:
+        return np.ones((n, n_doses), bool)
+    keys = subject_keys(seed, "adherence", replicate, idx)
+    u = _uniform(keys, 2 * n_doses)
+    taken = u[:, :n_doses] < spec.probability
+    if spec.missed_run:
+        L = int(spec.missed_run["length"])
+        starts = u[:, n_doses:] < spec.missed_run["start_probability"]
+        in_run = np.zeros_like(starts)
+        for lag in range(L):
+            in_run[:, lag:] |= starts[:, : n_doses - lag]
+        taken &= ~in_run
+    return taken
+
+
+def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarray):
+    """Per-subject (sampled mask (n, T), actual times (n, T)).
+
+    Sparse designs sample ``per_subject`` of the nominal times (a seeded random subset);
+    jitter adds N(0, jitter_sd²) h to each actual time (kept >= 0 and strictly increasing).
+    """
+    n, T = len(idx), len(nominal)
+    keys = subject_keys(seed, "schedule", replicate, idx)
+    mask = np.ones((n, T), bool)
+    if spec.per_subject is not None and spec.per_subject < T:
+        u = _uniform(keys, T)
+        rank = np.argsort(np.argsort(u, axis=1), axis=1)
+        mask = rank < spec.per_subject
+    actual = np.broadcast_to(nominal, (n, T)).copy()
+    if spec.jitter_sd > 0:
+        z = np.asarray(jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(
+            jax.random.fold_in(jax.random.fold_in(k, 1_000_003), j)))(jnp.arange(T, dtype=jnp.uint32)))(keys))
+        actual = np.sort(np.maximum(actual + spec.jitter_sd * z, 0.0), axis=1)
+        gap = 1e-6
+        actual = np.maximum.accumulate(actual - gap * np.arange(T), axis=1) + gap * np.arange(T)
+    return mask, actual
+
+
+def uncertainty_factors(spec, seed: int, replicate: int) -> dict[str, float]:
+    """Per-replicate multiplicative factors exp(sd·z) for population-parameter uncertainty."""
+    out = {}
+    for name, sd in spec.uncertainty.items():
+        key = subject_keys(seed, "uncertainty", replicate, np.array([zlib.crc32(name.encode())]))[0]
+        out[name] = float(np.exp(sd * jax.random.normal(key))) if sd > 0 else 1.0
+    return out

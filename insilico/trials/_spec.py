@@ -1,0 +1,378 @@
+"""Trial specification (YAML) validated with pydantic.
+
+A spec names the model, the cohort, the arms and their regimens, the design (parallel or
+counterfactual), the observation schedule, dropout and adherence, the endpoints, the analysis
+and execution settings. Every error is reported as one `SpecError` with the dotted field path
+(``arms.1.regimen.0.amt``) and the problem.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from insilico.errors import SpecError
+
+__all__ = ["TrialSpec", "load_trial_spec", "apply_overrides"]
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Built-in model ``name`` (see `insilico models`) or a user model ``import: pkg.mod:attr``.
+    ``parameters`` fixes values for parameters the cohort does not provide."""
+
+    name: str | None = None
+    import_: str | None = Field(None, alias="import")
+    parameters: dict[str, float] = {}
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.name is None) == (self.import_ is None):
+            raise ValueError("give exactly one of `name` (built-in) or `import` (pkg.module:attribute)")
+        return self
+
+
+class DoseSpec(_Strict):
+    """One dosing record (NONMEM semantics); ``n`` doses ``ii`` apart is shorthand for ADDL = n - 1."""
+
+    amt: NonNegFloat
+    time: NonNegFloat = 0.0
+    cmt: str | int | None = None
+    rate: NonNegFloat = 0.0
+    duration: PositiveFloat | None = None
+    ii: NonNegFloat = 0.0
+    addl: Annotated[int, Field(ge=0)] = 0
+    n: Annotated[int, Field(ge=1)] | None = None
+    ss: Literal[0, 1] = 0
+    per: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n is not None and self.addl:
+            raise ValueError("give either n (number of doses) or addl, not both")
+        if self.rate and self.duration:
+            raise ValueError("give either rate or duration, not both")
+        if ((self.n or 1) > 1 or self.addl or self.ss) and not self.ii > 0:
+            raise ValueError("ii (dosing interval, h) must be > 0 for repeated or steady-state doses")
+        return self
+
+
+class ArmSpec(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    ratio: PositiveFloat = 1.0
+    regimen: list[DoseSpec] = []
+
+
+class TimesRange(_Strict):
+    start: NonNegFloat = 0.0
+    stop: PositiveFloat
+    step: PositiveFloat
+
+
+class ObservationSpec(_Strict):
+    """Nominal sampling times (h). ``per_subject`` draws that many of them per subject (sparse
+    design); ``jitter_sd`` (h) perturbs each subject's actual times."""
+
+    times: list[NonNegFloat] | TimesRange
+    per_subject: Annotated[int, Field(ge=1)] | None = None
+    jitter_sd: NonNegFloat = 0.0
+    outputs: list[str] | None = None
+
+
+class DropoutInterval(_Strict):
+    end: PositiveFloat
+    probability: Probability
+
+
+class DropoutSpec(_Strict):
+    """Constant hazard (1/h) or per-interval dropout probabilities (conditional on being in the
+    trial at the interval's start)."""
+
+    hazard: NonNegFloat | None = None
+    intervals: list[DropoutInterval] | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.hazard is None) == (self.intervals is None):
+            raise ValueError("give exactly one of hazard or intervals")
+        if self.intervals is not None:
+            ends = [i.end for i in self.intervals]
+            if ends != sorted(ends) or len(set(ends)) != len(ends):
+                raise ValueError("interval ends must be strictly increasing")
+        return self
+
+
+class AdherenceSpec(_Strict):
+    """Each dose is taken with ``probability``; with ``missed_run`` a run of ``length`` missed
+    doses starts at each dose with probability ``start_probability``."""
+
+    probability: Probability = 1.0
+    missed_run: dict[str, float] | None = None
+
+    @field_validator("missed_run")
+    @classmethod
+    def _run(cls, v):
+        if v is None:
+            return v
+        if set(v) != {"start_probability", "length"}:
+            raise ValueError("missed_run needs exactly start_probability and length")
+        if not 0 <= v["start_probability"] <= 1 or v["length"] < 1 or int(v["length"]) != v["length"]:
+            raise ValueError("start_probability must be in [0, 1] and length a positive integer")
+        return v
+
+
+ENDPOINT_TYPES = ("cmax", "tmax", "cmin", "trough", "auc", "value", "change_from_baseline",
+                  "time_above", "time_below", "fraction_in_window", "fraction_above", "responder")
+
+
+class EndpointSpec(_Strict):
+    """A per-subject endpoint computed from the dense model solution.
+
+    * ``cmax``/``tmax``/``cmin``/``auc`` of ``output`` over ``window`` [t0, t1] h;
+    * ``trough``: pre-dose value at dose number ``dose`` (0-based) of the arm's regimen, or at ``at``;
+    * ``value``/``change_from_baseline``: value at ``at`` (minus the value at time 0);
+    * ``time_above``/``time_below`` (h) and ``fraction_above`` of ``window`` with ``output`` above/below
+      ``threshold``; ``fraction_in_window``: fraction of ``window`` with ``low <= output <= high``;
+    * ``responder``: 1 when endpoint ``of`` is above (``direction: above``) or below ``threshold``.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    type: Literal[ENDPOINT_TYPES]  # type: ignore[valid-type]
+    output: str = "conc"
+    window: tuple[NonNegFloat, NonNegFloat] | None = None
+    at: NonNegFloat | None = None
+    dose: Annotated[int, Field(ge=0)] | None = None
+    threshold: float | None = None
+    low: float | None = None
+    high: float | None = None
+    of: str | None = None
+    direction: Literal["above", "below"] = "above"
+
+    @model_validator(mode="after")
+    def _needs(self):
+        t = self.type
+        if self.window is not None and not self.window[1] > self.window[0]:
+            raise ValueError("window must be [start, end] with end > start")
+        if t in ("cmax", "tmax", "cmin", "auc", "time_above", "time_below", "fraction_above",
+                 "fraction_in_window") and self.window is None:
+            raise ValueError(f"a {t} endpoint needs window: [start, end] (h)")
+        if t in ("value", "change_from_baseline") and self.at is None:
+            raise ValueError(f"a {t} endpoint needs at: time (h)")
+        if t == "trough" and (self.dose is None) == (self.at is None):
+            raise ValueError("a trough endpoint needs exactly one of dose (index) or at (h)")
+        if t in ("time_above", "time_below", "fraction_above", "responder") and self.threshold is None:
+            raise ValueError(f"a {t} endpoint needs threshold")
+        if t == "fraction_in_window" and (self.low is None or self.high is None or self.high < self.low):
+            raise ValueError("fraction_in_window needs low <= high")
+        if t == "responder" and self.of is None:
+            raise ValueError("a responder endpoint needs of: <endpoint name>")
+        return self
+
+
+class SuccessSpec(_Strict):
+    endpoint: str
+    arm: str | None = None
+    p_value_below: Probability | None = None
+    estimate_above: float | None = None
+    estimate_below: float | None = None
+    ci_lower_above: float | None = None
+    ci_upper_below: float | None = None
+
+
+class PTASpec(_Strict):
+    endpoint: str
+    threshold: float
+    direction: Literal["above", "below"] = "above"
+    by: list[str] = ["arm"]
+
+
+class SampleSizeSpec(_Strict):
+    n: list[Annotated[int, Field(ge=2)]]
+    resamples: Annotated[int, Field(ge=10)] = 500
+
+
+class AnalysisSpec(_Strict):
+    reference: str | None = None
+    endpoints: list[str] | None = None
+    comparison: Literal["difference", "ratio"] = "difference"
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    success: SuccessSpec | None = None
+    pta: PTASpec | None = None
+    sample_size: SampleSizeSpec | None = None
+
+
+class ReplicateSpec(_Strict):
+    """``n`` replicate trials; ``uncertainty`` gives a log-scale SD per parameter: each replicate
+    multiplies that parameter by exp(N(0, sd²)) for all its subjects (population-parameter
+    uncertainty)."""
+
+    n: Annotated[int, Field(ge=1)] = 1
+    uncertainty: dict[str, NonNegFloat] = {}
+
+
+class ExecutionSpec(_Strict):
+    chunk_size: Annotated[int, Field(ge=1)] = 4096
+    method: Literal["auto", "exact", "ode"] = "auto"
+    solver: Literal["tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5"] = "tsit5"
+    rtol: PositiveFloat = 1e-6
+    atol: PositiveFloat = 1e-9
+    grid_step: PositiveFloat = 0.25
+    save_profiles: bool = True
+
+
+class TrialSpec(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    seed: Annotated[int, Field(ge=0, lt=2**63)]
+    n: Annotated[int, Field(ge=1)]
+    model: ModelSpec
+    cohort: str | dict[str, Any]
+    design: Literal["parallel", "counterfactual"] = "parallel"
+    arms: Annotated[list[ArmSpec], Field(min_length=1)]
+    observations: ObservationSpec
+    dropout: DropoutSpec | None = None
+    adherence: AdherenceSpec | None = None
+    endpoints: list[EndpointSpec] = []
+    analysis: AnalysisSpec = AnalysisSpec()
+    replicates: ReplicateSpec = ReplicateSpec()
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        ep = [e.name for e in self.endpoints]
+        if len(set(ep)) != len(ep):
+            raise ValueError(f"endpoint names must be unique, got {ep}")
+        for e in self.endpoints:
+            if e.type == "responder" and e.of not in ep[: ep.index(e.name)]:
+                raise ValueError(f"endpoint {e.name!r}: `of` must name an earlier endpoint, got {e.of!r}")
+        a = self.analysis
+        if a.reference is not None and a.reference not in names:
+            raise ValueError(f"analysis.reference {a.reference!r} is not an arm ({names})")
+        for e in (a.endpoints or []):
+            if e not in ep:
+                raise ValueError(f"analysis.endpoints: unknown endpoint {e!r}")
+        for sub in (a.success, a.pta):
+            if sub is not None and sub.endpoint not in ep:
+                raise ValueError(f"analysis: unknown endpoint {sub.endpoint!r}")
+        if a.success is not None and a.reference is None:
+            raise ValueError("analysis.success needs analysis.reference")
+        if a.success is not None and a.success.arm is not None and a.success.arm not in names:
+            raise ValueError(f"analysis.success.arm {a.success.arm!r} is not an arm")
+        if a.sample_size is not None and (a.reference is None or len(self.arms) < 2):
+            raise ValueError("analysis.sample_size needs a reference arm and at least two arms")
+        if self.design == "counterfactual" and len(self.arms) < 2:
+            raise ValueError("a counterfactual design needs at least two arms")
+        return self
+
+
+def _pydantic_error(e: ValidationError) -> SpecError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[",
+                                                                          "list[", "TimesRange",
+                                                                          "str", "dict[")))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
+    return SpecError(loc or "spec", msg + extra)
+
+
+def load_trial_spec(source, overrides: list[str] | None = None) -> tuple[TrialSpec, Path]:
+    """Load and validate a trial spec from a YAML path, YAML text or mapping.
+
+    Returns the spec and the directory relative paths in it are resolved against.
+    ``overrides`` are dotted ``key=value`` strings (``arms.0.regimen.0.amt=200``), values parsed as YAML.
+    """
+    base = Path.cwd()
+    if isinstance(source, dict):
+        data = source
+    else:
+        text = str(source)
+        path = Path(text)
+        if "\n" not in text and (path.suffix in (".yaml", ".yml") or path.exists()):
+            if not path.exists():
+                raise SpecError("spec", f"file not found: {path}")
+            base = path.resolve().parent
+            text = path.read_text()
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SpecError("spec", f"YAML syntax error{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise SpecError("spec", "a trial spec must be a YAML mapping")
+    data = apply_overrides(data, overrides or [])
+    try:
+        spec = TrialSpec.model_validate(data)
+    except ValidationError as e:
+        raise _pydantic_error(e) from None
+    return spec, base
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply dotted ``key=value`` overrides (spaCy-style ``--set``) to a nested mapping."""
+    import copy
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError("--set", f"expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise SpecError(f"--set {key}", f"cannot parse value {raw!r}") from None
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SpecError(key, f"no list element {part!r}")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise SpecError(key, f"cannot set {part!r} inside a {type(node).__name__}")
+    return data
+
+
+def resolve_model(spec: ModelSpec):
+    """The `Model` a spec names: a built-in, or ``pkg.module:attribute`` for a user model."""
+    from insilico.models import Model, get_model
+    if spec.name is not None:
+        return get_model(spec.name)
+    target = spec.import_
+    if ":" not in target:
+        raise SpecError("model.import", f"expected pkg.module:attribute, got {target!r}")
+    mod, attr = target.split(":", 1)
+    try:
+        obj = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        raise SpecError("model.import", f"cannot import {target!r}: {e}") from None
+    if callable(obj) and not isinstance(obj, Model):
+        obj = obj()
+    if not isinstance(obj, Model):
+        raise SpecError("model.import", f"{target!r} is not an insilico Model")
+    return obj

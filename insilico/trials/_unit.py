@@ -1,0 +1,113 @@
+"""One work unit: (replicate, arm, subject chunk) -> arrays for its region of the store."""
+from __future__ import annotations
+
+import numpy as np
+
+from insilico.cohorts import apply_residual_error, draw_cohort
+from insilico.engine import SolverOptions, simulate
+from insilico.trials import _design
+from insilico.trials._endpoints import compute_endpoints, endpoint_grid
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """Cohort seed of a replicate (independent virtual patients in each replicate)."""
+    return int(np.random.SeedSequence([seed, replicate]).generate_state(1, dtype=np.uint64)[0] % (2**63))
+
+
+def subject_range(ctx, chunk: int) -> np.ndarray:
+    cs = ctx.spec.execution.chunk_size
+    return np.arange(chunk * cs, min(ctx.spec.n, (chunk + 1) * cs))
+
+
+def draw_subjects(ctx, replicate: int, idx: np.ndarray):
+    """Cohort, parameters (with replicate uncertainty), allocation and dropout for ``idx``."""
+    spec = ctx.spec
+    cohort = draw_cohort(ctx.cohort, n=len(idx), seed=replicate_seed(spec.seed, replicate), start=int(idx[0]))
+    factors = _design.uncertainty_factors(spec.replicates, spec.seed, replicate)
+    params = {}
+    for name in ctx.model.parameter_names:
+        if name in ctx.cohort_params:
+            v = cohort[name].values.astype(float)
+        elif name in ctx.fixed:
+            v = np.full(len(idx), ctx.fixed[name])
+        else:
+            continue  # model default
+        params[name] = v * factors.get(name, 1.0)
+    if spec.design == "parallel":
+        alloc = _design.allocate(spec.seed, replicate, idx, [a.ratio for a in spec.arms])
+    else:
+        alloc = np.full(len(idx), -1)
+    dropout = _design.dropout_times(spec.dropout, spec.seed, replicate, idx)
+    return cohort, params, alloc, dropout
+
+
+def compute_unit(ctx, replicate: int, arm: int, chunk: int) -> dict:
+    """Simulate one unit; returns ``{"arm": {...}, "subject": {...} | None}`` numpy variables."""
+    spec = ctx.spec
+    idx = subject_range(ctx, chunk)
+    n, T = len(idx), len(ctx.nominal)
+    cohort, params, alloc, dropout = draw_subjects(ctx, replicate, idx)
+    sel = np.flatnonzero((alloc == arm) | (alloc < 0))
+    arm_vars = {o: np.full((n, T), np.nan) for o in ctx.outputs}
+    residual = getattr(ctx.cohort, "residual_error", None)
+    if residual is not None and "conc" in ctx.outputs:
+        arm_vars["conc_obs"] = np.full((n, T), np.nan)
+    eps = {e.name: np.full(n, np.nan) for e in spec.endpoints}
+    status = np.full(n, -1, np.int8)
+    taken_count = np.zeros(n, np.int32)
+    mask, actual = _design.sampling(spec.observations, spec.seed, replicate, idx, ctx.nominal)
+
+    if sel.size:
+        covs = {k: cohort[k].values[sel] for k in cohort.data_vars if cohort[k].dims == ("subject",)}
+        p = {k: v[sel] for k, v in params.items()}
+        table = _arm_table(ctx, arm, sel, covs, replicate, idx, dropout)
+        taken_count[sel] = (table.amt > 0).sum(axis=1)
+        nominal_doses = np.array([d.time for d in ctx.regimens[arm].expanded()])
+        grid = endpoint_grid(spec, nominal_doses, ctx.nominal)
+        ex = spec.execution
+        solver = SolverOptions(solver=ex.solver, rtol=ex.rtol, atol=ex.atol)
+        sim = simulate(ctx.model, p, table, grid, method=ex.method, solver=solver)
+        outs = {o: sim[o].values for o in ctx.model.output_names}
+        st = sim["status"].values
+        values = compute_endpoints(spec, grid, outs, nominal_doses, dropout[sel])
+        for k, v in values.items():
+            eps[k][sel] = np.where(st == 0, v, np.nan)
+        status[sel] = st
+        if spec.observations.jitter_sd > 0:
+            prof = simulate(ctx.model, p, table, actual[sel], method=ex.method, solver=solver)
+            prof = {o: prof[o].values for o in ctx.outputs}
+        else:
+            cols = np.searchsorted(grid, ctx.nominal)
+            prof = {o: outs[o][:, cols] for o in ctx.outputs}
+        seen = mask[sel] & (actual[sel] < dropout[sel, None]) & (st == 0)[:, None]
+        for o in ctx.outputs:
+            arm_vars[o][sel] = np.where(seen, prof[o], np.nan)
+        if "conc_obs" in arm_vars:
+            key = _design.subject_keys(spec.seed, "residual", replicate, np.array([arm]))[0]
+            noisy = np.asarray(apply_residual_error(prof["conc"], residual, key, idx[sel]))
+            arm_vars["conc_obs"][sel] = np.where(seen, noisy, np.nan)
+
+    result = {"arm": {**arm_vars, **eps, "status": status, "doses_taken": taken_count}, "subject": None}
+    if arm == 0:
+        subj = {k: cohort[k].values for k in cohort.data_vars
+                if cohort[k].dims == ("subject",) and k != "attempt"}
+        subj.update({k: v for k, v in params.items()})
+        subj["allocated_arm"] = alloc.astype(np.int16)
+        subj["dropout_time"] = dropout
+        if spec.observations.jitter_sd > 0:
+            subj["obs_time"] = actual
+        result["subject"] = subj
+    return result
+
+
+def _arm_table(ctx, arm, sel, covs, replicate, idx, dropout):
+    """The arm's dose table for the selected subjects with adherence and dropout applied."""
+    from insilico.trials._prepare import arm_dose_table
+    table = arm_dose_table(ctx, arm, len(sel), covs)
+    n_doses = len(ctx.regimens[arm].expanded())
+    amt = table.amt.copy()
+    if n_doses:
+        taken = _design.doses_taken(ctx.spec.adherence, ctx.spec.seed, replicate, idx[sel], n_doses)
+        amt[:, :n_doses] *= taken
+    amt = np.where(table.time >= dropout[sel, None], 0.0, amt)
+    return type(table)(table.time, amt, table.rate, table.cmt, table.ss, table.ii)
