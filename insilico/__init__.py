@@ -2,3 +2,15 @@
 from insilico import _jax  # noqa: F401  (float64 + compilation cache before any array exists)
 
 __version__ = "0.1.0"
+
+
+def run(spec, out=None, **kwargs):
+    """Run a trial spec; see `insilico.trials.run`."""
+    from insilico.trials import run as _run
+    return _run(spec, out, **kwargs)
+
+
+def open_results(path):
+    """Open a results store as an xarray Dataset; see `insilico.store.open_results`."""
+    from insilico.store import open_results as _open
+    return _open(path)

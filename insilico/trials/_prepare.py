@@ -84,6 +84,9 @@ def prepare(spec: TrialSpec, base: Path) -> TrialContext:
         raise SpecError(f"cohort.{e.field}" if e.field else "cohort", e.message) from None
     cohort_params = [p for p in cohort.parameters if p in model.parameter_names]
     for k in spec.model.parameters:
+        if k in cohort_params:
+            raise SpecError(f"model.parameters.{k}", "is drawn by the cohort's parameter model; set its "
+                                                     "typical value there instead")
         if k not in model.parameter_names:
             raise SpecError(f"model.parameters.{k}", f"unknown parameter for model {model.name!r}; "
                                                      f"known: {list(model.parameter_names)}")
