@@ -10,23 +10,62 @@ Typical use::
     save_cohort(ds, "cohort.zarr")                  # or .csv / .parquet
     report = validation_report(draw_cohort(spec, 10_000, 1, apply_criteria=False), spec)
 """
-from insilico.cohorts._derived import (bmi, bsa_mosteller, crcl_cockcroft_gault, egfr_ckd_epi_2021,
-                                       lbw_janmahasatian)
+from insilico.cohorts._derived import (
+    bmi,
+    bsa_mosteller,
+    crcl_cockcroft_gault,
+    egfr_ckd_epi_2021,
+    lbw_janmahasatian,
+)
 from insilico.cohorts._draw import COHORT_STREAM, assign_strata, draw_cohort, subject_key
 from insilico.cohorts._io import load_cohort, save_cohort
 from insilico.cohorts._model import cohort_model
 from insilico.cohorts._parameters import cv_percent_to_variance, omega_from
 from insilico.cohorts._residual import RESIDUAL_STREAM, apply_residual_error
-from insilico.cohorts._spec import (BSVSpec, CohortSpec, CorrelationSpec, CovariateSpec, CriteriaSpec,
-                                    EffectSpec, IOVSpec, ParameterSpec, ResidualErrorSpec, StrataSpec,
-                                    StratumLevelSpec, load_cohort_spec)
+from insilico.cohorts._spec import (
+    BSVSpec,
+    CohortSpec,
+    CorrelationSpec,
+    CovariateSpec,
+    CriteriaSpec,
+    EffectSpec,
+    IOVSpec,
+    ParameterSpec,
+    ResidualErrorSpec,
+    StrataSpec,
+    StratumLevelSpec,
+    load_cohort_spec,
+)
 from insilico.cohorts._validate import validation_report
 
 __all__ = [
-    "load_cohort_spec", "cohort_model", "draw_cohort", "validation_report", "save_cohort", "load_cohort",
-    "apply_residual_error", "subject_key", "assign_strata", "COHORT_STREAM", "RESIDUAL_STREAM",
-    "cv_percent_to_variance", "omega_from",
-    "bmi", "bsa_mosteller", "lbw_janmahasatian", "crcl_cockcroft_gault", "egfr_ckd_epi_2021",
-    "CohortSpec", "CovariateSpec", "CorrelationSpec", "CriteriaSpec", "StrataSpec", "StratumLevelSpec",
-    "EffectSpec", "ParameterSpec", "BSVSpec", "IOVSpec", "ResidualErrorSpec",
+    "COHORT_STREAM",
+    "RESIDUAL_STREAM",
+    "BSVSpec",
+    "CohortSpec",
+    "CorrelationSpec",
+    "CovariateSpec",
+    "CriteriaSpec",
+    "EffectSpec",
+    "IOVSpec",
+    "ParameterSpec",
+    "ResidualErrorSpec",
+    "StrataSpec",
+    "StratumLevelSpec",
+    "apply_residual_error",
+    "assign_strata",
+    "bmi",
+    "bsa_mosteller",
+    "cohort_model",
+    "crcl_cockcroft_gault",
+    "cv_percent_to_variance",
+    "draw_cohort",
+    "egfr_ckd_epi_2021",
+    "lbw_janmahasatian",
+    "load_cohort",
+    "load_cohort_spec",
+    "omega_from",
+    "save_cohort",
+    "subject_key",
+    "validation_report",
 ]

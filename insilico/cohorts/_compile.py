@@ -7,10 +7,11 @@ to 1, correlation/Omega matrices not symmetric or not positive definite, missing
 """
 from __future__ import annotations
 
-import json
+import dataclasses
+import threading
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -41,8 +42,9 @@ class CompiledCohort:
     order: tuple[str, ...]                      # covariates in evaluation order
     nodes: Mapping[str, object]
     categories: Mapping[str, tuple[str, ...]]   # categorical covariate -> labels (codes 0..K-1)
-    copula_names: tuple[str, ...]
-    copula_chol: np.ndarray | None
+    copula_names: tuple[str, ...]               # as in the spec
+    copula_r: np.ndarray | None                  # correlation of the scores (spec order)
+    copula_chol: np.ndarray | None               # Cholesky factor in evaluation order
     inclusion: tuple[tuple[str, Callable], ...]  # (field, env -> bool)
     exclusion: tuple[tuple[str, Callable], ...]
     stratum: str | None
@@ -74,7 +76,8 @@ class CompiledCohort:
         return names
 
 
-_CACHE: "OrderedDict[str, CompiledCohort]" = OrderedDict()
+_CACHE: OrderedDict[str, CompiledCohort] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def compile_spec(spec) -> CompiledCohort:
@@ -86,14 +89,16 @@ def compile_spec(spec) -> CompiledCohort:
         from insilico.cohorts._spec import load_cohort_spec
         spec = load_cohort_spec(spec)
     key = spec.to_json()
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
     c = _compile(spec, key)
-    _CACHE[key] = c
-    if len(_CACHE) > 64:
-        _CACHE.popitem(last=False)
+    with _LOCK:
+        _CACHE[key] = c
+        if len(_CACHE) > 64:
+            _CACHE.popitem(last=False)
     return c
 
 
@@ -216,8 +221,7 @@ def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
                 ref(n, f"{where}.expr")
             nodes[name] = ExprNode(name, e.compile(categories), c.expr, frozenset(e.names))
             continue
-        nodes[name] = _dist_node(name, c, where, categories, ref,
-                                 copula_names.index(name) if name in copula_names else None)
+        nodes[name] = _dist_node(name, c, where, categories, ref, None)
 
     # ---- derived -------------------------------------------------------------------------
     for i, name in enumerate(spec.derived):
@@ -251,7 +255,7 @@ def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
     order = _toposort(nodes, spec)
 
     # ---- copula --------------------------------------------------------------------------
-    copula_chol = None
+    copula_chol = copula_r = None
     if spec.correlation is not None:
         cn = copula_names
         if len(cn) < 2:
@@ -264,8 +268,17 @@ def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
             if not isinstance(nodes.get(n), DistNode):
                 raise SpecError(f"correlation.covariates.{i}",
                                 f"{n} is not drawn from a distribution (only dist covariates can be correlated)")
-        r = _correlation(spec.correlation.matrix, len(cn), "correlation.matrix")
-        copula_chol = _chol(r, "correlation.matrix", "correlation matrix")
+            if nodes[n].categorical:
+                raise SpecError(f"correlation.covariates.{i}",
+                                f"{n} is categorical (only continuous covariates can be in the copula)")
+        copula_r = _correlation(spec.correlation.matrix, len(cn), "correlation.matrix")
+        _chol(copula_r, "correlation.matrix", "correlation matrix")
+        # scores are drawn sequentially in evaluation order: permute, then factorise
+        copula_order = tuple(n for n in order if n in cn)
+        perm = [cn.index(n) for n in copula_order]
+        copula_chol = np.linalg.cholesky(copula_r[np.ix_(perm, perm)])
+        for j, n in enumerate(copula_order):
+            nodes[n] = dataclasses.replace(nodes[n], copula_index=j)
 
     # ---- criteria ------------------------------------------------------------------------
     def crit(exprs, base):
@@ -422,7 +435,7 @@ def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
 
     return CompiledCohort(
         spec=spec, spec_json=spec_json, order=order, nodes=nodes,
-        categories=categories, copula_names=copula_names, copula_chol=copula_chol,
+        categories=categories, copula_names=copula_names, copula_r=copula_r, copula_chol=copula_chol,
         inclusion=inclusion, exclusion=exclusion, stratum=stratum,
         stratum_labels=categories.get(stratum, ()) if stratum else (), stratum_fractions=fractions,
         stratum_criteria=stratum_criteria, params=tuple(params), bsv_names=bsv_names, omega=omega,

@@ -2,26 +2,27 @@
 
 * :class:`DistNode` — a distribution (normal, lognormal, truncnormal, uniform, categorical),
   whose parameters may be constants, ``{category: value}`` mappings over a categorical
-  ``given`` covariate, or expressions of previously defined covariates. Outside the copula
-  it is a ``numpyro.sample`` site with that distribution (so it can later be conditioned on
-  data); inside the Gaussian copula its value is the inverse CDF of Phi(z) for the copula's
-  standard-normal score z, recorded with ``numpyro.deterministic``.
+  ``given`` covariate, or expressions of previously defined covariates. It is a
+  ``numpyro.sample`` site (so it can later be conditioned on data); inside the Gaussian
+  copula its distribution is conditional on the scores of the copula members drawn before
+  it (see :meth:`DistNode.sample`).
 * :class:`ExprNode` — an expression of other covariates (e.g. WT = BMI * (HT/100)**2).
 * :class:`DerivedNode` — a built-in derived covariate (BMI, BSA, LBW, CRCL, EGFR).
 * :class:`StratumNode` — the stratum, an observed categorical site (assigned per subject).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import ndtr, ndtri
+from numpyro.distributions import constraints
 
-__all__ = ["DistNode", "ExprNode", "DerivedNode", "StratumNode", "ParamGetter"]
+__all__ = ["DerivedNode", "DistNode", "ExprNode", "ParamGetter", "StratumNode"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class ParamGetter:
         return self.const is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DistNode:
     name: str
     dist: str
@@ -77,50 +78,119 @@ class DistNode:
             return dist.Uniform(p["low"], p["high"])
         return dist.Categorical(probs=jnp.asarray(self.probs))
 
-    def sample(self, env, z) -> jnp.ndarray:
-        """Draw inside the subject plate (``z``: copula scores, shape (..., m), or None)."""
+    def sample(self, env, copula) -> jnp.ndarray:
+        """A ``numpyro.sample`` site inside the subject plate.
+
+        ``copula``: None, or the Gaussian-copula state ``(L, e)``: the Cholesky factor of the
+        score correlation (in evaluation order) and the list of standardised innovations of
+        the copula members drawn so far. A copula member with index j has score
+        z_j | z_<j ~ N(mu_j, L_jj^2), mu_j = sum_k<j L_jk e_k, and x_j = F_j^-1(Phi(z_j)): a
+        Normal/LogNormal with shifted parameters for normal/lognormal marginals, else a
+        TransformedDistribution of that normal. Either way the covariate is a proper sample
+        site that can be conditioned on an observed value.
+        """
         if self.copula_index is None:
             return numpyro.sample(self.name, self.distribution(env))
-        return numpyro.deterministic(self.name, self.from_score(z[..., self.copula_index], env))
-
-    def from_score(self, z, env):
-        """Inverse-CDF transform of a standard-normal score ``z`` (Gaussian copula)."""
+        lo, e = copula
+        j = self.copula_index
+        mu = sum((lo[j, k] * e[k] for k in range(j)), 0.0)
+        sd = float(lo[j, j])
         p = self.p(env)
+        if self.dist == "normal":
+            d = dist.Normal(p["mean"] + p["sd"] * mu, p["sd"] * sd)
+        elif self.dist == "lognormal":
+            d = dist.LogNormal(p["meanlog"] + p["sdlog"] * mu, p["sdlog"] * sd)
+        else:
+            d = dist.TransformedDistribution(dist.Normal(mu, sd), ScoreToMarginal(self, p))
+        x = numpyro.sample(self.name, d)
+        e.append((self.to_score(x, p) - mu) / sd)
+        return x
+
+    def from_score(self, z, p):
+        """Inverse-CDF transform x = F^-1(Phi(z)) of a standard-normal score (parameters ``p``)."""
         if self.dist == "normal":
             return p["mean"] + p["sd"] * z
         if self.dist == "lognormal":
             return jnp.exp(p["meanlog"] + p["sdlog"] * z)
         if self.dist == "uniform":
             return p["low"] + (p["high"] - p["low"]) * ndtr(z)
-        if self.dist == "truncnormal":
-            # sample by symmetry on the side where the normal CDF is accurate
-            a = (p["low"] - p["mean"]) / p["sd"]
-            b = (p["high"] - p["mean"]) / p["sd"]
-            flip = (a + b) > 0
-            lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
-            u = ndtr(jnp.where(flip, -z, z))
-            s = ndtri(ndtr(lo) + u * (ndtr(hi) - ndtr(lo)))
-            s = jnp.clip(jnp.where(flip, -s, s), a, b)
-            return p["mean"] + p["sd"] * s
-        cum = jnp.cumsum(jnp.asarray(self.probs))[:-1]
-        return jnp.searchsorted(cum, ndtr(z), side="right")
+        # truncnormal: work on the side where the normal CDF is accurate
+        a, b = _ab(p)
+        flip = (a + b) > 0
+        lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
+        u = ndtr(jnp.where(flip, -z, z))
+        s = ndtri(ndtr(lo) + u * (ndtr(hi) - ndtr(lo)))
+        s = jnp.clip(jnp.where(flip, -s, s), a, b)
+        return p["mean"] + p["sd"] * s
+
+    def to_score(self, x, p):
+        """z = Phi^-1(F(x)), the inverse of :meth:`from_score`."""
+        if self.dist == "normal":
+            return (x - p["mean"]) / p["sd"]
+        if self.dist == "lognormal":
+            return (jnp.log(x) - p["meanlog"]) / p["sdlog"]
+        if self.dist == "uniform":
+            return ndtri((x - p["low"]) / (p["high"] - p["low"]))
+        a, b = _ab(p)
+        s = (x - p["mean"]) / p["sd"]
+        flip = (a + b) > 0
+        lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
+        sf = jnp.where(flip, -s, s)
+        u = (ndtr(sf) - ndtr(lo)) / (ndtr(hi) - ndtr(lo))
+        z = ndtri(jnp.clip(u, 0.0, 1.0))
+        return jnp.where(flip, -z, z)
+
+    def log_pdf(self, x, p):
+        """log f(x) of the marginal (uniform and truncnormal; used by the copula Jacobian)."""
+        if self.dist == "uniform":
+            return -jnp.log(p["high"] - p["low"]) * jnp.ones_like(x)
+        a, b = _ab(p)
+        s = (x - p["mean"]) / p["sd"]
+        return (-0.5 * s * s - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(p["sd"])
+                - jnp.log(ndtr(b) - ndtr(a)))
 
     def cdf(self, x, env) -> np.ndarray:
-        """Conditional CDF F(x | parents) for continuous distributions (validation, PIT)."""
-        p = self.p(env)
-        if self.dist == "normal":
-            u = ndtr((x - p["mean"]) / p["sd"])
-        elif self.dist == "lognormal":
-            u = ndtr((jnp.log(x) - p["meanlog"]) / p["sdlog"])
-        elif self.dist == "uniform":
-            u = (x - p["low"]) / (p["high"] - p["low"])
-        elif self.dist == "truncnormal":
-            fa = ndtr((p["low"] - p["mean"]) / p["sd"])
-            fb = ndtr((p["high"] - p["mean"]) / p["sd"])
-            u = (ndtr((x - p["mean"]) / p["sd"]) - fa) / (fb - fa)
-        else:
+        """Conditional CDF F(x | parents) of a continuous covariate (validation, PIT)."""
+        if self.categorical:
             raise TypeError("cdf of a categorical covariate")
-        return np.asarray(u, dtype=float)
+        p = self.p(env)
+        return np.asarray(ndtr(self.to_score(x, p)), dtype=float)
+
+
+def _ab(p):
+    return (p["low"] - p["mean"]) / p["sd"], (p["high"] - p["mean"]) / p["sd"]
+
+
+class ScoreToMarginal(dist.transforms.Transform):
+    """Bijection z -> F^-1(Phi(z)) from a standard-normal score to a covariate's marginal."""
+
+    domain = constraints.real
+
+    def __init__(self, node: DistNode, p: dict):
+        self.node, self.p = node, p
+
+    @property
+    def codomain(self):
+        return constraints.interval(self.p["low"], self.p["high"])
+
+    def __call__(self, z):
+        return self.node.from_score(z, self.p)
+
+    def _inverse(self, x):
+        return self.node.to_score(x, self.p)
+
+    def log_abs_det_jacobian(self, z, x, intermediates=None):
+        # dx/dz = phi(z) / f(x)
+        return -0.5 * z * z - 0.5 * jnp.log(2 * jnp.pi) - self.node.log_pdf(x, self.p)
+
+    def tree_flatten(self):
+        keys = tuple(sorted(self.p))
+        return tuple(self.p[k] for k in keys), (self.node, keys)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        node, keys = aux
+        return cls(node, dict(zip(keys, children)))
 
 
 @dataclass(frozen=True)
@@ -132,7 +202,7 @@ class ExprNode:
     kind: str = field(default="expr")
     categorical: bool = False
 
-    def sample(self, env, z):
+    def sample(self, env, copula=None):
         return numpyro.deterministic(self.name, jnp.asarray(self.fn(env), dtype=float))
 
 
@@ -147,7 +217,7 @@ class DerivedNode:
     kind: str = field(default="derived")
     categorical: bool = False
 
-    def sample(self, env, z):
+    def sample(self, env, copula=None):
         args = [env[self.sex] == self.female_code if a == "female" else env[a] for a in self.inputs]
         return numpyro.deterministic(self.name, self.fn(*args))
 
@@ -161,5 +231,5 @@ class StratumNode:
     kind: str = field(default="stratum")
     categorical: bool = True
 
-    def sample(self, env, z, stratum=None):
+    def sample(self, env, copula=None, stratum=None):
         return numpyro.sample(self.name, dist.Categorical(probs=jnp.asarray(self.probs)), obs=stratum)

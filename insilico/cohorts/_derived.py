@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-__all__ = ["bmi", "bsa_mosteller", "lbw_janmahasatian", "crcl_cockcroft_gault", "egfr_ckd_epi_2021",
-           "DERIVED_INPUTS"]
+__all__ = [
+    "DERIVED_INPUTS",
+    "bmi",
+    "bsa_mosteller",
+    "crcl_cockcroft_gault",
+    "egfr_ckd_epi_2021",
+    "lbw_janmahasatian",
+]
 
 
 def bmi(wt, ht):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import OrderedDict
 
 import jax
@@ -30,12 +31,13 @@ from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._model import cohort_model, criteria_mask
 from insilico.errors import SpecError
 
-__all__ = ["draw_cohort", "subject_key", "assign_strata", "COHORT_STREAM", "DEFAULT_BATCH"]
+__all__ = ["COHORT_STREAM", "DEFAULT_BATCH", "assign_strata", "draw_cohort", "subject_key"]
 
 COHORT_STREAM = 0x636F68  # b"coh": stream id of cohort draws
 DEFAULT_BATCH = 16384     # rows per compiled call (one compiled shape per spec)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-_KERNELS: "OrderedDict[tuple, object]" = OrderedDict()
+_KERNELS: OrderedDict[tuple, object] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def subject_key(seed: int, i: int, attempt: int = 0) -> jax.Array:
@@ -55,10 +57,11 @@ def assign_strata(index: np.ndarray, fractions) -> np.ndarray:
 
 def _kernel(c: CompiledCohort, batch: int):
     key = (c.spec_json, batch)
-    fn = _KERNELS.get(key)
-    if fn is not None:
-        _KERNELS.move_to_end(key)
-        return fn
+    with _LOCK:
+        fn = _KERNELS.get(key)
+        if fn is not None:
+            _KERNELS.move_to_end(key)
+            return fn
     model = cohort_model(c)
     names = c.output_names()
     has_stratum = c.stratum is not None
@@ -75,9 +78,10 @@ def _kernel(c: CompiledCohort, batch: int):
             subj.astype(jnp.uint32), att.astype(jnp.uint32))
         return jax.vmap(one)(keys, strat)
 
-    _KERNELS[key] = run
-    if len(_KERNELS) > 32:
-        _KERNELS.popitem(last=False)
+    with _LOCK:
+        _KERNELS[key] = run
+        if len(_KERNELS) > 32:
+            _KERNELS.popitem(last=False)
     return run
 
 
@@ -130,7 +134,7 @@ def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool
     if not (0 < min_acceptance < 1):
         raise SpecError("min_acceptance", f"must be in (0, 1), got {min_acceptance}")
     if max_attempts is None:
-        max_attempts = int(math.ceil(30.0 / min_acceptance))
+        max_attempts = math.ceil(30.0 / min_acceptance)
     n, seed, start = int(n), int(seed), int(start)
 
     idx = np.arange(start, start + n, dtype=np.int64)
@@ -202,7 +206,7 @@ def _reject(c, run, seed, idx, strat, values, n, min_acc, max_attempts, batch):
         for lv in range(n_levels):
             if accepted[lv] > 0:
                 p = accepted[lv] / tried[lv]
-                k_level[lv] = 1 if p >= 1 else max(1, int(math.ceil(math.log(0.01) / math.log1p(-p))))
+                k_level[lv] = 1 if p >= 1 else max(1, math.ceil(math.log(0.01) / math.log1p(-p)))
             else:
                 k_level[lv] = k_level[lv] * 4
     labels = c.stratum_labels or ("all",)

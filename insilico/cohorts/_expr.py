@@ -9,14 +9,14 @@ categorical covariate and is replaced by that category's integer code.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import jax.numpy as jnp
 
 from insilico.errors import SpecError
 
-__all__ = ["Expr", "parse_expr", "FUNCTIONS"]
+__all__ = ["FUNCTIONS", "Expr", "parse_expr"]
 
 FUNCTIONS: dict[str, Callable] = {
     "exp": jnp.exp, "log": jnp.log, "log10": jnp.log10, "sqrt": jnp.sqrt, "abs": jnp.abs,

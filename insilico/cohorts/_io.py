@@ -21,7 +21,7 @@ import xarray as xr
 
 from insilico.errors import SpecError
 
-__all__ = ["save_cohort", "load_cohort"]
+__all__ = ["load_cohort", "save_cohort"]
 
 _META_KEY = "insilico.cohort"
 _FORMAT = "insilico-cohort/1"
@@ -35,7 +35,7 @@ def _kind(path) -> str:
     raise SpecError("path", f"unsupported cohort file type {Path(p).suffix or p!r}: use .zarr, .csv or .parquet")
 
 
-def save_cohort(ds: xr.Dataset, path: "str | os.PathLike") -> Path:
+def save_cohort(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write a cohort Dataset to ``path`` (format from the suffix); returns the path.
     Overwrites an existing file/store."""
     kind = _kind(path)
@@ -60,7 +60,7 @@ def save_cohort(ds: xr.Dataset, path: "str | os.PathLike") -> Path:
     return path
 
 
-def load_cohort(path: "str | os.PathLike") -> xr.Dataset:
+def load_cohort(path: str | os.PathLike) -> xr.Dataset:
     """Read a cohort written by :func:`save_cohort` (format from the suffix)."""
     kind = _kind(path)
     path = Path(path)
@@ -70,7 +70,7 @@ def load_cohort(path: "str | os.PathLike") -> xr.Dataset:
         with xr.open_zarr(path, consolidated=False) as ds:
             return ds.load()
     if kind == "csv":
-        df = pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=[""])
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
         side = Path(str(path) + ".json")
         meta = json.loads(side.read_text()) if side.exists() else None
     else:

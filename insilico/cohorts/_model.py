@@ -3,11 +3,11 @@
 ``cohort_model(spec)`` returns ``model(n_subjects=1, stratum=None)``: every per-subject
 quantity is a site inside ``numpyro.plate("subject", n_subjects)``:
 
-* ``copula_z`` (if a correlation block is given): MVN(0, R) standard-normal scores; the
-  correlated covariates are ``numpyro.deterministic`` inverse-CDF transforms of them;
-* other distribution covariates: ``numpyro.sample(name, distribution)`` with parameters that
-  may depend on earlier covariates (so they can be conditioned on observed covariates with
-  ``numpyro.handlers.condition``);
+* distribution covariates: ``numpyro.sample(name, distribution)`` with parameters that may
+  depend on earlier covariates, so they can be conditioned on observed covariates with
+  ``numpyro.handlers.condition``; members of the Gaussian copula (correlation block) are
+  drawn sequentially, each conditional on the scores Phi^-1(F(x)) of those before it, so
+  the joint density is the copula density times the marginals;
 * the stratum: ``numpyro.sample(name, Categorical(fractions), obs=stratum)``;
 * expression and derived covariates: ``numpyro.deterministic``;
 * ``eta`` ~ MVN(0, Omega) and per-parameter ``eta_P`` (deterministic), ``kappa_P`` (IOV,
@@ -19,11 +19,10 @@ rejection. Draw with NumPyro's handlers, e.g.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpyro
-import numpyro.distributions as dist
 
 from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._covariates import StratumNode
@@ -43,17 +42,13 @@ def cohort_model(spec) -> Callable[..., dict]:
     def model(n_subjects: int = 1, stratum=None) -> dict:
         env: dict = {}
         with numpyro.plate("subject", n_subjects):
-            z = None
-            if c.copula_chol is not None:
-                m = len(c.copula_names)
-                z = numpyro.sample("copula_z", dist.MultivariateNormal(
-                    jnp.zeros(m), scale_tril=jnp.asarray(c.copula_chol)))
+            copula = None if c.copula_chol is None else (c.copula_chol, [])
             for name in c.order:
                 node = c.nodes[name]
                 if isinstance(node, StratumNode):
-                    env[name] = node.sample(env, z, stratum)
+                    env[name] = node.sample(env, copula, stratum)
                 else:
-                    env[name] = node.sample(env, z)
+                    env[name] = node.sample(env, copula)
             like = jnp.zeros(n_subjects) if not env else jnp.zeros(jnp.shape(env[c.order[0]]))
             env.update(sample_parameters(c.params, env, c.bsv_names, c.omega_chol, c.iov_sd,
                                          c.occasions, like))

@@ -15,8 +15,8 @@ correlations rho, Omega_jk = rho_jk omega_j omega_k.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import jax.numpy as jnp
 import numpy as np

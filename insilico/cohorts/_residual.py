@@ -13,7 +13,7 @@ y = f (1 + b eps1); combined y = f (1 + b eps1) + a eps2; exponential y = f exp(
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from insilico.cohorts._compile import check_residual
 from insilico.cohorts._spec import ResidualErrorSpec, _validation_to_spec_error
 
-__all__ = ["apply_residual_error", "residual_root_key", "RESIDUAL_STREAM"]
+__all__ = ["RESIDUAL_STREAM", "apply_residual_error", "residual_root_key"]
 
 RESIDUAL_STREAM = 0x726573  # b"res"
 
@@ -50,7 +50,7 @@ def _spec(error_spec) -> ResidualErrorSpec:
     return spec
 
 
-def apply_residual_error(values, error_spec: "ResidualErrorSpec | Mapping", key_or_seed,
+def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or_seed,
                          subject_index, obs_index=None) -> jax.Array:
     """Add residual error to model predictions.
 

@@ -13,18 +13,39 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
-from pydantic import field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+)
 
 from insilico.errors import SpecError
 
-__all__ = ["CohortSpec", "CovariateSpec", "CorrelationSpec", "CriteriaSpec", "StrataSpec",
-           "StratumLevelSpec", "EffectSpec", "ParameterSpec", "BSVSpec", "IOVSpec",
-           "ResidualErrorSpec", "load_cohort_spec", "DISTRIBUTIONS", "DERIVED"]
+__all__ = [
+    "DERIVED",
+    "DISTRIBUTIONS",
+    "BSVSpec",
+    "CohortSpec",
+    "CorrelationSpec",
+    "CovariateSpec",
+    "CriteriaSpec",
+    "EffectSpec",
+    "IOVSpec",
+    "ParameterSpec",
+    "ResidualErrorSpec",
+    "StrataSpec",
+    "StratumLevelSpec",
+    "load_cohort_spec",
+]
 
 DISTRIBUTIONS = ("normal", "lognormal", "truncnormal", "uniform", "categorical")
 DERIVED = ("BMI", "BSA", "LBW", "CRCL", "EGFR")
@@ -34,7 +55,7 @@ def _param_value(v: Any) -> float | str | dict[str, float]:
     """A distribution parameter: a number, ``{category: number}`` (with ``given``), or an
     expression string over previously defined covariates."""
     if isinstance(v, bool):
-        raise ValueError("expected a number, a {category: number} mapping or an expression string")
+        raise ValueError("expected a number, a {category: number} mapping or an expression string")  # noqa: TRY004
     if isinstance(v, (int, float)):
         if not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
@@ -225,7 +246,7 @@ def _validation_to_spec_error(err: ValidationError, prefix: str = "") -> SpecErr
     return SpecError(field or "spec", msg)
 
 
-def load_cohort_spec(source: "CohortSpec | Mapping | str | os.PathLike") -> CohortSpec:
+def load_cohort_spec(source: CohortSpec | Mapping | str | os.PathLike) -> CohortSpec:
     """Load and check a cohort spec from a YAML file path, a YAML string, a mapping, or a spec.
 
     Raises :class:`insilico.errors.SpecError` (``str()`` = ``"field: message"``) on YAML

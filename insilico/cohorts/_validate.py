@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 from jax.scipy.special import ndtri
 
-from insilico.cohorts._compile import CompiledCohort, compile_spec
+from insilico.cohorts._compile import compile_spec
 from insilico.cohorts._covariates import DistNode, StratumNode
 
 __all__ = ["validation_report"]
@@ -80,7 +80,7 @@ def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0) -> pd.Da
         for j in range(i + 1, len(c.copula_names)):
             b = c.copula_names[j]
             if a in scores and b in scores:
-                r = float(c.copula_chol[i] @ c.copula_chol[j])
+                r = float(c.copula_r[i, j])
                 rows.append(_corr(f"{a},{b}", "normal-score correlation", scores[a], scores[b], r,
                                   not constrained))
     if c.bsv_names:
@@ -111,8 +111,8 @@ def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0) -> pd.Da
 
 
 def _row(var, stat, cond, n, target, achieved, se, applies):
-    return dict(variable=var, statistic=stat, condition=cond, n=int(n), target=float(target),
-                achieved=float(achieved), se=float(se), target_applies=bool(applies))
+    return {"variable": var, "statistic": stat, "condition": cond, "n": int(n), "target": float(target),
+            "achieved": float(achieved), "se": float(se), "target_applies": bool(applies)}
 
 
 def _prop(var, stat, label, hit, p, applies):
