@@ -10,6 +10,20 @@ import typer
 from insilico.cli._common import console, handle_errors, print_table
 
 
+COLUMNS = {
+    "summary": ["arm", "n", "n_missing", "mean", "sd", "median", "q05", "q95", "responders", "proportion",
+                "ci_lower", "ci_upper"],
+    "comparisons": ["arm", "n", "n_ref", "estimate", "ci_lower", "ci_upper", "p_value"],
+    "probability_of_success": ["arm", "estimate", "successes", "n_replicates", "ci_lower", "ci_upper"],
+    "pta": ["group", "n", "n_attained", "pta", "ci_lower", "ci_upper"],
+    "power": ["arm", "reference", "n", "power", "mc_se", "ci_lower", "ci_upper"],
+}
+
+
+def _cols(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    return df[[c for c in COLUMNS[kind] if c in df.columns]]
+
+
 def show_summary(ds) -> None:
     analysis = ds.attrs.get("analysis")
     if analysis is None:
@@ -20,7 +34,7 @@ def show_summary(ds) -> None:
         analysis = json.loads(analysis)
     name = ds.attrs.get("trial", "trial")
     for ep, rows in analysis.get("summary", {}).items():
-        print_table(pd.DataFrame(rows), f"{name}: {ep} by arm")
+        print_table(_cols(pd.DataFrame(rows), "summary"), f"{name}: {ep} by arm")
     for ep, rows in analysis.get("comparisons", {}).items():
         df = pd.DataFrame(rows)
         if "replicate" in df and df["replicate"].nunique() > 1:
@@ -28,11 +42,12 @@ def show_summary(ds) -> None:
             title = f"{name}: {ep} vs reference (replicate 0)"
         else:
             title = f"{name}: {ep} vs reference"
-        print_table(df, title)
+        measure = df["measure"].iloc[0] if "measure" in df and len(df) else ""
+        print_table(_cols(df, "comparisons"), f"{title}: {measure}")
     for key, title in (("probability_of_success", "probability of success"),
                        ("pta", "probability of target attainment"), ("power", "power vs N per arm")):
         if analysis.get(key):
-            print_table(pd.DataFrame(analysis[key]), f"{name}: {title}")
+            print_table(_cols(pd.DataFrame(analysis[key]), key), f"{name}: {title}")
 
 
 @handle_errors

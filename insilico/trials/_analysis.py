@@ -93,8 +93,10 @@ def analyse(ds, spec) -> dict:
         vals, labs, _ = _arm_values(ds, ep, 0)
         by_arm = {arm: vals[labs == arm] for arm in ds["arm"].values}
         rule = _rule(a.success) if a.success else {"p_value_below": a.alpha}
-        out["power"] = _records(_stats.power_curve(by_arm, a.reference, a.sample_size.n, rule,
-                                                   a.sample_size.resamples, spec.seed, binary=binary[ep]))
+        out["power"] = _records(_stats.power_curve(
+            by_arm, a.reference, a.sample_size.n, rule, a.sample_size.resamples, spec.seed,
+            kind=a.comparison if not binary[ep] else "difference", binary=binary[ep], alpha=a.alpha,
+            paired=spec.design == "counterfactual"))   # counterfactual: every arm holds the same subjects
     return out
 
 

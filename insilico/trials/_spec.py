@@ -228,7 +228,7 @@ class ExecutionSpec(_Strict):
     solver: Literal["tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5"] = "tsit5"
     rtol: PositiveFloat = 1e-6
     atol: PositiveFloat = 1e-9
-    grid_step: PositiveFloat = 0.25
+    grid_step: PositiveFloat = 0.5
     save_profiles: bool = True
 
 
