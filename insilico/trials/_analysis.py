@@ -4,7 +4,9 @@ attainment and power versus N. Returns JSON-able tables (stored in the store's a
 
 Summaries pool all replicates; comparisons are made per replicate (paired by subject in a
 counterfactual design) and probability of success is the fraction of replicates meeting the
-success rule.
+success rule. A ``ratio`` comparison applies to endpoints whose values are all positive;
+others (e.g. a time above threshold that can be 0) are compared as differences, which the
+``measure`` column records.
 """
 from __future__ import annotations
 
@@ -50,24 +52,15 @@ def analyse(ds, spec) -> dict:
     binary = {e.name: e.type == "responder" for e in spec.endpoints}
     names = a.endpoints or [e.name for e in spec.endpoints]
     out: dict = {"summary": {}, "comparisons": {}}
-    paired = spec.design == "counterfactual"
     for name in names:
         vals, labs, _ = _arm_values(ds, name)
         out["summary"][name] = _records(_stats.summarise(vals, labs, binary=binary[name]))
         if a.reference is None:
             continue
-        tables = []
-        for r in range(ds.sizes["replicate"]):
-            v, lab, sub = _arm_values(ds, name, r)
-            t = _stats.compare(v, lab, a.reference, kind=a.comparison if not binary[name] else "difference",
-                               binary=binary[name], alpha=a.alpha, subject=sub if paired else None,
-                               paired=paired)
-            t["replicate"] = r
-            tables.append(t)
-        out["comparisons"][name] = _records(pd.concat(tables))
+        out["comparisons"][name] = _comparisons(ds, spec, name, binary[name])
     if a.success is not None:
         s = a.success
-        table = pd.DataFrame(out["comparisons"].get(s.endpoint) or _comparisons(ds, spec, s.endpoint, binary))
+        table = pd.DataFrame(out["comparisons"].get(s.endpoint) or _comparisons(ds, spec, s.endpoint, binary[s.endpoint]))
         arms = [s.arm] if s.arm else [x for x in table["arm"].unique()]
         out["probability_of_success"] = [
             {"arm": arm, **_stats.probability_of_success(table[table["arm"] == arm], _rule(s))} for arm in arms]
@@ -95,19 +88,29 @@ def analyse(ds, spec) -> dict:
         rule = _rule(a.success) if a.success else {"p_value_below": a.alpha}
         out["power"] = _records(_stats.power_curve(
             by_arm, a.reference, a.sample_size.n, rule, a.sample_size.resamples, spec.seed,
-            kind=a.comparison if not binary[ep] else "difference", binary=binary[ep], alpha=a.alpha,
+            kind=_kind(a.comparison, binary[ep], vals), binary=binary[ep], alpha=a.alpha,
             paired=spec.design == "counterfactual"))   # counterfactual: every arm holds the same subjects
     return out
 
 
-def _comparisons(ds, spec, name, binary):
+def _kind(comparison: str, binary: bool, values: np.ndarray) -> str:
+    """Ratios (geometric mean ratio) only for positive endpoints; differences otherwise."""
+    if binary or comparison != "ratio":
+        return "difference"
+    v = values[np.isfinite(values)]
+    return "ratio" if v.size and np.all(v > 0) else "difference"
+
+
+def _comparisons(ds, spec, name: str, binary: bool) -> list[dict]:
+    """Comparison of every arm with the reference, per replicate (paired if counterfactual)."""
     a = spec.analysis
+    paired = spec.design == "counterfactual"
+    kind = _kind(a.comparison, binary, _arm_values(ds, name)[0])
     rows = []
     for r in range(ds.sizes["replicate"]):
         v, lab, sub = _arm_values(ds, name, r)
-        t = _stats.compare(v, lab, a.reference, binary=binary[name], alpha=a.alpha,
-                           subject=sub if spec.design == "counterfactual" else None,
-                           paired=spec.design == "counterfactual")
+        t = _stats.compare(v, lab, a.reference, kind=kind, binary=binary, alpha=a.alpha,
+                           subject=sub if paired else None, paired=paired)
         t["replicate"] = r
         rows.append(t)
     return _records(pd.concat(rows))

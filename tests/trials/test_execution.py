@@ -59,14 +59,14 @@ def test_existing_store_is_not_overwritten(tmp_path, client):
 
 
 def test_resume_after_sigkill_is_identical(tmp_path, client):
-    over = COMMON + ["n=1200", "execution.chunk_size=20"]
+    over = COMMON + ["n=400", "execution.chunk_size=20"]
     ref = run(SPEC, tmp_path / "ref.zarr", overrides=over, client=client)
     out = tmp_path / "killed.zarr"
     args = [sys.executable, "-m", "insilico.cli", "run", str(SPEC), "--out", str(out), "--quiet", "--workers", "1"]
     for o in over:
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    total = 2 * 2 * 60
+    total = 2 * 2 * 20
     done = 0
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
