@@ -1,9 +1,9 @@
 """Per-subject endpoints computed from the dense model solution.
 
-The engine is evaluated on a grid that contains a regular step (``execution.grid_step``), the
-nominal sampling times, every endpoint time and window edge, each dose time plus 1e-9 h (so
-the post-dose value of a bolus is on the grid while the value *at* the dose time stays the
-pre-dose trough) and a geometric set of points in the 6 h after each dose. Cmax/Tmax/Cmin are taken on that grid; time above/below a
+The engine is evaluated on a grid that contains, inside every endpoint window, a regular step
+(``execution.grid_step``), each dose time plus 1e-9 h (so the post-dose value of a bolus is on
+the grid while the value *at* the dose time stays the pre-dose trough) and a geometric set of
+points in the 6 h after each dose; plus time 0, the nominal sampling times and endpoint times. Cmax/Tmax/Cmin are taken on that grid; time above/below a
 threshold interpolates the crossing times linearly. Interval midpoints are evaluated too, so AUC
 uses Simpson's rule (error O(h⁴) between kinks; dose times are grid points). Endpoints whose time range reaches past a
 subject's dropout are missing (NaN).
@@ -18,24 +18,32 @@ POST_DOSE_OFFSETS = np.array([0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2
 
 
 def endpoint_grid(spec, dose_times: np.ndarray, nominal: np.ndarray) -> np.ndarray:
-    """Sorted unique grid times (h) for the endpoint solution of one arm."""
+    """Sorted grid times (h) for the endpoint solution of one arm.
+
+    Dense (``grid_step`` plus post-dose points) only inside endpoint windows; elsewhere just
+    time 0, the nominal sampling times and the endpoint times. Grid points sit at even
+    positions and interval midpoints at odd positions (for Simpson's rule).
+    """
     t_end = max([float(nominal.max())] + [e.window[1] for e in spec.endpoints if e.window]
                 + [e.at for e in spec.endpoints if e.at is not None])
-    pts = [np.arange(0.0, t_end + 1e-12, spec.execution.grid_step), nominal, [0.0, t_end]]
     dose_times = np.asarray(dose_times, float).reshape(-1)
+    pts = [np.asarray(nominal, float), [0.0, t_end], dose_times[dose_times <= t_end]]
     for e in spec.endpoints:
-        if e.window:
-            pts.append(list(e.window))
         if e.at is not None:
             pts.append([e.at])
-    dt = dose_times[dose_times <= t_end]
-    pts += [dt, dt + POST_DOSE, (dt[:, None] + POST_DOSE_OFFSETS[None, :]).ravel()]
+        if e.window:
+            w0, w1 = e.window
+            pts.append(np.arange(w0, w1, spec.execution.grid_step))
+            pts.append([w1])
+            d = dose_times[(dose_times >= w0 - POST_DOSE_OFFSETS[-1]) & (dose_times <= w1)]
+            post = np.concatenate([d + POST_DOSE, (d[:, None] + POST_DOSE_OFFSETS[None, :]).ravel()])
+            pts.append(post[(post >= w0) & (post <= w1)])
     grid = np.unique(np.concatenate([np.asarray(p, float) for p in pts]))
     grid = grid[grid <= t_end]
     mid = 0.5 * (grid[:-1] + grid[1:])
     out = np.empty(2 * grid.size - 1)
     out[0::2], out[1::2] = grid, mid
-    return out                      # grid points at even, interval midpoints at odd positions
+    return out
 
 
 def _window(grid, w):
