@@ -21,6 +21,7 @@ at the end. Chunks: 1 replicate × 1 arm × ``chunk_size`` subjects × all times
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -65,7 +66,9 @@ def done_units(path: Path) -> np.ndarray:
 def finalize(path: Path, attrs: dict) -> None:
     group = zarr.open_group(str(path), mode="r+")
     group.attrs.update(attrs)
-    zarr.consolidate_metadata(str(path))
+    with warnings.catch_warnings():   # consolidated metadata is a zarr-python extension for format 3
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
 
 
 def read_attrs(path: Path) -> dict:
@@ -78,7 +81,10 @@ def open_results(path) -> xr.Dataset:
     if not path.exists():
         raise SpecError("results", f"no results store at {path}")
     try:
-        return xr.open_zarr(path, consolidated=None)
+        try:
+            return xr.open_zarr(path, consolidated=True)
+        except (KeyError, ValueError, FileNotFoundError):  # not consolidated yet (run unfinished)
+            return xr.open_zarr(path, consolidated=False)
     except Exception as e:  # not a zarr store or unreadable
         raise SpecError("results", f"cannot open {path} as a results store: {e}") from None
 
