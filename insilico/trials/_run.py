@@ -185,6 +185,7 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
         template, coords = _template(ctx)
         attrs = {"title": f"insilico trial {spec_obj.name}", "trial": spec_obj.name, "spec": spec_json,
                  "spec_sha256": digest, "seed": spec_obj.seed, "model": ctx.model.name,
+                 "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
                  "design": spec_obj.design, "versions": json.dumps(_versions()),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         out.parent.mkdir(parents=True, exist_ok=True)
