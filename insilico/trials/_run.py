@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
 
@@ -134,7 +134,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
     from distributed import Client, LocalCluster
     if scheduler:
         try:
-            client = Client(scheduler, timeout="20s")
+            import dask
+            client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except OSError as e:
             raise RuntimeError(f"cannot connect to scheduler {scheduler}: {e}") from None
         try:
@@ -143,21 +144,20 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    kw = dict(n_workers=n, threads_per_worker=1) if processes else dict(n_workers=1, threads_per_worker=n)
+    kw = {"n_workers": n, "threads_per_worker": 1} if processes else {"n_workers": 1, "threads_per_worker": n}
     with LocalCluster(processes=processes, dashboard_address=None, **kw) as cluster, Client(cluster) as client:
         yield client
 
 
 def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, overwrite: bool = False,
         overrides: list[str] | None = None, workers: int | None = None, processes: bool = False,
-        client=None, progress: bool = False, units_limit: int | None = None):
+        client=None, progress: bool = False):
     """Run a trial spec (path, YAML text, mapping) and return its results as an xarray Dataset.
 
     ``out``: Zarr store path (default ``results/<name>.zarr``). An existing store is never
     overwritten unless ``overwrite``; with ``resume`` only units not yet completed are run
     (the store must come from the same spec). ``scheduler``: address of an existing Dask
     scheduler; otherwise a LocalCluster is started (``workers``, ``processes``).
-    ``units_limit`` stops after that many units (for tests of interrupted runs).
     """
     t_start = time.perf_counter()
     spec_obj, base = load_trial_spec(spec, overrides)
@@ -177,29 +177,26 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
             if attrs.get("spec_sha256") != digest:
                 raise SpecError("--resume", f"{out} was written from a different spec; use --overwrite")
             fresh = False
-        elif overwrite:
-            store.remove_store(out)
-        else:
+        elif not overwrite:
             raise SpecError("--out", f"{out} already exists; use --overwrite to replace it or --resume to finish it")
-    if fresh:
-        template, coords = _template(ctx)
-        attrs = {"title": f"insilico trial {spec_obj.name}", "trial": spec_obj.name, "spec": spec_json,
-                 "spec_sha256": digest, "seed": spec_obj.seed, "model": ctx.model.name,
-                 "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
-                 "design": spec_obj.design, "versions": json.dumps(_versions()),
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        store.create_store(out, template, coords, attrs, spec_obj.execution.chunk_size)
-    done = store.done_units(out)
-    todo = [(r, a, c) for r in range(spec_obj.replicates.n) for a in range(ctx.n_arms)
-            for c in range(ctx.n_chunks) if not done[r, a, c]]
-    if units_limit is not None:
-        todo = todo[:units_limit]
-    unit_times = _execute(todo, spec_json, str(base), str(out), scheduler, workers, processes, client, progress)
-    if units_limit is not None and store.done_units(out).min() == 0:
-        return None
-    from insilico.trials._analysis import analyse
+    # connect first: a cluster that cannot be reached leaves no store behind
+    with (nullcontext(client) if client is not None else dask_client(scheduler, workers, processes)) as c:
+        if fresh:
+            store.remove_store(out)
+            template, coords = _template(ctx)
+            attrs = {"title": f"insilico trial {spec_obj.name}", "trial": spec_obj.name, "spec": spec_json,
+                     "spec_sha256": digest, "seed": spec_obj.seed, "model": ctx.model.name,
+                     "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
+                     "design": spec_obj.design, "versions": json.dumps(_versions()),
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            store.create_store(out, template, coords, attrs, spec_obj.execution.chunk_size)
+        done = store.done_units(out)
+        todo = [(r, a, k) for r in range(spec_obj.replicates.n) for a in range(ctx.n_arms)
+                for k in range(ctx.n_chunks) if not done[r, a, k]]
+        unit_times = _execute(c, todo, spec_json, str(base), str(out), progress)
     from insilico.store import open_results
+    from insilico.trials._analysis import analyse
     ds = open_results(out)
     analysis = analyse(ds, spec_obj)
     store.finalize(out, {"analysis": json.dumps(analysis), "timings": json.dumps({
@@ -208,32 +205,24 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
     return open_results(out)
 
 
-def _execute(todo, spec_json, base, out, scheduler, workers, processes, client, progress) -> list[float]:
+def _execute(client, todo, spec_json, base, out, progress) -> list[float]:
     if not todo:
         return []
     from distributed import as_completed
-
-    def go(c):
-        futures = [c.submit(run_unit, spec_json, base, out, r, a, k, pure=False) for (r, a, k) in todo]
-        times = []
-        bar = None
-        if progress:
-            from rich.progress import Progress
-            bar = Progress()
-            bar.start()
-            task = bar.add_task("simulating", total=len(futures))
-        try:
-            for fut in as_completed(futures):
-                res = fut.result()
-                times.append(res["seconds"])
-                if bar:
-                    bar.advance(task)
-        finally:
+    futures = [client.submit(run_unit, spec_json, base, out, r, a, k, pure=False) for (r, a, k) in todo]
+    times = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress()
+        bar.start()
+        task = bar.add_task("simulating", total=len(futures))
+    try:
+        for fut in as_completed(futures):
+            times.append(fut.result()["seconds"])
             if bar:
-                bar.stop()
-        return times
-
-    if client is not None:
-        return go(client)
-    with dask_client(scheduler, workers, processes) as c:
-        return go(c)
+                bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+    return times

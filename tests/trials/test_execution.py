@@ -87,3 +87,17 @@ def test_resume_after_sigkill_is_identical(tmp_path, client):
     import json
     assert json.loads(resumed.attrs["timings"])["units_run"] == total - partial
     assert_same(ref, resumed)
+
+
+def test_existing_scheduler_address(tmp_path):
+    """`--scheduler ADDRESS`: connect to a running scheduler instead of starting a cluster."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        ds = run(SPEC, tmp_path / "s.zarr", overrides=["n=10"], scheduler=cluster.scheduler_address)
+        assert int((ds["status"] == 0).sum()) == 3 * 2 * 10   # 3 replicates, both arms (counterfactual)
+    import dask
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            pytest.raises(RuntimeError, match="cannot connect"):
+        run(SPEC, tmp_path / "t.zarr", overrides=["n=10"], scheduler="tcp://127.0.0.1:1")
