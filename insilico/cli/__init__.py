@@ -4,7 +4,10 @@ from __future__ import annotations
 import typer
 
 from insilico.cli.cohort import cohort_command
+from insilico.cli.export import export_command
 from insilico.cli.models import models_command
+from insilico.cli.plot import plot_command
+from insilico.cli.report import report_command
 from insilico.cli.run import run_command
 from insilico.cli.summary import summary_command
 from insilico.cli.validate import validate_command
@@ -16,6 +19,9 @@ app.command("validate")(validate_command)
 app.command("cohort")(cohort_command)
 app.command("models")(models_command)
 app.command("summary")(summary_command)
+app.command("plot")(plot_command)
+app.command("report")(report_command)
+app.command("export")(export_command)
 
 
 def main() -> None:

@@ -1,0 +1,525 @@
+"""Standard plots of a results store: profiles, endpoint distributions, exposure-response, PTA, power.
+
+Every function takes the ``xarray.Dataset`` returned by :func:`insilico.open_results` and returns a
+:class:`matplotlib.figure.Figure`. Figures are built directly with an Agg canvas (no ``pyplot``
+state, no change to the user's backend), so they work headless, in scripts and in Jupyter
+(where a returned figure displays itself). Axes are labelled ``long_name (units)`` from the stored
+attributes. :func:`plot_all` writes a PNG for every applicable plot.
+
+Conventions: per-subject plots use replicate ``replicate`` (default 0: one simulated trial;
+``None`` pools every replicate) and only subjects with ``status == 0`` in that arm.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "endpoint_names",
+    "plot_all",
+    "plot_endpoint_distributions",
+    "plot_exposure_response",
+    "plot_power",
+    "plot_profiles",
+    "plot_pta",
+    "profile_outputs",
+]
+
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22"]
+#: endpoint types whose value is an exposure of the model output (candidates for the x axis)
+EXPOSURE_TYPES = ("auc", "cmax", "cmin", "trough", "time_above", "fraction_above", "fraction_in_window")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _label(da: xr.DataArray | None, name: str = "") -> str:
+    """``long_name (units)``; units ``1`` are shown as dimensionless ``(1)``."""
+    if da is None:
+        return name
+    long = da.attrs.get("long_name") or da.name or name
+    units = da.attrs.get("units")
+    return f"{long} ({units})" if units not in (None, "") else str(long)
+
+
+def _time_label(ds: xr.Dataset) -> str:
+    t = ds["time"]
+    units = t.attrs.get("units", "h")
+    return f"{t.attrs.get('long_name', 'time')} ({units})"
+
+
+def _arms(ds: xr.Dataset) -> list[str]:
+    return [str(a) for a in ds["arm"].values]
+
+
+def _analysis(ds: xr.Dataset) -> dict:
+    a = ds.attrs.get("analysis")
+    if a is None:
+        return {}
+    return json.loads(a) if isinstance(a, str) else dict(a)
+
+
+def _spec(ds: xr.Dataset):
+    s = ds.attrs.get("spec")
+    if not s:
+        return None
+    from insilico.trials import TrialSpec
+    return TrialSpec.model_validate_json(s)
+
+
+def _select(da: xr.DataArray, replicate: int | None) -> xr.DataArray:
+    if "replicate" in da.dims and replicate is not None:
+        da = da.isel(replicate=replicate)
+    return da
+
+
+def _arm_values(ds: xr.Dataset, name: str, arm: str, replicate: int | None) -> np.ndarray:
+    """Values of ``name`` for subjects simulated (status 0) in ``arm``: shape (subjects, [time])."""
+    da = _select(ds[name].sel(arm=arm), replicate)
+    st = _select(ds["status"].sel(arm=arm), replicate)
+    v = np.asarray(da.values, dtype=float)
+    ok = np.asarray(st.values) == 0
+    if "time" in da.dims:
+        v = v.reshape(-1, v.shape[-1])
+        ok = ok.reshape(-1)
+    else:
+        v = v.reshape(-1)
+        ok = ok.reshape(-1)
+    return v[ok]
+
+
+def _is_binary(ds: xr.Dataset, name: str) -> bool:
+    da = ds[name]
+    if da.attrs.get("endpoint_type") == "responder":
+        return True
+    v = np.asarray(da.values, dtype=float)
+    v = v[np.isfinite(v)]
+    return v.size > 0 and bool(np.all((v == 0) | (v == 1)))
+
+
+def wilson(successes, n, alpha: float = 0.05):
+    """Wilson score interval (vectorised); see :func:`insilico.trials._stats.wilson_ci`."""
+    from insilico.trials._stats import wilson_ci
+    return wilson_ci(successes, n, alpha)
+
+
+def profile_outputs(ds: xr.Dataset) -> list[str]:
+    """Model outputs stored over (…, arm, subject, time), without the residual-error ``*_obs`` copies."""
+    return [str(v) for v, da in ds.data_vars.items()
+            if {"arm", "subject", "time"} <= set(da.dims) and not str(v).endswith("_obs")]
+
+
+def endpoint_names(ds: xr.Dataset) -> list[str]:
+    """Stored endpoints (variables with an ``endpoint_type`` attribute), in spec order when known."""
+    names = [str(v) for v, da in ds.data_vars.items() if "endpoint_type" in da.attrs]
+    spec = _spec(ds)
+    if spec is not None:
+        order = [e.name for e in spec.endpoints]
+        names.sort(key=lambda n: order.index(n) if n in order else len(order))
+    return names
+
+
+def _gid_data(container, gid: str):
+    """Tag the data line of an ``errorbar`` container (not its caps and bars) with ``gid``."""
+    if container.lines[0] is not None:
+        container.lines[0].set_gid(gid)
+    return container
+
+
+def _grid(n: int, max_cols: int = 2) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return -(-n // cols), cols
+
+
+# ----------------------------------------------------------------------------------------------
+# profiles
+# ----------------------------------------------------------------------------------------------
+
+def profile_stats(values: np.ndarray, times: np.ndarray, quantiles=(5, 50, 95)):
+    """(times, percentiles[k, t]) over subjects at the nominal times that have any data."""
+    has = np.isfinite(values).any(axis=0)
+    if not has.any():
+        return times[:0], np.empty((len(quantiles), 0))
+    q = np.nanpercentile(values[:, has], quantiles, axis=0)
+    return times[has], q
+
+
+def plot_profiles(ds: xr.Dataset, output: str = "conc", n_individual: int = 20, seed: int = 0, *,
+                  log: bool = False, replicate: int | None = 0, arms: Sequence[str] | None = None,
+                  band: tuple[float, float] = (5, 95), time_range: tuple[float, float] | None = None
+                  ) -> Figure:
+    """Median and ``band`` percentile band over subjects at each nominal time, one panel per arm,
+    with ``n_individual`` randomly chosen (``seed``) individual curves in grey.
+
+    Works for any model output over time (``conc``, ``effect``, ``response``, …). ``log=True``
+    uses a log y axis and drops non-positive values (pre-dose or placebo concentrations) before
+    the statistics. Lines carry a ``gid``: ``"median"``, ``"individual"``; the band is a
+    ``PolyCollection`` with gid ``"band"``.
+    """
+    if output not in ds:
+        raise KeyError(f"{output!r} is not in the results store (outputs: {profile_outputs(ds)})")
+    da = ds[output]
+    arms = list(arms) if arms is not None else _arms(ds)
+    times = np.asarray(ds["time"].values, dtype=float)
+    rows, cols = _grid(len(arms))
+    fig = _figure(5.0 * cols, 3.4 * rows)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    rng = np.random.default_rng(seed)
+    for k, arm in enumerate(arms):
+        ax = axes[k]
+        v = _arm_values(ds, output, arm, replicate)
+        if log:
+            v = np.where(v > 0, v, np.nan)
+        anydata = np.isfinite(v).any(axis=1)
+        v = v[anydata]
+        ax.set_title(f"{arm} (n={v.shape[0]})", fontsize=10)
+        if v.shape[0] == 0:
+            ax.text(0.5, 0.5, "no positive values" if log else "no data", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")
+            continue
+        m = min(n_individual, v.shape[0])
+        for i in np.sort(rng.choice(v.shape[0], size=m, replace=False)) if m else []:
+            ok = np.isfinite(v[i])
+            ax.plot(times[ok], v[i, ok], color="0.55", lw=0.6, alpha=0.6, gid="individual",
+                    marker=".", ms=2)
+        t, q = profile_stats(v, times, (band[0], 50, band[1]))
+        color = _COLORS[k % len(_COLORS)]
+        ax.fill_between(t, q[0], q[2], color=color, alpha=0.25, lw=0, gid="band",
+                        label=f"{band[0]:g}–{band[1]:g} %")
+        ax.plot(t, q[1], color=color, lw=2, marker="o", ms=3, gid="median", label="median")
+        ax.legend(fontsize=8, loc="best")
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
+    for ax in axes[:len(arms)]:
+        if log:
+            ax.set_yscale("log")
+        if time_range is not None:
+            ax.set_xlim(*time_range)
+        ax.grid(alpha=0.3)
+    for r in range(rows):
+        axes[r * cols].set_ylabel(_label(da, output))
+    for c in range(cols):
+        i = (rows - 1) * cols + c
+        ax = axes[i] if i < len(arms) else axes[i - cols]
+        ax.set_xlabel(_time_label(ds))
+        ax.xaxis.set_tick_params(labelbottom=True)
+    rep = "all replicates" if replicate is None or "replicate" not in da.dims else f"replicate {replicate}"
+    fig.suptitle(f"{ds.attrs.get('trial', '')}: {da.attrs.get('long_name', output)} by arm "
+                 f"(median, {band[0]:g}–{band[1]:g} percentiles, {n_individual} individuals; {rep})",
+                 fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# endpoints
+# ----------------------------------------------------------------------------------------------
+
+def plot_endpoint_distributions(ds: xr.Dataset, endpoint: str, *, replicate: int | None = 0,
+                                kind: str = "auto") -> Figure:
+    """Per-arm distribution of ``endpoint``.
+
+    Continuous endpoints: a box plot per arm (box 25–75 %, whiskers 1.5 IQR, one box patch per
+    arm) with the individual values jittered on top. Binary endpoints (responder, or only 0/1
+    values): bars of the proportion per arm with 95 % Wilson intervals. ``kind`` forces
+    ``"box"``, ``"violin"`` or ``"bar"``.
+    """
+    if endpoint not in ds:
+        raise KeyError(f"{endpoint!r} is not in the results store (endpoints: {endpoint_names(ds)})")
+    da = ds[endpoint]
+    arms = _arms(ds)
+    if kind == "auto":
+        kind = "bar" if _is_binary(ds, endpoint) else "box"
+    fig = _figure(max(5.0, 1.5 * len(arms) + 2), 4.0)
+    ax = fig.add_subplot()
+    vals = [_arm_values(ds, endpoint, a, replicate) for a in arms]
+    vals = [v[np.isfinite(v)] for v in vals]
+    pos = np.arange(1, len(arms) + 1)
+    if kind == "bar":
+        x = np.array([v.sum() for v in vals])
+        n = np.array([v.size for v in vals])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(n > 0, x / np.maximum(n, 1), np.nan)
+        lo, hi = wilson(x, n)
+        ax.bar(pos, p, color=[_COLORS[i % len(_COLORS)] for i in range(len(arms))], alpha=0.7,
+               width=0.6, gid="proportion")
+        _gid_data(ax.errorbar(pos, p, yerr=[p - lo, hi - p], fmt="none", ecolor="k", capsize=4), "ci")
+        for xi, pi, ni in zip(pos, p, n):
+            ax.annotate(f"n={ni}", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center",
+                        fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"proportion: {_label(da, endpoint)}")
+    elif kind in ("box", "violin"):
+        keep = [i for i, v in enumerate(vals) if v.size]
+        data = [vals[i] for i in keep]
+        if kind == "violin" and data:
+            parts = ax.violinplot(data, positions=pos[keep], showmedians=True)
+            for j, body in enumerate(parts["bodies"]):
+                body.set_facecolor(_COLORS[keep[j] % len(_COLORS)])
+        elif data:
+            bp = ax.boxplot(data, positions=pos[keep], widths=0.5, patch_artist=True, showfliers=False)
+            for j, box in enumerate(bp["boxes"]):
+                box.set_facecolor(_COLORS[keep[j] % len(_COLORS)])
+                box.set_alpha(0.45)
+            for med in bp["medians"]:
+                med.set_color("k")
+                med.set_gid("median")
+        rng = np.random.default_rng(0)
+        for i in keep:
+            v = vals[i]
+            if v.size > 2000:
+                v = rng.choice(v, 2000, replace=False)
+            ax.scatter(pos[i] + rng.uniform(-0.15, 0.15, v.size), v, s=4, color="k", alpha=0.3,
+                       lw=0, gid="points")
+        ax.set_ylabel(_label(da, endpoint))
+    else:
+        raise ValueError(f"kind must be auto, box, violin or bar, got {kind!r}")
+    ax.set_xticks(pos, [f"{a}\n(n={v.size})" if kind != "bar" else a for a, v in zip(arms, vals)])
+    ax.set_xlim(0.4, len(arms) + 0.6)
+    ax.set_xlabel("arm")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{ds.attrs.get('trial', '')}: {endpoint} by arm", fontsize=11)
+    return fig
+
+
+def plot_exposure_response(ds: xr.Dataset, exposure: str, response: str, *, replicate: int | None = 0,
+                           bins: int = 5, log_x: bool = False) -> Figure:
+    """Scatter of endpoint ``response`` against endpoint ``exposure``, coloured by arm.
+
+    A binary ``response`` is shown as the proportion responding in ``bins`` exposure bins
+    (quantiles of the pooled exposure over arms; gid ``"binned"``) with 95 % Wilson intervals,
+    the individual 0/1 values jittered near the axis edges.
+    """
+    for name in (exposure, response):
+        if name not in ds:
+            raise KeyError(f"{name!r} is not in the results store (endpoints: {endpoint_names(ds)})")
+    arms = _arms(ds)
+    binary = _is_binary(ds, response)
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    xs, ys = [], []
+    rng = np.random.default_rng(0)
+    for k, arm in enumerate(arms):
+        x = _arm_values(ds, exposure, arm, replicate)
+        y = _arm_values(ds, response, arm, replicate)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if log_x:
+            ok &= x > 0
+        x, y = x[ok], y[ok]
+        xs.append(x)
+        ys.append(y)
+        yy = y + rng.uniform(-0.03, 0.03, y.size) if binary else y
+        ax.scatter(x, yy, s=8, alpha=0.45 if binary else 0.6, color=_COLORS[k % len(_COLORS)], lw=0,
+                   label=f"{arm} (n={x.size})", gid="points")
+    if binary:
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        if x.size:
+            edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
+            idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
+            nb = max(len(edges) - 1, 1)
+            n = np.bincount(idx, minlength=nb)[:nb]
+            s = np.bincount(idx, weights=y, minlength=nb)[:nb]
+            mid = np.array([np.median(x[idx == b]) if n[b] else np.nan for b in range(nb)])
+            keep = n > 0
+            p = s[keep] / n[keep]
+            lo, hi = wilson(s[keep], n[keep])
+            _gid_data(ax.errorbar(mid[keep], p, yerr=[p - lo, hi - p], fmt="o-", color="k", capsize=4, lw=1.5,
+                        label="binned proportion (95 % Wilson CI)"), "binned")
+        ax.set_ylim(-0.08, 1.08)
+        ax.set_ylabel(f"proportion: {_label(ds[response], response)}")
+    else:
+        ax.set_ylabel(_label(ds[response], response))
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(_label(ds[exposure], exposure))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{ds.attrs.get('trial', '')}: {response} vs {exposure}", fontsize=11)
+    return fig
+
+
+def exposure_response_pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """(exposure, response) endpoint pairs worth plotting: the first exposure endpoint of the
+    first output (AUC preferred) against every endpoint of another output and every responder."""
+    spec = _spec(ds)
+    if spec is None:
+        return []
+    eps = [e for e in spec.endpoints if e.name in ds]
+    exp = [e for e in eps if e.type in EXPOSURE_TYPES]
+    if not exp:
+        return []
+    exp.sort(key=lambda e: (e.type != "auc", e.type != "cmax"))
+    x = exp[0]
+    by_name = {e.name: e for e in eps}
+
+    def output_of(e):
+        while e.type == "responder" and e.of in by_name:
+            e = by_name[e.of]
+        return e.output
+
+    return [(x.name, e.name) for e in eps if e.name != x.name and output_of(e) != x.output]
+
+
+# ----------------------------------------------------------------------------------------------
+# stored analysis: PTA, power
+# ----------------------------------------------------------------------------------------------
+
+def plot_pta(ds: xr.Dataset) -> Figure:
+    """Probability of target attainment per group (arm/dose) with its 95 % CI, from the stored
+    analysis (``analysis.pta``). Raises ``ValueError`` when the store has no PTA table."""
+    rows = _analysis(ds).get("pta")
+    if not rows:
+        raise ValueError("the results store has no probability-of-target-attainment table "
+                         "(add analysis.pta to the trial spec)")
+    spec = _spec(ds)
+    groups = [str(r["group"]) for r in rows]
+    p = np.array([r["pta"] for r in rows], dtype=float)
+    lo = np.array([r["ci_lower"] for r in rows], dtype=float)
+    hi = np.array([r["ci_upper"] for r in rows], dtype=float)
+    order = list(range(len(rows)))
+    if spec is not None and spec.analysis.pta is not None and spec.analysis.pta.by == ["arm"]:
+        arms = [a.name for a in spec.arms]
+        order.sort(key=lambda i: arms.index(groups[i]) if groups[i] in arms else len(arms))
+    groups = [groups[i] for i in order]
+    p, lo, hi = p[order], lo[order], hi[order]
+    fig = _figure(max(5.0, 1.3 * len(groups) + 2), 4.0)
+    ax = fig.add_subplot()
+    x = np.arange(len(groups))
+    _gid_data(ax.errorbar(x, p, yerr=[p - lo, hi - p], fmt="o-", capsize=5, color=_COLORS[0], lw=1.5,
+                label="PTA (95 % CI)"), "pta")
+    ax.set_xticks(x, groups)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel("probability of target attainment (1)")
+    by = ", ".join(spec.analysis.pta.by) if spec is not None and spec.analysis.pta else "group"
+    ax.set_xlabel(by)
+    ax.grid(alpha=0.3)
+    title = "probability of target attainment"
+    if spec is not None and spec.analysis.pta is not None:
+        t = spec.analysis.pta
+        units = ds[t.endpoint].attrs.get("units", "") if t.endpoint in ds else ""
+        sign = "≥" if t.direction == "above" else "≤"
+        title += f": {t.endpoint} {sign} {t.threshold:g} {units}".rstrip()
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_power(ds: xr.Dataset, target: float = 0.8) -> Figure:
+    """Power vs N per arm (one line per arm, 95 % CI error bars) from the stored ``analysis.power``
+    table; the probability of success of the simulated trial size (``probability_of_success``)
+    is added as diamonds. Raises ``ValueError`` when the store has neither."""
+    a = _analysis(ds)
+    power, pos = a.get("power") or [], a.get("probability_of_success") or []
+    if not power and not pos:
+        raise ValueError("the results store has no power or probability-of-success table "
+                         "(add analysis.sample_size or analysis.success to the trial spec)")
+    spec = _spec(ds)
+    arms = _arms(ds)
+    fig = _figure(6.5, 4.3)
+    ax = fig.add_subplot()
+    names = list(dict.fromkeys([str(r["arm"]) for r in power] + [str(r["arm"]) for r in pos]))
+    color = {n: _COLORS[(arms.index(n) if n in arms else i) % len(_COLORS)] for i, n in enumerate(names)}
+    for arm in dict.fromkeys(str(r["arm"]) for r in power):
+        rr = sorted((r for r in power if str(r["arm"]) == arm), key=lambda r: r["n"])
+        n = np.array([r["n"] for r in rr], dtype=float)
+        p = np.array([r["power"] for r in rr], dtype=float)
+        lo = np.array([r["ci_lower"] for r in rr], dtype=float)
+        hi = np.array([r["ci_upper"] for r in rr], dtype=float)
+        ref = rr[0].get("reference")
+        _gid_data(ax.errorbar(n, p, yerr=[p - lo, hi - p], fmt="o-", capsize=4, color=color[arm],
+                    label=f"{arm}" + (f" vs {ref}" if ref else "")), "power")
+    if pos:
+        n_arm = _n_per_arm(ds, spec)
+        for r in pos:
+            arm = str(r["arm"])
+            e, lo, hi = float(r["estimate"]), float(r["ci_lower"]), float(r["ci_upper"])
+            _gid_data(ax.errorbar([n_arm.get(arm, np.nan)], [e], yerr=[[e - lo], [hi - e]], fmt="D", ms=7,
+                                  capsize=4, color=color[arm], mfc="white",
+                                  label=f"PoS {arm} ({r.get('n_replicates', '?')} replicates)"), "pos")
+    ax.axhline(target, color="0.4", ls=":", lw=1)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("subjects per arm (N)")
+    ax.set_ylabel("power / probability of success (1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    title = "power vs N per arm"
+    if spec is not None and spec.analysis.success is not None:
+        title += f" (success: {spec.analysis.success.endpoint})"
+    ax.set_title(title, fontsize=11)
+    return fig
+
+
+def _n_per_arm(ds: xr.Dataset, spec) -> dict[str, float]:
+    """Mean number of simulated subjects per arm and replicate (the trial's actual N per arm)."""
+    st = np.asarray(ds["status"].values)
+    n = (st >= 0).sum(axis=-1)  # (replicate, arm)
+    n = n.reshape(-1, n.shape[-1]).mean(axis=0)
+    return {a: float(v) for a, v in zip(_arms(ds), n)}
+
+
+# ----------------------------------------------------------------------------------------------
+# everything
+# ----------------------------------------------------------------------------------------------
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")
+
+
+def figures(ds: xr.Dataset, *, n_individual: int = 20, seed: int = 0):
+    """Yield ``(name, title, Figure)`` for every plot applicable to ``ds`` (used by
+    :func:`plot_all` and the HTML report). Figures are created lazily, one at a time."""
+    for out in profile_outputs(ds):
+        title = f"{_label(ds[out], out)} over time"
+        yield f"profiles_{out}", title, lambda o=out: plot_profiles(ds, o, n_individual, seed)
+        if ds[out].attrs.get("units") in ("mg/L", "ug/L", "µg/L", "ng/mL", "mmol/L", "nmol/L") or out == "conc":
+            yield (f"profiles_{out}_log", f"{title} (log scale)",
+                   lambda o=out: plot_profiles(ds, o, n_individual, seed, log=True))
+    for ep in endpoint_names(ds):
+        yield f"endpoint_{ep}", f"{ep} by arm", lambda e=ep: plot_endpoint_distributions(ds, e)
+    for x, y in exposure_response_pairs(ds):
+        yield f"exposure_response_{y}_vs_{x}", f"{y} vs {x}", lambda a=x, b=y: plot_exposure_response(ds, a, b)
+    a = _analysis(ds)
+    if a.get("pta"):
+        yield "pta", "probability of target attainment", lambda: plot_pta(ds)
+    if a.get("power") or a.get("probability_of_success"):
+        yield "power", "power vs N per arm", lambda: plot_power(ds)
+
+
+def plot_all(ds: xr.Dataset, out_dir: str | Path, *, dpi: int = 110, n_individual: int = 20,
+             seed: int = 0) -> list[Path]:
+    """Write a PNG into ``out_dir`` (created if needed) for every applicable plot; returns the paths:
+    ``profiles_<output>.png`` (and ``profiles_conc_log.png``), ``endpoint_<name>.png``,
+    ``exposure_response_<y>_vs_<x>.png``, ``pta.png``, ``power.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = _loaded(ds)
+    paths = []
+    for name, _title, make in figures(ds, n_individual=n_individual, seed=seed):
+        fig = make()
+        path = out_dir / f"{_slug(name)}.png"
+        fig.savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths
+
+
+def _loaded(ds: xr.Dataset) -> xr.Dataset:
+    """Load the (small) per-subject variables once so repeated plots do not re-read Zarr chunks."""
+    keep = set(profile_outputs(ds)) | set(endpoint_names(ds)) | {"status"}
+    try:
+        return ds.assign({k: ds[k].load() for k in keep if k in ds})
+    except Exception:  # noqa: BLE001 (fall back to lazy access)
+        return ds

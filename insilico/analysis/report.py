@@ -1,0 +1,331 @@
+"""A self-contained HTML report of a results store.
+
+:func:`write_report` writes one HTML file with inline CSS and every figure embedded as a base64
+PNG data URI: no scripts, no external resources, so it can be mailed, archived or opened offline.
+Sections: trial (spec summary, arms, endpoints), cohort validation, endpoint summaries and
+comparisons, probability of success / target attainment / power, figures, provenance.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from insilico.errors import SpecError
+
+__all__ = ["render_report", "write_report"]
+
+_CSS = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;color:#222;
+     line-height:1.4;padding:0 1em}
+h1{border-bottom:3px solid #1f77b4;padding-bottom:.2em}
+h2{border-bottom:1px solid #ccc;margin-top:2em;color:#1f4e79}
+h3{margin-bottom:.3em}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#eef3f8}
+td.t,th.t{text-align:left}
+tr:nth-child(even) td{background:#fafafa}
+td.ok{color:#176b1d;font-weight:bold}td.bad{color:#b00;font-weight:bold}
+figure{margin:1em 0 2em;text-align:center}
+figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:13px;color:#555}
+.note{color:#666;font-size:13px}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:12px}
+nav a{margin-right:1em}
+"""
+
+_SUMMARY_COLS = ["arm", "n", "n_missing", "mean", "sd", "median", "q05", "q95", "geo_mean", "geo_cv_pct",
+                 "responders", "proportion", "ci_lower", "ci_upper"]
+_COMPARISON_COLS = ["arm", "reference", "measure", "method", "n", "n_ref", "estimate", "ci_lower", "ci_upper",
+                    "p_value"]
+_POS_COLS = ["arm", "estimate", "successes", "n_replicates", "n_undefined", "ci_lower", "ci_upper"]
+_PTA_COLS = ["group", "n", "n_attained", "pta", "ci_lower", "ci_upper"]
+_POWER_COLS = ["arm", "reference", "n", "n_resamples", "power", "mc_se", "ci_lower", "ci_upper"]
+_VALIDATION_COLS = ["variable", "statistic", "condition", "n", "target", "achieved", "se", "z", "ok"]
+
+
+# ----------------------------------------------------------------------------------------------
+# small HTML helpers
+# ----------------------------------------------------------------------------------------------
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v) -> str:
+    if v is None or v is pd.NA:
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "–" if math.isnan(v) else ("∞" if v > 0 else "−∞")
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(rows: Iterable[dict] | pd.DataFrame, cols: list[str] | None = None, cls: str = "") -> str:
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if cols is not None:
+        df = df[[c for c in cols if c in df.columns]]
+    head = "".join(f'<th class="t">{_e(c)}</th>' if df[c].dtype == object else f"<th>{_e(c)}</th>"
+                   for c in df.columns)
+    body = []
+    for _, row in df.iterrows():
+        cells = []
+        for c in df.columns:
+            v = row[c]
+            klass = "t" if df[c].dtype == object or isinstance(v, str) else ""
+            if c == "ok" and v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v)):
+                klass = "ok" if bool(v) else "bad"
+            cells.append(f'<td class="{klass}">{_e(_fmt(v))}</td>' if klass else f"<td>{_e(_fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kv(pairs: list[tuple[str, object]]) -> str:
+    rows = "".join(f'<tr><th class="t">{_e(k)}</th><td class="t">{_e(_fmt(v))}</td></tr>' for k, v in pairs)
+    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+
+
+def _png_data_uri(fig, dpi: int) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------------
+
+def _regimen_text(regimen) -> str:
+    if not regimen:
+        return "no drug"
+    parts = []
+    for d in regimen:
+        s = f"{d.amt:g} mg"
+        if d.rate:
+            s += f" at {d.rate:g} mg/h"
+        elif d.duration:
+            s += f" over {d.duration:g} h"
+        n = d.n if d.n is not None else d.addl + 1
+        if d.ii and n > 1:
+            s += f" every {d.ii:g} h × {n}"
+        if d.time:
+            s += f" from t = {d.time:g} h"
+        if d.cmt is not None:
+            s += f" into {d.cmt}"
+        if d.ss:
+            s += " (steady state)"
+        parts.append(s)
+    return "; ".join(parts)
+
+
+def _trial_section(ds: xr.Dataset, spec) -> str:
+    if spec is None:
+        return "<p class='note'>no trial spec stored</p>"
+    st = np.asarray(ds["status"].values)
+    n_arm = (st >= 0).sum(axis=-1).reshape(-1, st.shape[-2]).mean(axis=0)
+    ok_arm = (st == 0).sum(axis=-1).reshape(-1, st.shape[-2]).mean(axis=0)
+    model = spec.model.name or spec.model.import_
+    if spec.model.parameters:
+        model += " (fixed: " + ", ".join(f"{k}={v:g}" for k, v in spec.model.parameters.items()) + ")"
+    cohort = spec.cohort if isinstance(spec.cohort, str) else spec.cohort.get("name", "inline")
+    obs = spec.observations
+    times = obs.times if isinstance(obs.times, list) else f"{obs.times.start:g} to {obs.times.stop:g} every {obs.times.step:g}"
+    rep = f"{spec.replicates.n}"
+    if spec.replicates.uncertainty:
+        rep += " (uncertainty, log-SD: " + ", ".join(f"{k} {v:g}" for k, v in spec.replicates.uncertainty.items()) + ")"
+    facts = [("name", spec.name), ("description", spec.description or "–"), ("model", model),
+             ("cohort", cohort), ("design", spec.design), ("N (subjects per replicate)", spec.n),
+             ("replicates", rep), ("seed", spec.seed),
+             ("sampling times (h)", ", ".join(f"{t:g}" for t in times) if isinstance(times, list) else times),
+             ("samples per subject", obs.per_subject or "all"),
+             ("dropout", spec.dropout.model_dump(exclude_none=True) if spec.dropout else "none"),
+             ("adherence", spec.adherence.model_dump(exclude_none=True) if spec.adherence else "full")]
+    arms = [{"arm": a.name, "ratio": a.ratio, "regimen": _regimen_text(a.regimen),
+             "N simulated": float(n_arm[i]) if i < len(n_arm) else None,
+             "N status ok": float(ok_arm[i]) if i < len(ok_arm) else None}
+            for i, a in enumerate(spec.arms)]
+    eps = []
+    for e in spec.endpoints:
+        detail = []
+        if e.window:
+            detail.append(f"window {e.window[0]:g}–{e.window[1]:g} h")
+        if e.at is not None:
+            detail.append(f"at {e.at:g} h")
+        if e.dose is not None:
+            detail.append(f"dose #{e.dose}")
+        if e.of:
+            detail.append(f"of {e.of}")
+        if e.threshold is not None:
+            detail.append(f"{e.direction} {e.threshold:g}")
+        if e.low is not None or e.high is not None:
+            detail.append(f"in [{e.low}, {e.high}]")
+        units = ds[e.name].attrs.get("units", "") if e.name in ds else ""
+        eps.append({"endpoint": e.name, "type": e.type, "output": e.output if e.type != "responder" else "–",
+                    "definition": ", ".join(detail) or "–", "units": units or "–"})
+    out = [_kv(facts), "<h3>Arms</h3>", _table(arms, cls="arms")]
+    if eps:
+        out += ["<h3>Endpoints</h3>", _table(eps, cls="endpoints")]
+    return "\n".join(out)
+
+
+def _cohort_section(ds: xr.Dataset) -> str:
+    cs = ds.attrs.get("cohort_spec")
+    if not cs:
+        return "<p class='note'>no cohort spec stored</p>"
+    try:
+        from insilico.cohorts import load_cohort_spec, validation_report
+        from insilico.cohorts._validate import compile_spec
+        spec = load_cohort_spec(json.loads(cs) if isinstance(cs, str) else cs)
+        c = compile_spec(spec)
+        names = list(c.order) + [f"eta_{p}" for p in c.bsv_names] + [f"kappa_{p}" for p in c.iov_sd]
+        cohort = ds[[n for n in names if n in ds]]
+        if "replicate" in cohort.dims:
+            cohort = cohort.isel(replicate=0)
+        cohort = cohort.load()
+        # trial cohorts are drawn with the cohort's inclusion criteria applied
+        cohort.attrs = {"criteria_applied": int(bool(c.has_criteria))}
+        df = validation_report(cohort, spec)
+    except Exception as e:  # noqa: BLE001 (report what we could not do instead of failing the whole report)
+        return f"<p class='note'>cohort validation unavailable: {_e(type(e).__name__)}: {_e(e)}</p>"
+    n_bad = int((df["ok"] == False).sum())
+    n_ok = int((df["ok"] == True).sum())
+    note = (f"<p>Cohort <b>{_e(spec.name)}</b> (replicate 0, {cohort.sizes.get('subject', 0)} subjects): "
+            f"{n_ok} checks within tolerance, {n_bad} outside (|z| &gt; 5), "
+            f"{int(df['ok'].isna().sum())} not applicable. <span class='note'>{_e(df.attrs.get('note', ''))}</span></p>")
+    g = df.assign(abs_z=df["z"].abs()).groupby("variable", sort=False)
+    compact = pd.DataFrame({"checks": g.size(), "within tolerance": g["ok"].apply(lambda s: int((s == True).sum())),
+                            "outside": g["ok"].apply(lambda s: int((s == False).sum())),
+                            "not applicable": g["ok"].apply(lambda s: int(s.isna().sum())),
+                            "max |z|": g["abs_z"].max()}).reset_index()
+    compact["variable"] = compact["variable"].astype(object)
+    return (note + _table(compact, cls="validation-summary")
+            + "<details><summary>all validation checks</summary>"
+            + _table(df, _VALIDATION_COLS, cls="validation") + "</details>")
+
+
+def _analysis_sections(analysis: dict, trial: str) -> list[tuple[str, str, str]]:
+    secs = []
+    body = []
+    for ep, rows in analysis.get("summary", {}).items():
+        body.append(f"<h3>{_e(ep)}</h3>" + _table(rows, _SUMMARY_COLS, cls="summary"))
+    if body:
+        secs.append(("summary", "Endpoint summary by arm", "\n".join(body)))
+    body = []
+    for ep, rows in analysis.get("comparisons", {}).items():
+        df = pd.DataFrame(rows)
+        note = ""
+        if "replicate" in df and df["replicate"].nunique() > 1:
+            df = df[df["replicate"] == 0]
+            note = " <span class='note'>(replicate 0)</span>"
+        body.append(f"<h3>{_e(ep)}{note}</h3>" + _table(df, _COMPARISON_COLS, cls="comparisons"))
+    if body:
+        secs.append(("comparisons", "Comparisons with the reference arm", "\n".join(body)))
+    for key, title, cols in (("probability_of_success", "Probability of success", _POS_COLS),
+                             ("pta", "Probability of target attainment", _PTA_COLS),
+                             ("power", "Power vs N per arm", _POWER_COLS)):
+        if analysis.get(key):
+            secs.append((key.replace("_", "-"), title, _table(analysis[key], cols, cls=key)))
+    return secs
+
+
+def _provenance(ds: xr.Dataset) -> str:
+    a = ds.attrs
+    facts = [("seed", a.get("seed")), ("spec sha256", a.get("spec_sha256")), ("created", a.get("created"))]
+    out = [_kv([(k, v) for k, v in facts if v is not None])]
+    for key, title in (("versions", "Package versions"), ("timings", "Timings")):
+        v = a.get(key)
+        if v:
+            d = json.loads(v) if isinstance(v, str) else dict(v)
+            out.append(f"<h3>{title}</h3>" + _kv([(k, d[k]) for k in d]))
+    if a.get("spec"):
+        pretty = json.dumps(json.loads(a["spec"]), indent=2)
+        out.append(f"<details><summary>resolved trial spec (JSON)</summary><pre>{_e(pretty)}</pre></details>")
+    if a.get("cohort_spec"):
+        pretty = json.dumps(json.loads(a["cohort_spec"]), indent=2)
+        out.append(f"<details><summary>cohort spec (JSON)</summary><pre>{_e(pretty)}</pre></details>")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+def render_report(ds: xr.Dataset, *, plots: bool = True, dpi: int = 90, n_individual: int = 20,
+                  seed: int = 0) -> str:
+    """The report as one HTML string (see :func:`write_report`)."""
+    from insilico.analysis import plots as P
+    ds = P._loaded(ds)
+    spec = P._spec(ds)
+    analysis = P._analysis(ds)
+    if not analysis and spec is not None:
+        from insilico.trials._analysis import analyse
+        analysis = analyse(ds, spec)
+    trial = ds.attrs.get("trial") or (spec.name if spec else "trial")
+    sections = [("trial", "Trial", _trial_section(ds, spec)),
+                ("cohort", "Cohort validation", _cohort_section(ds))]
+    sections += _analysis_sections(analysis, trial)
+    if plots:
+        figs = []
+        for name, title, make in P.figures(ds, n_individual=n_individual, seed=seed):
+            try:
+                fig = make()
+            except Exception as e:  # noqa: BLE001 (one broken plot must not lose the report)
+                figs.append(f"<p class='note'>{_e(title)}: not drawn ({_e(type(e).__name__)}: {_e(e)})</p>")
+                continue
+            uri = _png_data_uri(fig, dpi)
+            figs.append(f'<figure id="fig-{_e(name)}"><img src="{uri}" alt="{_e(title)}">'
+                        f"<figcaption>{_e(title)}</figcaption></figure>")
+        sections.append(("figures", "Figures", "\n".join(figs)))
+    sections.append(("provenance", "Provenance", _provenance(ds)))
+    nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t, _ in sections)
+    body = "\n".join(f'<section id="{sid}"><h2>{_e(t)}</h2>\n{content}</section>' for sid, t, content in sections)
+    desc = f"<p>{_e(spec.description)}</p>" if spec is not None and spec.description else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>insilico report: {_e(trial)}</title><style>{_CSS}</style></head>\n"
+            f"<body><h1>insilico trial report: {_e(trial)}</h1>{desc}<nav>{nav}</nav>\n{body}\n"
+            f"<p class='note'>generated by insilico {_e(_version())}</p></body></html>\n")
+
+
+def write_report(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False, plots: bool = True,
+                 dpi: int = 90, n_individual: int = 20, seed: int = 0) -> Path:
+    """Write the self-contained HTML report of results store ``ds`` to ``path``.
+
+    Refuses to replace an existing file unless ``overwrite`` (``SpecError``: the CLI exits 2).
+    ``dpi``, ``n_individual`` and ``seed`` are passed to the figures; ``plots=False`` leaves
+    them out (tables only).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SpecError("--out", f"{path} already exists; use --overwrite to replace it")
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise SpecError("--out", f"the report is an HTML file; expected a .html path, got {path}")
+    text = render_report(ds, plots=plots, dpi=dpi, n_individual=n_individual, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _version() -> str:
+    try:
+        from insilico import __version__
+        return __version__
+    except Exception:  # noqa: BLE001  # pragma: no cover
+        return "?"

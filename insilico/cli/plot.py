@@ -1,0 +1,24 @@
+"""`insilico plot RESULTS --out DIR`: write the standard figures of a results store as PNGs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from insilico.cli._common import console, handle_errors
+
+
+@handle_errors
+def plot_command(
+    results: Path = typer.Argument(..., help="Results store (.zarr)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the PNG files (created if needed)."),
+    dpi: int = typer.Option(110, "--dpi", min=30, max=600, help="Resolution of the PNG files."),
+    individuals: int = typer.Option(20, "--individuals", min=0, help="Individual curves per arm in profile plots."),
+    seed: int = typer.Option(0, "--seed", help="Seed for choosing the individual curves."),
+):
+    """Plot profiles, endpoint distributions, exposure-response, PTA and power (PNG files)."""
+    from insilico.analysis.plots import plot_all
+    from insilico.store import open_results
+    paths = plot_all(open_results(results), out, dpi=dpi, n_individual=individuals, seed=seed)
+    for p in paths:
+        console.print(str(p), highlight=False, soft_wrap=True)
