@@ -144,7 +144,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    kw = {"n_workers": n, "threads_per_worker": 1} if processes else {"n_workers": 1, "threads_per_worker": n}
+    # worker processes talk over TCP on loopback only; threads use the in-process transport
+    kw = ({"n_workers": n, "threads_per_worker": 1, "host": "127.0.0.1"} if processes
+          else {"n_workers": 1, "threads_per_worker": n})
     with LocalCluster(processes=processes, dashboard_address=None, **kw) as cluster, Client(cluster) as client:
         yield client
 
