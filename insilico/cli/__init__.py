@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 
+from insilico.cli.campaign import campaign_command
 from insilico.cli.cohort import cohort_command
 from insilico.cli.export import export_command
 from insilico.cli.models import models_command
@@ -22,6 +23,7 @@ app.command("summary")(summary_command)
 app.command("plot")(plot_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
+app.command("campaign")(campaign_command)
 
 
 def main() -> None:

@@ -1,0 +1,64 @@
+"""Campaign specification: a grid of trial scenarios over a base trial spec.
+
+```yaml
+name: dose_by_n
+base: ../trials/dose_ranging.yaml        # relative to this file
+grid:                                    # dotted trial-spec paths -> values; cartesian product
+  arms.3.regimen.0.amt: [100, 150]
+  n: [40, 80]
+set: ["analysis.sample_size=null"]       # overrides applied to every scenario
+```
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from insilico.errors import SpecError
+
+
+class CampaignSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    base: str
+    grid: dict[str, list[Any]] = {}
+    set: list[str] = []
+
+
+def load_campaign_spec(path) -> tuple[CampaignSpec, Path]:
+    path = Path(path)
+    if not path.exists():
+        raise SpecError("campaign", f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError("campaign", f"YAML syntax error: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError("campaign", "a campaign spec must be a YAML mapping")
+    try:
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SpecError(loc or "campaign", "unknown key" if err["type"] == "extra_forbidden"
+                        else err["msg"]) from None
+    for key, values in spec.grid.items():
+        if not values:
+            raise SpecError(f"grid.{key}", "needs at least one value")
+    return spec, path.resolve().parent
+
+
+def scenarios(spec: CampaignSpec) -> list[tuple[str, list[str]]]:
+    """(scenario name, overrides) for every point of the grid, in a stable order."""
+    keys = list(spec.grid)
+    out = []
+    for i, values in enumerate(itertools.product(*(spec.grid[k] for k in keys))):
+        overrides = list(spec.set) + [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]  # JSON is YAML
+        out.append((f"s{i:03d}", overrides))
+    return out
