@@ -45,7 +45,8 @@ def _summary_rows(name: str, overrides: list[str], ds) -> list[dict]:
 
 def run_campaign(path, out, *, resume: bool = False, overwrite: bool = False, scheduler: str | None = None,
                  workers: int | None = None, processes: bool = False, client=None,
-                 progress: bool = False) -> pd.DataFrame:
+                 progress: bool = False, cluster: str = "local",
+                 cluster_options: dict | None = None) -> pd.DataFrame:
     """Run every scenario of a campaign; returns (and stores) the campaign summary table."""
     spec, base_dir = load_campaign_spec(path)
     base = base_dir / spec.base if not Path(spec.base).is_absolute() else Path(spec.base)
@@ -62,7 +63,8 @@ def run_campaign(path, out, *, resume: bool = False, overwrite: bool = False, sc
     root.attrs.update({"campaign": spec.model_dump_json(), "scenarios": json.dumps(plan)})
     rows = []
     t0 = time.perf_counter()
-    with (nullcontext(client) if client is not None else dask_client(scheduler, workers, processes)) as c:
+    with (nullcontext(client) if client is not None
+          else dask_client(scheduler, workers, processes, cluster, cluster_options)) as c:
         for name, overrides in plan:
             target = out / name
             try:

@@ -62,3 +62,9 @@ def _fmt(v) -> str:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def cluster_options(jobs, cores, memory, walltime, queue) -> dict:
+    """Slurm job options from the CLI flags (None values left to their defaults)."""
+    opts = {"jobs": jobs, "cores": cores, "memory": memory, "walltime": walltime, "queue": queue}
+    return {k: v for k, v in opts.items() if v is not None}

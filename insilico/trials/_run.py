@@ -129,9 +129,14 @@ def _template_names(ctx) -> tuple:
 
 
 @contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = False):
-    """A distributed Client: an existing scheduler, or a LocalCluster started here."""
+def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = False,
+                cluster: str = "local", cluster_options: dict | None = None):
+    """A distributed Client: an existing scheduler, a LocalCluster started here, or
+    (``cluster="slurm"``) a SLURMCluster of batch jobs (``cluster_options``: jobs, cores,
+    memory, walltime, queue; see `insilico.cluster.slurm_client`)."""
     from distributed import Client, LocalCluster
+    if cluster not in ("local", "slurm"):
+        raise SpecError("--cluster", f"unknown cluster {cluster!r}; use local or slurm")
     if scheduler:
         try:
             import dask
@@ -143,23 +148,29 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
         finally:
             client.close()
         return
+    if cluster == "slurm":
+        from insilico.cluster import slurm_client
+        with slurm_client(**(cluster_options or {})) as client:
+            yield client
+        return
     n = workers or os.cpu_count() or 1
     # worker processes talk over TCP on loopback only; threads use the in-process transport
     kw = ({"n_workers": n, "threads_per_worker": 1, "host": "127.0.0.1"} if processes
           else {"n_workers": 1, "threads_per_worker": n})
-    with LocalCluster(processes=processes, dashboard_address=None, **kw) as cluster, Client(cluster) as client:
+    with LocalCluster(processes=processes, dashboard_address=None, **kw) as lc, Client(lc) as client:
         yield client
 
 
 def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, overwrite: bool = False,
         overrides: list[str] | None = None, workers: int | None = None, processes: bool = False,
-        client=None, progress: bool = False):
+        client=None, progress: bool = False, cluster: str = "local", cluster_options: dict | None = None):
     """Run a trial spec (path, YAML text, mapping) and return its results as an xarray Dataset.
 
     ``out``: Zarr store path (default ``results/<name>.zarr``). An existing store is never
     overwritten unless ``overwrite``; with ``resume`` only units not yet completed are run
     (the store must come from the same spec). ``scheduler``: address of an existing Dask
-    scheduler; otherwise a LocalCluster is started (``workers``, ``processes``).
+    scheduler; otherwise a LocalCluster is started (``workers``, ``processes``), or with
+    ``cluster="slurm"`` a SLURMCluster (``cluster_options``: jobs, cores, memory, walltime, queue).
     """
     t_start = time.perf_counter()
     spec_obj, base = load_trial_spec(spec, overrides)
@@ -182,7 +193,8 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
         elif not overwrite:
             raise SpecError("--out", f"{out} already exists; use --overwrite to replace it or --resume to finish it")
     # connect first: a cluster that cannot be reached leaves no store behind
-    with (nullcontext(client) if client is not None else dask_client(scheduler, workers, processes)) as c:
+    with (nullcontext(client) if client is not None
+          else dask_client(scheduler, workers, processes, cluster, cluster_options)) as c:
         if fresh:
             store.remove_store(out)
             template, coords = _template(ctx)

@@ -1,0 +1,125 @@
+"""Slurm-backed Dask client (insilico.cluster.slurm_client) on a real Slurm, e.g. the single-node one
+from scripts/start_slurm.sh: a trial run on Slurm workers equals a LocalCluster run, also when one
+worker job is scancel'led mid-run. Skipped when no Slurm node is up, unless INSILICO_REQUIRE_SLURM is
+set (CI), which turns the skip into a failure."""
+import getpass
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from insilico.store import open_results
+from insilico.trials import run
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "trials/counterfactual_regimens.yaml"
+SMALL = ["n=40", "replicates.n=2", "execution.chunk_size=10"]
+LARGE = ["n=120", "replicates.n=2", "execution.chunk_size=10"]
+
+
+def _slurm_problem() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "sinfo not found (Slurm is not installed; run scripts/start_slurm.sh)"
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%t"], check=False, capture_output=True, text=True,
+                                timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo failed: {e}"
+    if states.returncode != 0:
+        return f"sinfo failed: {states.stderr.strip()} (is slurmctld running? scripts/start_slurm.sh)"
+    if not any(s.strip().rstrip("*~#") in ("idle", "mix", "alloc") for s in states.stdout.split()):
+        return f"no Slurm node is up (sinfo states: {states.stdout.split()}); run scripts/start_slurm.sh"
+    try:
+        import dask_jobqueue  # noqa: F401
+    except ImportError:
+        return "dask-jobqueue is not installed"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_up():
+    problem = _slurm_problem()
+    if problem:
+        if os.environ.get("INSILICO_REQUIRE_SLURM"):
+            pytest.fail(f"INSILICO_REQUIRE_SLURM is set but {problem}")
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def local_client():
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as c, \
+            Client(c) as cl:
+        yield cl
+
+
+def same_store(a, b):
+    a, b = open_results(a).drop_vars("_done").load(), open_results(b).drop_vars("_done").load()
+    assert set(a.data_vars) == set(b.data_vars)
+    for k in a.data_vars:
+        np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+
+
+def my_jobs() -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i", "-u", getpass.getuser(), "-n", "insilico-dask",
+                          "-t", "PENDING,RUNNING"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_slurm_run_equals_local_run(tmp_path, local_client):
+    from insilico.cluster import slurm_client
+    run(BASE, tmp_path / "local.zarr", overrides=SMALL, client=local_client)
+    with slurm_client(jobs=2, cores=1, memory="2GB", walltime="00:10:00") as c:
+        assert len(c.scheduler_info()["workers"]) == 2
+        assert len(my_jobs()) >= 2
+        pids = set(c.run(os.getpid).values())
+        assert os.getpid() not in pids and len(pids) == 2     # real worker processes, started by Slurm
+        run(BASE, tmp_path / "slurm.zarr", overrides=SMALL, client=c)
+    same_store(tmp_path / "slurm.zarr", tmp_path / "local.zarr")
+    # the same through the public option used by `insilico run --cluster slurm --jobs 2`
+    run(BASE, tmp_path / "slurm2.zarr", overrides=SMALL, cluster="slurm",
+        cluster_options={"jobs": 2, "cores": 1, "memory": "2GB", "walltime": "00:10:00"})
+    same_store(tmp_path / "slurm2.zarr", tmp_path / "local.zarr")
+
+
+def test_scancel_worker_job_mid_run(tmp_path, local_client):
+    from insilico.cluster import slurm_client
+    run(BASE, tmp_path / "ref.zarr", overrides=LARGE, client=local_client)
+    out = tmp_path / "k.zarr"
+    with slurm_client(jobs=2, cores=1, memory="2GB", walltime="00:10:00") as c:
+        jobs = my_jobs()
+        assert len(jobs) >= 2
+        result = {}
+
+        def target():
+            try:
+                result["ds"] = run(BASE, out, overrides=LARGE, client=c)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                result["error"] = e
+        t = threading.Thread(target=target)
+        t.start()
+        done, deadline = 0, time.time() + 120
+        while time.time() < deadline and t.is_alive():
+            try:
+                done = int(zarr.open_array(str(out / "_done"), mode="r")[...].sum())
+            except Exception:  # noqa: BLE001 - store not created yet
+                done = 0
+            if done >= 2:
+                break
+            time.sleep(0.02)
+        total = int(np.prod(zarr.open_array(str(out / "_done"), mode="r").shape))
+        assert t.is_alive() and 2 <= done < total, f"could not interrupt mid-run (done={done})"
+        subprocess.run(["scancel", jobs[0]], check=True)
+        t.join(150)
+        assert not t.is_alive(), "run did not finish after a worker job was cancelled"
+        assert "error" not in result, result.get("error")
+        assert jobs[0] not in my_jobs()
+    assert int(zarr.open_array(str(out / "_done"), mode="r")[...].sum()) == total
+    same_store(out, tmp_path / "ref.zarr")
