@@ -9,6 +9,8 @@ import functools
 import os
 import sys
 
+from typing import Annotated, Optional
+
 import typer
 from rich.console import Console
 
@@ -68,3 +70,15 @@ def cluster_options(jobs, cores, memory, walltime, queue) -> dict:
     """Slurm job options from the CLI flags (None values left to their defaults)."""
     opts = {"jobs": jobs, "cores": cores, "memory": memory, "walltime": walltime, "queue": queue}
     return {k: v for k, v in opts.items() if v is not None}
+
+
+# cluster options shared by `insilico run` and `insilico campaign`
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler.")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="LocalCluster workers/threads.")]
+Processes = Annotated[bool, typer.Option("--processes", help="LocalCluster with worker processes.")]
+Cluster = Annotated[str, typer.Option("--cluster", help="local (LocalCluster) or slurm (dask-jobqueue).")]
+Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Slurm: number of worker jobs.")]
+Cores = Annotated[Optional[int], typer.Option("--cores", help="Slurm: cores per job.")]
+Memory = Annotated[Optional[str], typer.Option("--memory", help="Slurm: memory per job, e.g. 4GB.")]
+Walltime = Annotated[Optional[str], typer.Option("--walltime", help="Slurm: job walltime, e.g. 01:00:00.")]
+Queue = Annotated[Optional[str], typer.Option("--queue", help="Slurm: partition.")]

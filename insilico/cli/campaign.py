@@ -2,28 +2,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from insilico.cli._common import cluster_options, console, handle_errors, print_table
+from insilico.cli._common import (Cluster, Cores, Jobs, Memory, Processes, Queue, Scheduler, Walltime, Workers,
+                                   cluster_options, console, handle_errors, print_table)
 
 
 @handle_errors
 def campaign_command(
     spec: Path = typer.Argument(..., help="Campaign spec (YAML)."),
     out: Path = typer.Option(..., "--out", "-o", help="Campaign results (a Zarr group, one sub-group per scenario)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler."),
+    scheduler: Scheduler = None,
     resume: bool = typer.Option(False, "--resume", help="Skip finished scenarios, finish interrupted ones."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing results."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="LocalCluster workers/threads."),
-    processes: bool = typer.Option(False, "--processes", help="LocalCluster with worker processes."),
-    cluster: str = typer.Option("local", "--cluster", help="local (LocalCluster) or slurm (dask-jobqueue)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", help="Slurm: number of worker jobs."),
-    cores: Optional[int] = typer.Option(None, "--cores", help="Slurm: cores per job."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Slurm: memory per job, e.g. 4GB."),
-    walltime: Optional[str] = typer.Option(None, "--walltime", help="Slurm: job walltime, e.g. 01:00:00."),
-    queue: Optional[str] = typer.Option(None, "--queue", help="Slurm: partition."),
+    workers: Workers = None,
+    processes: Processes = False,
+    cluster: Cluster = "local",
+    jobs: Jobs = None,
+    cores: Cores = None,
+    memory: Memory = None,
+    walltime: Walltime = None,
+    queue: Queue = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary."),
 ):
     """Run every scenario of a campaign and print the campaign summary (PoS per scenario and arm)."""

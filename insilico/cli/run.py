@@ -6,25 +6,26 @@ from typing import List, Optional
 
 import typer
 
-from insilico.cli._common import cluster_options, console, handle_errors
+from insilico.cli._common import (Cluster, Cores, Jobs, Memory, Processes, Queue, Scheduler, Walltime, Workers,
+                                   cluster_options, console, handle_errors)
 
 
 @handle_errors
 def run_command(
     spec: Path = typer.Argument(..., help="Trial spec (YAML)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results store (default results/<name>.zarr)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler."),
+    scheduler: Scheduler = None,
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run: only missing chunks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results store."),
     set_: List[str] = typer.Option([], "--set", help="Override a spec value: key.path=value (repeatable)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="LocalCluster workers/threads."),
-    processes: bool = typer.Option(False, "--processes", help="LocalCluster with worker processes."),
-    cluster: str = typer.Option("local", "--cluster", help="local (LocalCluster) or slurm (dask-jobqueue)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", help="Slurm: number of worker jobs."),
-    cores: Optional[int] = typer.Option(None, "--cores", help="Slurm: cores per job."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Slurm: memory per job, e.g. 4GB."),
-    walltime: Optional[str] = typer.Option(None, "--walltime", help="Slurm: job walltime, e.g. 01:00:00."),
-    queue: Optional[str] = typer.Option(None, "--queue", help="Slurm: partition."),
+    workers: Workers = None,
+    processes: Processes = False,
+    cluster: Cluster = "local",
+    jobs: Jobs = None,
+    cores: Cores = None,
+    memory: Memory = None,
+    walltime: Walltime = None,
+    queue: Queue = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ):
     """Run a trial spec: cohort -> simulation -> endpoints -> Zarr store -> analysis."""

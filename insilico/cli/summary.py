@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from insilico.cli._common import console, handle_errors, print_table
+from insilico.cli._common import handle_errors, print_table
 
 
 COLUMNS = {
