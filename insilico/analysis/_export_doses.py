@@ -3,14 +3,12 @@
 The store keeps only ``doses_taken`` counts. The doses themselves are a pure function of the
 resolved spec (regimens, ``per``-covariate scaling), the subject's covariates and the design
 randomness (missed doses from ``adherence``, no doses at or after ``dropout_time``), so they
-are rebuilt here with the trial's own helper (`insilico.trials._unit._arm_table`, used
-read-only) — exactly the dose table the simulation used.
+are rebuilt with the function the simulation itself uses (`insilico.trials._unit.doses_given`).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -27,7 +25,7 @@ class StoreInfo:
     spec: object            # TrialSpec
     model: object           # Model
     arms: list[str]
-    ctx: object             # minimal stand-in for TrialContext (spec, model, regimens)
+    regimens: list          # one Regimen per arm
     counterfactual: bool
 
     @property
@@ -43,10 +41,9 @@ def store_info(ds) -> StoreInfo:
     spec = TrialSpec.model_validate(json.loads(ds.attrs["spec"]))
     model = resolve_model(spec.model)
     regimens = [_regimen(arm, i) for i, arm in enumerate(spec.arms)]
-    ctx = SimpleNamespace(spec=spec, model=model, regimens=regimens)
     arms = [str(a) for a in ds["arm"].values]
     counterfactual = spec.design == "counterfactual"
-    return StoreInfo(spec, model, arms, ctx, counterfactual)
+    return StoreInfo(spec, model, arms, regimens, counterfactual)
 
 
 def subject_variables(ds) -> list[str]:
@@ -74,7 +71,7 @@ def doses_given(ds, info: StoreInfo, replicate: int) -> pd.DataFrame:
     """Every dose given in ``replicate`` (one row per individual dose, ADDL expanded):
     replicate, arm (index), subject, time (h), amt (mg), rate (mg/h, 0 bolus),
     cmt (1-based state number, NONMEM CMT), ss, ii (h)."""
-    from insilico.trials._unit import _arm_table
+    from insilico.trials._unit import doses_given as arm_doses
     r = replicate_position(ds, replicate)
     status = np.asarray(ds["status"].isel(replicate=r).values)            # (arm, subject)
     dropout = np.asarray(ds["dropout_time"].isel(replicate=r).values, float)
@@ -86,7 +83,7 @@ def doses_given(ds, info: StoreInfo, replicate: int) -> pd.DataFrame:
         if sel.size == 0:
             continue
         covs = {k: v[sel] for k, v in subj_vars.items()}
-        table = _arm_table(info.ctx, a, sel, covs, replicate, idx, dropout)
+        table = arm_doses(info.spec, info.model, info.regimens[a], a, idx[sel], covs, replicate, dropout[sel])
         given = table.amt > 0
         rows, cols = np.nonzero(given)
         if rows.size == 0:

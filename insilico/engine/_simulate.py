@@ -65,10 +65,11 @@ def compile_count() -> int:
 
 
 def _bucket(n: int, chunk_size: int) -> int:
+    """Batch size: the smallest power of two >= n (at least 8), capped at ``chunk_size``."""
     b = 8
-    while b < n and b < chunk_size:
+    while b < n:
         b *= 2
-    return min(b, max(chunk_size, 1)) if n <= chunk_size else chunk_size
+    return min(b, chunk_size)
 
 
 def _as_params(model: Model, params, n_hint: int | None):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from insilico.cohorts import load_cohort_spec
-from insilico.dosing import Dose, Regimen, dose_table
+from insilico.dosing import Dose, Regimen
 from insilico.errors import SpecError
 from insilico.trials._spec import TrialSpec, resolve_model
 
@@ -133,7 +133,3 @@ def prepare(spec: TrialSpec, base: Path) -> TrialContext:
 
 def context_from_json(spec_json: str, base: str) -> TrialContext:
     return prepare(TrialSpec.model_validate(json.loads(spec_json)), Path(base))
-
-
-def arm_dose_table(ctx: TrialContext, arm: int, n: int, covariates: dict):
-    return dose_table(ctx.regimens[arm], ctx.model, n, covariates, where=f"arms.{arm}.regimen")

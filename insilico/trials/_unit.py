@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from insilico.cohorts import apply_residual_error, draw_cohort
+from insilico.dosing import dose_table
 from insilico.engine import SolverOptions, simulate
 from insilico.trials import _design
 from insilico.trials._endpoints import compute_endpoints, endpoint_grid
@@ -60,7 +61,7 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int) -> dict:
     if sel.size:
         covs = {k: cohort[k].values[sel] for k in cohort.data_vars if cohort[k].dims == ("subject",)}
         p = {k: v[sel] for k, v in params.items()}
-        table = _arm_table(ctx, arm, sel, covs, replicate, idx, dropout)
+        table = doses_given(spec, ctx.model, ctx.regimens[arm], arm, idx[sel], covs, replicate, dropout[sel])
         taken_count[sel] = (table.amt > 0).sum(axis=1)
         nominal_doses = np.array([d.time for d in ctx.regimens[arm].expanded()])
         grid = endpoint_grid(spec, nominal_doses, ctx.nominal)
@@ -100,14 +101,15 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int) -> dict:
     return result
 
 
-def _arm_table(ctx, arm, sel, covs, replicate, idx, dropout):
-    """The arm's dose table for the selected subjects with adherence and dropout applied."""
-    from insilico.trials._prepare import arm_dose_table
-    table = arm_dose_table(ctx, arm, len(sel), covs)
-    n_doses = len(ctx.regimens[arm].expanded())
+def doses_given(spec, model, regimen, arm: int, subjects: np.ndarray, covariates: dict, replicate: int,
+                dropout: np.ndarray):
+    """The dose table of ``subjects`` (global indices) in ``arm`` as actually given: the arm's
+    regimen (with ``per``-covariate scaling), doses missed under ``adherence`` and doses at or
+    after each subject's ``dropout`` time (h) set to 0 mg. Used by the simulation and by exports."""
+    table = dose_table(regimen, model, len(subjects), covariates, where=f"arms.{arm}.regimen")
+    n_doses = len(regimen.expanded())
     amt = table.amt.copy()
     if n_doses:
-        taken = _design.doses_taken(ctx.spec.adherence, ctx.spec.seed, replicate, idx[sel], n_doses)
-        amt[:, :n_doses] *= taken
-    amt = np.where(table.time >= dropout[sel, None], 0.0, amt)
+        amt[:, :n_doses] *= _design.doses_taken(spec.adherence, spec.seed, replicate, subjects, n_doses)
+    amt = np.where(table.time >= dropout[:, None], 0.0, amt)
     return type(table)(table.time, amt, table.rate, table.cmt, table.ss, table.ii)
