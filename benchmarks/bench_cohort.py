@@ -12,6 +12,7 @@ the RSS increase over the draw; JAX buffers are not visible to tracemalloc).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--spec", default=None, help="cohort YAML (default: built-in 5-covariate spec)")
     ap.add_argument("--repeat", type=int, default=2, help="warm repetitions after the first call")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = ap.parse_args(argv)
 
     spec = load_cohort_spec(a.spec or BENCH_SPEC)
@@ -77,6 +79,18 @@ def main(argv=None) -> int:
     print(f"acceptance rate {ds.attrs['acceptance_rate']:.4f} ({ds.attrs['n_draws']:,} draws)")
     print(f"dataset size {ds.nbytes / 2**20:.0f} MiB; RSS before {rss0:.0f} MiB, after {rss1:.0f} MiB, "
           f"peak {peak_rss_mib():.0f} MiB")
+    if a.json:
+        import jax
+        doc = {"spec": spec.name, "n": a.n, "seed": a.seed, "cpu_count": os.cpu_count(),
+               "python": sys.version.split()[0], "jax": jax.__version__, "jax_backend": jax.default_backend(),
+               "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+               "first_call_s": first, "warm_s": warm, "best_warm_s": best, "subjects_per_s": a.n / best,
+               "acceptance_rate": float(ds.attrs["acceptance_rate"]), "n_draws": int(ds.attrs["n_draws"]),
+               "dataset_mib": ds.nbytes / 2**20, "rss_before_mib": rss0, "rss_after_mib": rss1,
+               "peak_rss_mib": peak_rss_mib(),
+               "device_peak_mib": (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**20}
+        with open(a.json, "w") as fh:
+            json.dump(doc, fh, indent=1)
     return 0
 
 

@@ -226,7 +226,9 @@ def machine_info():
     info = {"cpu_count": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
             "python": platform.python_version(), "jax": jax.__version__,
             "jaxlib": getattr(jax.lib, "__version__", None) or __import__("jaxlib").__version__,
-            "jax_backend": jax.default_backend(), "diffrax": diffrax.__version__,
+            "jax_backend": jax.default_backend(),
+            "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+            "diffrax": diffrax.__version__,
             "scipy": scipy.__version__, "numpy": np.__version__}
     try:
         import roadrunner

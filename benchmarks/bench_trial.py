@@ -24,24 +24,31 @@ import insilico
 t_import = time.perf_counter() - t0
 n, out = int(sys.argv[1]), sys.argv[2]
 t1 = time.perf_counter()
-ds = insilico.run(sys.argv[3], out, overrides=[f"n={n}"], overwrite=True)
+ds = insilico.run(sys.argv[3], out, overrides=[f"n={n}", *sys.argv[4:]], overwrite=True)
 wall = time.perf_counter() - t1
 ok = int((ds["status"] == 0).sum()); simulated = int((ds["status"] >= 0).sum())
 print(json.dumps({"n": n, "wall_s": wall, "import_s": t_import, "simulated": simulated, "ok": ok,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "timings": json.loads(ds.attrs["timings"])}))
+                  "timings": json.loads(ds.attrs["timings"]),
+                  "jax_backend": __import__("jax").default_backend(),
+                  "device_peak_mb": ((__import__("jax").devices()[0].memory_stats() or {})
+                                     .get("peak_bytes_in_use", 0) / 2**20)}))
 """
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra spec override, e.g. execution.chunk_size=200000 (repeatable)")
+    ap.add_argument("--json", default=str(HERE / "results" / "trial_p3.json"), help="results file")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             out = Path(tmp) / f"p3_{n}.zarr"
-            p = subprocess.run([sys.executable, "-c", CHILD, str(n), str(out), str(HERE / "p3_trial.yaml")],
+            p = subprocess.run([sys.executable, "-c", CHILD, str(n), str(out), str(HERE / "p3_trial.yaml"),
+                                *args.overrides],
                                capture_output=True, text=True, env={**os.environ})
             if p.returncode != 0:
                 print(p.stderr[-3000:])
@@ -60,8 +67,11 @@ def main() -> int:
         print(f"target 1M <= 60 s: {'PASS' if t_ok else 'FAIL'} ({r['wall_s']:.1f} s); "
               f"<= 4 GB RSS: {'PASS' if m_ok else 'FAIL'} ({r['peak_rss_mb']:.0f} MB)")
         verdict |= not (t_ok and m_ok)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "trial_p3.json").write_text(json.dumps({"cpu_count": os.cpu_count(), "rows": rows}, indent=1))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    doc = {"cpu_count": os.cpu_count(), "rows": rows}
+    if args.overrides:
+        doc["overrides"] = args.overrides
+    Path(args.json).write_text(json.dumps(doc, indent=1))
     return verdict
 
 

@@ -76,7 +76,7 @@ AuthType=auth/munge
 CryptoType=crypto/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
@@ -106,7 +106,7 @@ if [ ! -f "$CONF_DIR/slurm.conf" ] || [ "$(cat "$CONF_DIR/slurm.conf")" != "$CON
     printf '%s\n' "$CONF" | $SUDO tee "$CONF_DIR/slurm.conf" >/dev/null
     CHANGED=1
 fi
-# no cgroups are used (proctrack/linuxproc, task/none); Slurm 22.05 has no CgroupPlugin=disabled, so
+# no cgroups are used (proctrack/linuxproc; task/affinity binds each job to its CPUs); Slurm 22.05 has no CgroupPlugin=disabled, so
 # drop a cgroup.conf that would name one (older versions of this script wrote it)
 if [ -f "$CONF_DIR/cgroup.conf" ] && grep -q 'CgroupPlugin=disabled' "$CONF_DIR/cgroup.conf"; then
     $SUDO rm -f "$CONF_DIR/cgroup.conf"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from insilico.cli.campaign import campaign_command
+from insilico.cli.certs import certs_command
 from insilico.cli.cohort import cohort_command
 from insilico.cli.export import export_command
 from insilico.cli.models import models_command
@@ -24,6 +25,7 @@ app.command("plot")(plot_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("campaign")(campaign_command)
+app.command("certs")(certs_command)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -66,19 +66,35 @@ def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
 
 
-def cluster_options(jobs, cores, memory, walltime, queue) -> dict:
-    """Slurm job options from the CLI flags (None values left to their defaults)."""
-    opts = {"jobs": jobs, "cores": cores, "memory": memory, "walltime": walltime, "queue": queue}
-    return {k: v for k, v in opts.items() if v is not None}
+def cluster_options(jobs=None, cores=None, memory=None, walltime=None, queue=None, account=None, tls=True,
+                    tls_dir=None, dashboard=None) -> dict:
+    """Batch-cluster options from the CLI flags (None values left to jobqueue config/defaults)."""
+    opts = {"jobs": jobs, "cores": cores, "memory": memory, "walltime": walltime, "queue": queue,
+            "account": account, "tls_dir": tls_dir, "dashboard_address": dashboard}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    opts["tls"] = tls
+    if dashboard is not None and dashboard.lower() == "none":
+        opts["dashboard_address"] = None
+    return opts
 
 
 # cluster options shared by `insilico run` and `insilico campaign`
-Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler.")]
+Scheduler = Annotated[Optional[str], typer.Option(
+    "--scheduler", help="Address of an existing Dask scheduler (tcp://… or tls://… with --tls-dir).")]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="LocalCluster workers/threads.")]
 Processes = Annotated[bool, typer.Option("--processes", help="LocalCluster with worker processes.")]
-Cluster = Annotated[str, typer.Option("--cluster", help="local (LocalCluster) or slurm (dask-jobqueue).")]
-Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Slurm: number of worker jobs.")]
-Cores = Annotated[Optional[int], typer.Option("--cores", help="Slurm: cores per job.")]
-Memory = Annotated[Optional[str], typer.Option("--memory", help="Slurm: memory per job, e.g. 4GB.")]
-Walltime = Annotated[Optional[str], typer.Option("--walltime", help="Slurm: job walltime, e.g. 01:00:00.")]
-Queue = Annotated[Optional[str], typer.Option("--queue", help="Slurm: partition.")]
+Cluster = Annotated[str, typer.Option(
+    "--cluster", help="local (LocalCluster), slurm or pbs (batch jobs via dask-jobqueue).")]
+Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Batch: number of worker jobs (default 1).")]
+Cores = Annotated[Optional[int], typer.Option("--cores", help="Batch: cores per job.")]
+Memory = Annotated[Optional[str], typer.Option("--memory", help="Batch: memory per job, e.g. 4GB.")]
+Walltime = Annotated[Optional[str], typer.Option("--walltime", help="Batch: job walltime, e.g. 01:00:00.")]
+Queue = Annotated[Optional[str], typer.Option("--queue", help="Batch: Slurm partition or PBS queue.")]
+Account = Annotated[Optional[str], typer.Option("--account", help="Batch: account/project to charge.")]
+Tls = Annotated[bool, typer.Option("--tls/--no-tls", help="Batch: mutual TLS between scheduler, workers "
+                                   "and client (default on).")]
+TlsDir = Annotated[Optional[Path], typer.Option(
+    "--tls-dir", help="TLS credentials (ca.pem, cert.pem, key.pem; generated when absent). "
+    "Default $INSILICO_TLS_DIR or ~/.config/insilico/tls.")]
+Dashboard = Annotated[Optional[str], typer.Option(
+    "--dashboard", help="Batch: scheduler dashboard address (default 127.0.0.1:8787; 'none' for no dashboard).")]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import typer
 
-from insilico.cli._common import (Cluster, Cores, Jobs, Memory, Processes, Queue, Scheduler, Walltime, Workers,
-                                   cluster_options, console, handle_errors, print_table)
+from insilico.cli._common import (Account, Cluster, Cores, Dashboard, Jobs, Memory, Processes, Queue, Scheduler,
+                                   Tls, TlsDir, Walltime, Workers, cluster_options, console, handle_errors, print_table)
 
 
 @handle_errors
@@ -24,13 +24,17 @@ def campaign_command(
     memory: Memory = None,
     walltime: Walltime = None,
     queue: Queue = None,
+    account: Account = None,
+    tls: Tls = True,
+    tls_dir: TlsDir = None,
+    dashboard: Dashboard = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary."),
 ):
     """Run every scenario of a campaign and print the campaign summary (PoS per scenario and arm)."""
     from insilico.campaigns import run_campaign
     summary = run_campaign(spec, out, resume=resume, overwrite=overwrite, scheduler=scheduler,
                            workers=workers, processes=processes, cluster=cluster,
-             cluster_options=cluster_options(jobs, cores, memory, walltime, queue), progress=not quiet)
+             cluster_options=cluster_options(jobs, cores, memory, walltime, queue, account, tls, tls_dir, dashboard), progress=not quiet)
     if not quiet:
         cols = [c for c in ("scenario", "overrides", "status", "arm", "n", "pos", "pos_ci_lower",
                             "pos_ci_upper", "reason") if c in summary.columns]

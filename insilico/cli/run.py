@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from insilico.cli._common import (Cluster, Cores, Jobs, Memory, Processes, Queue, Scheduler, Walltime, Workers,
-                                   cluster_options, console, handle_errors)
+from insilico.cli._common import (Account, Cluster, Cores, Dashboard, Jobs, Memory, Processes, Queue, Scheduler,
+                                   Tls, TlsDir, Walltime, Workers, cluster_options, console, handle_errors)
 
 
 @handle_errors
@@ -26,6 +26,10 @@ def run_command(
     memory: Memory = None,
     walltime: Walltime = None,
     queue: Queue = None,
+    account: Account = None,
+    tls: Tls = True,
+    tls_dir: TlsDir = None,
+    dashboard: Dashboard = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ):
     """Run a trial spec: cohort -> simulation -> endpoints -> Zarr store -> analysis."""
@@ -33,7 +37,7 @@ def run_command(
     from insilico.cli.summary import show_summary
     ds = run(spec, out, scheduler=scheduler, resume=resume, overwrite=overwrite, overrides=set_,
              workers=workers, processes=processes, cluster=cluster,
-             cluster_options=cluster_options(jobs, cores, memory, walltime, queue), progress=not quiet)
+             cluster_options=cluster_options(jobs, cores, memory, walltime, queue, account, tls, tls_dir, dashboard), progress=not quiet)
     if not quiet:
         show_summary(ds)
         console.print(f"results: {ds.encoding.get('source', out)}")

@@ -1,4 +1,6 @@
-"""Cluster: Dask clients backed by batch schedulers (Slurm via dask-jobqueue)."""
-from insilico.cluster._slurm import slurm_client
+"""Cluster: Dask clients on batch schedulers (Slurm, PBS via dask-jobqueue) with mutual TLS."""
+from insilico.cluster._batch import SYSTEMS, batch_client, batch_cluster
+from insilico.cluster._tls import cluster_security, default_tls_dir, generate_credentials
 
-__all__ = ["slurm_client"]
+__all__ = ["SYSTEMS", "batch_client", "batch_cluster", "cluster_security", "default_tls_dir",
+           "generate_credentials"]

@@ -132,15 +132,28 @@ def _template_names(ctx) -> tuple:
 def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = False,
                 cluster: str = "local", cluster_options: dict | None = None):
     """A distributed Client: an existing scheduler, a LocalCluster started here, or
-    (``cluster="slurm"``) a SLURMCluster of batch jobs (``cluster_options``: jobs, cores,
-    memory, walltime, queue; see `insilico.cluster.slurm_client`)."""
+    (``cluster="slurm"|"pbs"``) batch jobs through dask-jobqueue (``cluster_options``: jobs,
+    cores, memory, walltime, queue, account, tls, tls_dir, dashboard_address; see
+    `insilico.cluster.batch_client`). A ``tls://`` scheduler address is reached with the
+    credentials in ``cluster_options["tls_dir"]`` (default `insilico.cluster.default_tls_dir`)."""
     from distributed import Client, LocalCluster
-    if cluster not in ("local", "slurm"):
-        raise SpecError("--cluster", f"unknown cluster {cluster!r}; use local or slurm")
+
+    from insilico.cluster import SYSTEMS
+    opts = dict(cluster_options or {})
+    if cluster not in ("local",) + SYSTEMS:
+        raise SpecError("--cluster", f"unknown cluster {cluster!r}; use local, {', '.join(SYSTEMS)}")
     if scheduler:
+        import dask
+        security = None
+        if scheduler.startswith("tls://"):
+            from insilico.cluster import cluster_security
+            try:
+                security = cluster_security(opts.get("tls_dir"), create=False)
+            except FileNotFoundError as e:
+                raise SpecError("--tls-dir", str(e)) from None
         try:
-            import dask
-            client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+            client = Client(scheduler, security=security,
+                            timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except OSError as e:
             raise RuntimeError(f"cannot connect to scheduler {scheduler}: {e}") from None
         try:
@@ -148,9 +161,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
         finally:
             client.close()
         return
-    if cluster == "slurm":
-        from insilico.cluster import slurm_client
-        with slurm_client(**(cluster_options or {})) as client:
+    if cluster in SYSTEMS:
+        from insilico.cluster import batch_client
+        with batch_client(cluster, **opts) as client:
             yield client
         return
     n = workers or os.cpu_count() or 1
@@ -170,7 +183,7 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
     overwritten unless ``overwrite``; with ``resume`` only units not yet completed are run
     (the store must come from the same spec). ``scheduler``: address of an existing Dask
     scheduler; otherwise a LocalCluster is started (``workers``, ``processes``), or with
-    ``cluster="slurm"`` a SLURMCluster (``cluster_options``: jobs, cores, memory, walltime, queue).
+    ``cluster="slurm"`` or ``"pbs"`` batch jobs (``cluster_options``, see `dask_client`).
     """
     t_start = time.perf_counter()
     spec_obj, base = load_trial_spec(spec, overrides)

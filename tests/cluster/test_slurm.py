@@ -1,7 +1,9 @@
-"""Slurm-backed Dask client (insilico.cluster.slurm_client) on a real Slurm, e.g. the single-node one
-from scripts/start_slurm.sh: a trial run on Slurm workers equals a LocalCluster run, also when one
-worker job is scancel'led mid-run. Skipped when no Slurm node is up, unless INSILICO_REQUIRE_SLURM is
-set (CI), which turns the skip into a failure."""
+"""Batch-job Dask clients (insilico.cluster.batch_client) on a real Slurm, e.g. the single-node one
+from scripts/start_slurm.sh: a trial and a campaign run on Slurm worker jobs (mutual TLS, dashboard
+on loopback) equal LocalCluster runs, also when one worker job is scancel'led mid-run; the PBS
+backend submits its #PBS job scripts with qsub/qdel, here Slurm's Torque-compatible commands
+(Debian slurm-wlm-torque). Skipped when no Slurm node is up, unless INSILICO_REQUIRE_SLURM is set
+(CI), which turns the skip into a failure."""
 import getpass
 import os
 import shutil
@@ -12,14 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import zarr
 
+from insilico.campaigns import run_campaign
+from insilico.cluster import batch_client
 from insilico.store import open_results
 from insilico.trials import run
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "trials/counterfactual_regimens.yaml"
 SMALL = ["n=40", "replicates.n=2", "execution.chunk_size=10"]
+BATCH = {"jobs": 2, "cores": 1, "memory": "2GB", "walltime": "00:10:00"}
 LARGE = ["n=120", "replicates.n=2", "execution.chunk_size=10"]
 
 
@@ -35,6 +41,8 @@ def _slurm_problem() -> str | None:
         return f"sinfo failed: {states.stderr.strip()} (is slurmctld running? scripts/start_slurm.sh)"
     if not any(s.strip().rstrip("*~#") in ("idle", "mix", "alloc") for s in states.stdout.split()):
         return f"no Slurm node is up (sinfo states: {states.stdout.split()}); run scripts/start_slurm.sh"
+    if shutil.which("qsub") is None or shutil.which("qdel") is None:
+        return "qsub/qdel not found (scripts/start_slurm.sh installs slurm-wlm-torque)"
     try:
         import dask_jobqueue  # noqa: F401
     except ImportError:
@@ -73,27 +81,82 @@ def my_jobs() -> list[str]:
     return out.split()
 
 
+def listening_hosts(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on ``port`` (from /proc/net/tcp)."""
+    hosts = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        ip_hex, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            hosts.add(".".join(str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return hosts
+
+
 def test_slurm_run_equals_local_run(tmp_path, local_client):
-    from insilico.cluster import slurm_client
     run(BASE, tmp_path / "local.zarr", overrides=SMALL, client=local_client)
-    with slurm_client(jobs=2, cores=1, memory="2GB", walltime="00:10:00") as c:
-        assert len(c.scheduler_info()["workers"]) == 2
+    with batch_client("slurm", tls_dir=tmp_path / "tls", dashboard_address="127.0.0.1:0", **BATCH) as c:
+        info = c.scheduler_info()
+        assert len(info["workers"]) == 2
         assert len(my_jobs()) >= 2
+        # mutual TLS on every connection, dashboard reachable from this node only
+        assert info["address"].startswith("tls://")
+        assert all(a.startswith("tls://") for a in info["workers"])
+        port = int(c.dashboard_link.split(":")[2].split("/")[0])
+        assert listening_hosts(port) == {"127.0.0.1"}
         pids = set(c.run(os.getpid).values())
         assert os.getpid() not in pids and len(pids) == 2     # real worker processes, started by Slurm
         run(BASE, tmp_path / "slurm.zarr", overrides=SMALL, client=c)
     same_store(tmp_path / "slurm.zarr", tmp_path / "local.zarr")
     # the same through the public option used by `insilico run --cluster slurm --jobs 2`
     run(BASE, tmp_path / "slurm2.zarr", overrides=SMALL, cluster="slurm",
-        cluster_options={"jobs": 2, "cores": 1, "memory": "2GB", "walltime": "00:10:00"})
+        cluster_options={**BATCH, "tls_dir": tmp_path / "tls", "dashboard_address": None})
     same_store(tmp_path / "slurm2.zarr", tmp_path / "local.zarr")
 
 
+def test_campaign_on_slurm_equals_local(tmp_path, local_client):
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(yaml.safe_dump({
+        "name": "slurm_campaign", "base": str(BASE),
+        "grid": {"n": [16, 30], "arms.1.regimen.0.amt": [150, 200]},
+        "set": ["replicates.n=2", "execution.chunk_size=10", "adherence={probability: 0.8}"]}))
+    local = run_campaign(campaign, tmp_path / "local.zarr", client=local_client)
+    slurm = run_campaign(campaign, tmp_path / "slurm.zarr", cluster="slurm",
+                         cluster_options={**BATCH, "tls_dir": tmp_path / "tls", "dashboard_address": None})
+    assert (slurm["status"] == "ok").all() and len(slurm) == len(local)
+    np.testing.assert_array_equal(slurm["pos"].values, local["pos"].values)
+    for s in sorted({*local["scenario"]}):
+        same_store(tmp_path / "slurm.zarr" / s, tmp_path / "local.zarr" / s)
+
+
+def test_pbs_backend_job_script_and_run(tmp_path, local_client):
+    from insilico.cluster import batch_cluster
+    cluster = batch_cluster("pbs", cores=1, memory="2GB", walltime="00:10:00", queue="debug", account="proj1",
+                            tls_dir=tmp_path / "tls", dashboard_address=None)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#PBS -N insilico-dask", "#PBS -q debug", "#PBS -A proj1", "#PBS -l walltime=00:10:00"):
+        assert line in script
+    assert "ncpus=1" in script and "--nthreads 1" in script
+    assert f"--tls-ca-file {tmp_path / 'tls' / 'ca.pem'}" in script and "tls://" in script
+    # a real submission through qsub (Slurm's Torque wrapper here) and qdel at the end
+    run(BASE, tmp_path / "local.zarr", overrides=SMALL, client=local_client)
+    with batch_client("pbs", jobs=2, cores=1, memory="2GB", walltime="00:10:00", tls_dir=tmp_path / "tls",
+                      dashboard_address=None) as c:
+        assert len(my_jobs()) >= 2
+        run(BASE, tmp_path / "pbs.zarr", overrides=SMALL, client=c)
+    same_store(tmp_path / "pbs.zarr", tmp_path / "local.zarr")
+    deadline = time.time() + 30
+    while my_jobs() and time.time() < deadline:     # qdel on close
+        time.sleep(0.5)
+    assert my_jobs() == []
+
+
 def test_scancel_worker_job_mid_run(tmp_path, local_client):
-    from insilico.cluster import slurm_client
     run(BASE, tmp_path / "ref.zarr", overrides=LARGE, client=local_client)
     out = tmp_path / "k.zarr"
-    with slurm_client(jobs=2, cores=1, memory="2GB", walltime="00:10:00") as c:
+    with batch_client("slurm", tls_dir=tmp_path / "tls", dashboard_address=None, **BATCH) as c:
         jobs = my_jobs()
         assert len(jobs) >= 2
         result = {}
