@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a single-node Slurm cluster on this machine (for tests/cluster and local trials).
-# Idempotent: installs Debian's slurm-wlm + munge when missing, creates a munge key if absent,
+# Idempotent: installs Debian's slurm-wlm (+ slurm-wlm-torque) + munge when missing, creates a munge key if absent,
 # (re)uses running munged/slurmctld/slurmd, writes a minimal slurm.conf, waits for the node to be
 # idle and prints `sinfo`. Works in a container without systemd (daemons are started directly).
 set -euo pipefail
@@ -14,11 +14,13 @@ else
     exit 1
 fi
 
+# slurm-wlm-torque: Torque/PBS commands (qsub, qdel, qstat) on Slurm, for the PBS backend's tests
 if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 \
-        || ! command -v munged >/dev/null 2>&1 || ! command -v sinfo >/dev/null 2>&1; then
+        || ! command -v munged >/dev/null 2>&1 || ! command -v sinfo >/dev/null 2>&1 \
+        || ! command -v qsub >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge
+    $SUDO apt-get install -y -qq --no-install-recommends slurm-wlm slurm-wlm-torque munge
 fi
 
 CONF_DIR=/etc/slurm

@@ -8,7 +8,7 @@ Scheduler, worker and client traffic uses mutual TLS by default (`insilico.clust
 
 Options not given here fall back to the user's dask-jobqueue configuration
 (``~/.config/dask/jobqueue.yaml``, section ``jobqueue.slurm`` or ``jobqueue.pbs``; see
-``cluster/slurm/jobqueue.yaml``), then to the defaults in ``DEFAULTS``.
+``cluster/jobqueue.yaml``), then to the defaults in ``DEFAULTS``.
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def _rule(success) -> dict:
 
 
 def analyse(ds, spec) -> dict:
-    ds = ds.load()
+    ds = ds.load(scheduler="threads")   # in this process, never as tasks on a cluster
     a = spec.analysis
     binary = {e.name: e.type == "responder" for e in spec.endpoints}
     names = a.endpoints or [e.name for e in spec.endpoints]

@@ -224,8 +224,7 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
         unit_times = _execute(c, todo, spec_json, str(base), str(out), progress)
     from insilico.store import open_results
     from insilico.trials._analysis import analyse
-    ds = open_results(out)
-    analysis = analyse(ds, spec_obj)
+    analysis = analyse(open_results(out, dask=False), spec_obj)   # read here, not through the cluster
     store.finalize(out, {"analysis": json.dumps(analysis), "timings": json.dumps({
         "wall_seconds": time.perf_counter() - t_start, "units_run": len(unit_times),
         "unit_seconds_total": float(sum(unit_times))})})

@@ -128,8 +128,10 @@ def test_campaign_on_slurm_equals_local(tmp_path, local_client):
         same_store(tmp_path / "slurm.zarr" / s, tmp_path / "local.zarr" / s)
 
 
-def test_pbs_backend_job_script_and_run(tmp_path, local_client):
+def test_pbs_backend_job_script_and_run(tmp_path, local_client, monkeypatch):
     from insilico.cluster import batch_cluster
+    # Slurm's qsub wrapper ignores `#PBS -e/-o DIR/` and writes job logs into the submit directory
+    monkeypatch.chdir(tmp_path)
     cluster = batch_cluster("pbs", cores=1, memory="2GB", walltime="00:10:00", queue="debug", account="proj1",
                             tls_dir=tmp_path / "tls", dashboard_address=None)
     try:
