@@ -51,7 +51,7 @@ import jax
 from jax import monitoring
 
 from insilico.dosing import Regimen
-from insilico.engine import SolverOptions, simulate
+from insilico.engine import SolverOptions, default_chunk_size, simulate
 from insilico.models import get_model
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +257,8 @@ def main(argv=None) -> int:
                     help="timed runs per method, at least; the best is reported (3)")
     ap.add_argument("--min-time", type=float, default=2.0,
                     help="keep repeating a method's timed run until this many seconds are spent (2)")
-    ap.add_argument("--chunk-size", type=int, default=512, help="insilico chunk_size (512, the default)")
+    ap.add_argument("--chunk-size", type=int, default=None,
+                    help="insilico chunk_size (default: the engine's, 512 on CPU, 65536 on GPU)")
     ap.add_argument("--solver", default="tsit5", help="insilico ODE solver (tsit5)")
     ap.add_argument("--rtol", type=float, default=1e-6)
     ap.add_argument("--atol", type=float, default=1e-9)
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
                "machine": info, "load_average_start": load0,
                "settings": {"n": args.n, "n_roadrunner": n_rr, "n_scipy": n_sp, "repeats": args.repeats,
                             "min_time_s": args.min_time,
-                            "chunk_size": args.chunk_size, "solver": args.solver, "rtol": args.rtol,
+                            "chunk_size": args.chunk_size or default_chunk_size(), "solver": args.solver, "rtol": args.rtol,
                             "atol": args.atol, "scipy_method": "LSODA",
                             "roadrunner_integrator": "CVODE BDF" if args.rr_stiff else "CVODE Adams",
                             "agree_tol": args.agree_tol, "seed": args.seed},
@@ -311,7 +312,8 @@ def main(argv=None) -> int:
         params = cohort(sc, args.n, args.seed)
         rows, out = {}, {}
         for m in sc.methods:
-            out[m], rows[m] = run_insilico(sc, m, params, opts, args.chunk_size, args.repeats)
+            out[m], rows[m] = run_insilico(sc, m, params, opts, args.chunk_size or default_chunk_size(),
+                                           args.repeats)
         design = _peers.Design(sc.dose_times, sc.amt, sc.times)
         sp = _peers.ScipyPeer(sc.scipy_system, design, sc.outputs, args.rtol, args.atol)
         out["scipy"], rows["scipy"] = run_peer(sp, {k: v[:n_sp] for k, v in params.items()},

@@ -1,6 +1,6 @@
 """Simulation engine: exact linear superposition and Diffrax ODE paths, vmapped and jitted."""
 from insilico.engine._ode import SolverOptions
-from insilico.engine._simulate import compile_count, simulate, solve_subject
+from insilico.engine._simulate import compile_count, default_chunk_size, simulate, solve_subject
 from insilico.engine import _status as status
 
-__all__ = ["simulate", "solve_subject", "compile_count", "SolverOptions", "status"]
+__all__ = ["simulate", "solve_subject", "compile_count", "default_chunk_size", "SolverOptions", "status"]

@@ -64,6 +64,14 @@ def compile_count() -> int:
     return sum(f._cache_size() for f in _BUILT)
 
 
+def default_chunk_size() -> int:
+    """Subjects per compiled batch when not given: 512 on CPU (the per-subject cost is lowest at
+    512–1024 there; larger batches leave the cache), 65,536 on a GPU/TPU, which needs wide
+    batches to fill its cores (``benchmarks/README.md`` has both measurements)."""
+    import jax
+    return 512 if jax.default_backend() == "cpu" else 65536
+
+
 def _bucket(n: int, chunk_size: int) -> int:
     """Batch size: the smallest power of two >= n (at least 8), capped at ``chunk_size``."""
     b = 8
@@ -103,7 +111,7 @@ def _check_times(times, n):
 
 
 def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | DoseTable, times, *,
-             method: str = "auto", solver: SolverOptions | None = None, chunk_size: int = 512,
+             method: str = "auto", solver: SolverOptions | None = None, chunk_size: int | None = None,
              obs_after_dose: bool = False, covariates: Mapping | None = None,
              keep_states: bool = False, subject: np.ndarray | None = None) -> xr.Dataset:
     """Simulate ``model`` for N subjects.
@@ -116,7 +124,7 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
     times : observation times in h, shared ``(T,)`` or per subject ``(N, T)``, strictly increasing.
     method : ``"exact"`` (linear models), ``"ode"``, or ``"auto"`` (exact when the model is linear).
     solver : `SolverOptions` for the ODE path.
-    chunk_size : subjects per compiled batch (bounds memory).
+    chunk_size : subjects per compiled batch (bounds memory); default `default_chunk_size()`.
     obs_after_dose : an observation at exactly a dose time is pre-dose by default (mrgsolve's
         default ``obsaf = FALSE``; NONMEM when the observation record precedes the dose record),
         which is what a trough needs; set True to see the post-dose value.
@@ -139,6 +147,8 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
         raise SpecError("method", f"must be auto, exact or ode, got {method!r}")
     if method == "exact" and not model.is_linear:
         raise SpecError("method", f"model {model.name!r} is not linear; use method='ode'")
+    if chunk_size is None:
+        chunk_size = default_chunk_size()
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise SpecError("chunk_size", f"must be a positive integer, got {chunk_size!r}")
 
