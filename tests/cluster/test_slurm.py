@@ -1,6 +1,6 @@
 """Batch-job Dask clients (insilico.cluster.batch_client) on a real Slurm, e.g. the single-node one
 from scripts/start_slurm.sh: a trial and a campaign run on Slurm worker jobs (mutual TLS, dashboard
-on loopback) equal LocalCluster runs, also when one worker job is scancel'led mid-run; the PBS
+on loopback) equal LocalCluster runs, also when one worker job is scancel'led mid-campaign; the PBS
 backend submits its #PBS job scripts with qsub/qdel, here Slurm's Torque-compatible commands
 (Debian slurm-wlm-torque). Skipped when no Slurm node is up, unless INSILICO_REQUIRE_SLURM is set
 (CI), which turns the skip into a failure."""
@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "trials/counterfactual_regimens.yaml"
 SMALL = ["n=40", "replicates.n=2", "execution.chunk_size=10"]
 BATCH = {"jobs": 2, "cores": 1, "memory": "2GB", "walltime": "00:10:00"}
-LARGE = ["n=120", "replicates.n=2", "execution.chunk_size=10"]
 
 
 def _slurm_problem() -> str | None:
@@ -113,12 +112,15 @@ def test_slurm_run_equals_local_run(tmp_path, local_client):
     same_store(tmp_path / "slurm2.zarr", tmp_path / "local.zarr")
 
 
+def write_campaign(tmp_path, grid, set_) -> Path:
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump({"name": "slurm_campaign", "base": str(BASE), "grid": grid, "set": set_}))
+    return path
+
+
 def test_campaign_on_slurm_equals_local(tmp_path, local_client):
-    campaign = tmp_path / "campaign.yaml"
-    campaign.write_text(yaml.safe_dump({
-        "name": "slurm_campaign", "base": str(BASE),
-        "grid": {"n": [16, 30], "arms.1.regimen.0.amt": [150, 200]},
-        "set": ["replicates.n=2", "execution.chunk_size=10", "adherence={probability: 0.8}"]}))
+    campaign = write_campaign(tmp_path, {"n": [16, 30], "arms.1.regimen.0.amt": [150, 200]},
+                              ["replicates.n=2", "execution.chunk_size=10", "adherence={probability: 0.8}"])
     local = run_campaign(campaign, tmp_path / "local.zarr", client=local_client)
     slurm = run_campaign(campaign, tmp_path / "slurm.zarr", cluster="slurm",
                          cluster_options={**BATCH, "tls_dir": tmp_path / "tls", "dashboard_address": None})
@@ -155,9 +157,11 @@ def test_pbs_backend_job_script_and_run(tmp_path, local_client, monkeypatch):
     assert my_jobs() == []
 
 
-def test_scancel_worker_job_mid_run(tmp_path, local_client):
-    run(BASE, tmp_path / "ref.zarr", overrides=LARGE, client=local_client)
+def test_scancel_worker_job_mid_campaign(tmp_path, local_client):
+    campaign = write_campaign(tmp_path, {"n": [40, 120]}, ["replicates.n=2", "execution.chunk_size=10"])
+    local = run_campaign(campaign, tmp_path / "local.zarr", client=local_client)
     out = tmp_path / "k.zarr"
+    watched = out / "s001" / "_done"            # the second scenario: the campaign is well under way
     with batch_client("slurm", tls_dir=tmp_path / "tls", dashboard_address=None, **BATCH) as c:
         jobs = my_jobs()
         assert len(jobs) >= 2
@@ -165,26 +169,29 @@ def test_scancel_worker_job_mid_run(tmp_path, local_client):
 
         def target():
             try:
-                result["ds"] = run(BASE, out, overrides=LARGE, client=c)
+                result["summary"] = run_campaign(campaign, out, client=c)
             except BaseException as e:  # noqa: BLE001 - reported below
                 result["error"] = e
         t = threading.Thread(target=target)
         t.start()
-        done, deadline = 0, time.time() + 120
+        done, deadline = 0, time.time() + 180
         while time.time() < deadline and t.is_alive():
             try:
-                done = int(zarr.open_array(str(out / "_done"), mode="r")[...].sum())
+                done = int(zarr.open_array(str(watched), mode="r")[...].sum())
             except Exception:  # noqa: BLE001 - store not created yet
                 done = 0
             if done >= 2:
                 break
             time.sleep(0.02)
-        total = int(np.prod(zarr.open_array(str(out / "_done"), mode="r").shape))
-        assert t.is_alive() and 2 <= done < total, f"could not interrupt mid-run (done={done})"
+        total = int(np.prod(zarr.open_array(str(watched), mode="r").shape))
+        assert t.is_alive() and 2 <= done < total, f"could not interrupt mid-campaign (done={done})"
         subprocess.run(["scancel", jobs[0]], check=True)
-        t.join(150)
-        assert not t.is_alive(), "run did not finish after a worker job was cancelled"
+        t.join(240)
+        assert not t.is_alive(), "campaign did not finish after a worker job was cancelled"
         assert "error" not in result, result.get("error")
         assert jobs[0] not in my_jobs()
-    assert int(zarr.open_array(str(out / "_done"), mode="r")[...].sum()) == total
-    same_store(out, tmp_path / "ref.zarr")
+    summary = result["summary"]
+    assert (summary["status"] == "ok").all()
+    np.testing.assert_array_equal(summary["pos"].values, local["pos"].values)
+    for s in ("s000", "s001"):
+        same_store(out / s, tmp_path / "local.zarr" / s)
