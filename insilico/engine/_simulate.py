@@ -137,6 +137,8 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
     xarray.Dataset with one variable per model output (subject × time, ``units`` and
     ``long_name`` attributes), ``status`` per subject (0 = ok, see ``flag_meanings``) and,
     optionally, ``amount``. One failing subject never aborts the batch: its status says why.
+    On the exact path, subjects with (nearly) repeated eigenvalues (relative gap < 1e-5, e.g.
+    KA = CL/V) are re-solved with the ODE path; ``attrs["ode_fallback"]`` counts them.
     """
     if isinstance(model, str):
         model = get_model(model)
@@ -188,7 +190,21 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
         if keep_states:
             states[start:stop] = np.asarray(y)[:m]
         status[start:stop] = np.asarray(s)[:m]
-    return _to_dataset(model, outs, states, status, t, subject, method)
+    ds = _to_dataset(model, outs, states, status, t, subject, method)
+    bad = np.flatnonzero(status == _status.ILL_CONDITIONED) if method == "exact" else np.empty(0, int)
+    if bad.size:
+        # (nearly) repeated eigenvalues, e.g. KA = CL/V: Sylvester's formula has no digits left,
+        # the ODE path has no such singularity; re-solve just these subjects with it
+        sub = simulate(model, {k: v[bad] for k, v in p.items()}, table.take(bad),
+                       t if shared else t[bad], method="ode", solver=solver, chunk_size=chunk_size,
+                       obs_after_dose=obs_after_dose, keep_states=keep_states)
+        for k in model.output_names:
+            ds[k].values[bad] = sub[k].values
+        if keep_states:
+            ds["amount"].values[bad] = sub["amount"].values
+        ds["status"].values[bad] = sub["status"].values
+    ds.attrs["ode_fallback"] = int(bad.size)
+    return ds
 
 
 def _to_dataset(model, outs, states, status, t, subject, method) -> xr.Dataset:

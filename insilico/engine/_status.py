@@ -3,7 +3,7 @@ OK = 0
 MAX_STEPS = 1          # ODE solver hit max_steps in some interval
 NONFINITE = 2          # a state or output became NaN/inf
 SOLVER_FAILED = 3      # any other solver failure (e.g. step size collapsed)
-ILL_CONDITIONED = 4    # exact path: (nearly) repeated eigenvalues, use method="ode"
+ILL_CONDITIONED = 4    # exact path: (nearly) repeated eigenvalues; `simulate` re-solves these on the ODE path
 
 MEANINGS = {
     OK: "ok",

@@ -142,3 +142,24 @@ def test_mm_at_low_concentration_matches_linear():
     lin = run("1cmt_iv", dict(CL=CL, V=V), Regimen.single(100.0), t=t)
     mm = run("1cmt_iv_mm", dict(VMAX=CL * KM, KM=KM, V=V), Regimen.single(100.0), t=t, method="ode")
     assert rel_err(mm, lin) <= 1e-6
+
+
+def test_exact_path_repeated_eigenvalue_falls_back_to_ode():
+    """KA = CL/V: Sylvester's formula is singular; the subject is re-solved on the ODE path and
+    matches the degenerate Bateman solution C = F·D·KA·t·exp(-k t)/V, while the other subjects
+    of the batch keep their exact-path values."""
+    CL, V, D = 4.0, 20.0, 100.0
+    k = CL / V
+    KA = np.array([0.9, k, k * (1 + 1e-8), 1.7])
+    reg = Regimen.repeated(D, 24.0, 2)
+    ds = simulate("1cmt_oral", dict(CL=np.full(4, CL), V=np.full(4, V), KA=KA), reg, T, method="exact",
+                  solver=TIGHT)
+    assert ds.attrs["ode_fallback"] == 2 and (ds["status"].values == 0).all()
+    tt = [T, np.clip(T - 24.0, 0, None)]
+    degenerate = sum(D * k * s * np.exp(-k * s) / V for s in tt)
+    for i in (1, 2):
+        assert rel_err(ds["conc"].values[i], degenerate) <= 1e-6
+    alone = simulate("1cmt_oral", dict(CL=np.full(2, CL), V=np.full(2, V), KA=KA[[0, 3]]), reg, T,
+                     method="exact")
+    np.testing.assert_array_equal(ds["conc"].values[[0, 3]], alone["conc"].values)
+    assert alone.attrs["ode_fallback"] == 0
