@@ -13,7 +13,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from insilico.cluster import cluster_security, generate_credentials
-from insilico.store import open_results
 from insilico.trials import run
 
 ROOT = Path(__file__).resolve().parents[2]
