@@ -38,6 +38,12 @@ def default_tls_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".config" / "insilico" / "tls"
 
 
+def _present(directory) -> tuple[Path, list[str]]:
+    """The credentials directory (``default_tls_dir()`` when None) and which of ``FILES`` it holds."""
+    d = Path(directory).expanduser() if directory is not None else default_tls_dir()
+    return d, [f for f in FILES if (d / f).exists()]
+
+
 def generate_credentials(directory: str | os.PathLike | None = None, *, days: int = 365,
                          overwrite: bool = False) -> Path:
     """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (valid ``days`` days) into ``directory``.
@@ -45,14 +51,13 @@ def generate_credentials(directory: str | os.PathLike | None = None, *, days: in
     Refuses to replace existing files unless ``overwrite``. Returns the directory.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     if days < 1:
         raise ValueError("days must be at least 1")
-    d = Path(directory).expanduser() if directory is not None else default_tls_dir()
-    present = [f for f in FILES if (d / f).exists()]
+    d, present = _present(directory)
     if present and not overwrite:
         raise FileExistsError(f"{d} already holds {', '.join(present)}; replace them with overwrite=True (`insilico certs --overwrite`)")
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -62,26 +67,18 @@ def generate_credentials(directory: str | os.PathLike | None = None, *, days: in
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "insilico"),
                          x509.NameAttribute(NameOID.COMMON_NAME, "insilico cluster CA")])
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(start).not_valid_after(end)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                            key_encipherment=False, data_encipherment=False,
-                                            key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                            encipher_only=False, decipher_only=False), critical=True)
-               .sign(ca_key, hashes.SHA256()))
+    ca_cert = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, start, end, [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                       data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                       encipher_only=False, decipher_only=False), True)])
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "insilico"),
                       x509.NameAttribute(NameOID.COMMON_NAME, "insilico-dask")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("insilico-dask")]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = _certificate(name, ca_name, key.public_key(), ca_key, start, end, [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.SubjectAlternativeName([x509.DNSName("insilico-dask")]), False),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
 
     pem = serialization.Encoding.PEM
     _write(d / "ca.pem", ca_cert.public_bytes(pem), 0o644)
@@ -89,6 +86,18 @@ def generate_credentials(directory: str | os.PathLike | None = None, *, days: in
     _write(d / "key.pem", key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                             serialization.NoEncryption()), 0o600)
     return d
+
+
+def _certificate(subject, issuer, public_key, signing_key, start, end, extensions):
+    """An X.509 certificate signed (SHA-256) by ``signing_key``; ``extensions``: (value, critical)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
+    for value, critical in extensions:
+        builder = builder.add_extension(value, critical=critical)
+    return builder.sign(signing_key, hashes.SHA256())
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -109,8 +118,7 @@ def cluster_security(directory: str | os.PathLike | None = None, *, create: bool
     """
     from distributed import Security
 
-    d = Path(directory).expanduser() if directory is not None else default_tls_dir()
-    present = [f for f in FILES if (d / f).exists()]
+    d, present = _present(directory)
     if not present and create:
         generate_credentials(d)
     elif len(present) < len(FILES):

@@ -190,7 +190,6 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
         if keep_states:
             states[start:stop] = np.asarray(y)[:m]
         status[start:stop] = np.asarray(s)[:m]
-    ds = _to_dataset(model, outs, states, status, t, subject, method)
     bad = np.flatnonzero(status == _status.ILL_CONDITIONED) if method == "exact" else np.empty(0, int)
     if bad.size:
         # (nearly) repeated eigenvalues, e.g. KA = CL/V: Sylvester's formula has no digits left,
@@ -198,11 +197,12 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
         sub = simulate(model, {k: v[bad] for k, v in p.items()}, table.take(bad),
                        t if shared else t[bad], method="ode", solver=solver, chunk_size=chunk_size,
                        obs_after_dose=obs_after_dose, keep_states=keep_states)
-        for k in model.output_names:
-            ds[k].values[bad] = sub[k].values
+        for k in outs:
+            outs[k][bad] = sub[k].values
         if keep_states:
-            ds["amount"].values[bad] = sub["amount"].values
-        ds["status"].values[bad] = sub["status"].values
+            states[bad] = sub["amount"].values
+        status[bad] = sub["status"].values
+    ds = _to_dataset(model, outs, states, status, t, subject, method)
     ds.attrs["ode_fallback"] = int(bad.size)
     return ds
 
