@@ -26,10 +26,11 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from insilico.campaigns import run_campaign
+from insilico.cluster import ClusterOptions
 spec, out, jobs, cores, tls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-summary = run_campaign(spec, out, cluster="slurm", cluster_options={
-    "jobs": jobs, "cores": cores, "memory": "4GB", "walltime": "00:30:00", "tls_dir": tls,
-    "dashboard_address": None})
+summary = run_campaign(spec, out, cluster=ClusterOptions(
+    kind="slurm", jobs=jobs, cores=cores, memory="4GB", walltime="00:30:00", tls_dir=tls,
+    dashboard_address=None))
 wall = time.perf_counter() - t0
 import zarr
 root = zarr.open_group(out, mode="r")

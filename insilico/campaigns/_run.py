@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,8 @@ import zarr
 from insilico import store
 from insilico.campaigns._spec import load_campaign_spec, scenarios
 from insilico.errors import SpecError
-from insilico.trials import dask_client, load_trial_spec
+from insilico.cluster import using
+from insilico.trials import load_trial_spec
 from insilico.trials import run as run_trial
 
 
@@ -43,11 +43,10 @@ def _summary_rows(name: str, overrides: list[str], ds) -> list[dict]:
     return rows
 
 
-def run_campaign(path, out, *, resume: bool = False, overwrite: bool = False, scheduler: str | None = None,
-                 workers: int | None = None, processes: bool = False, client=None,
-                 progress: bool = False, cluster: str = "local",
-                 cluster_options: dict | None = None) -> pd.DataFrame:
-    """Run every scenario of a campaign; returns (and stores) the campaign summary table."""
+def run_campaign(path, out, *, cluster=None, resume: bool = False, overwrite: bool = False,
+                 progress: bool = False) -> pd.DataFrame:
+    """Run every scenario of a campaign on one client; returns (and stores) the campaign summary
+    table. ``cluster``: a ``distributed.Client`` or `insilico.cluster.ClusterOptions` (see `insilico.run`)."""
     spec, base_dir = load_campaign_spec(path)
     base = base_dir / spec.base if not Path(spec.base).is_absolute() else Path(spec.base)
     if not base.exists():
@@ -63,13 +62,12 @@ def run_campaign(path, out, *, resume: bool = False, overwrite: bool = False, sc
     root.attrs.update({"campaign": spec.model_dump_json(), "scenarios": json.dumps(plan)})
     rows = []
     t0 = time.perf_counter()
-    with (nullcontext(client) if client is not None
-          else dask_client(scheduler, workers, processes, cluster, cluster_options)) as c:
+    with using(cluster) as c:
         for name, overrides in plan:
             target = out / name
             try:
                 if not _finished(target):
-                    run_trial(base, target, overrides=overrides, resume=target.exists(), client=c,
+                    run_trial(base, target, overrides=overrides, resume=target.exists(), cluster=c,
                               progress=progress)
                 rows += _summary_rows(name, overrides[len(spec.set):], store.open_results(target))
             except Exception as e:  # noqa: BLE001 - a failed scenario must not stop the campaign

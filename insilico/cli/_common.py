@@ -66,16 +66,18 @@ def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
 
 
-def cluster_options(jobs=None, cores=None, memory=None, walltime=None, queue=None, account=None, tls=True,
-                    tls_dir=None, dashboard=None) -> dict:
-    """Batch-cluster options from the CLI flags (None values left to jobqueue config/defaults)."""
+def cluster_from_flags(scheduler=None, workers=None, processes=False, kind="local", jobs=None, cores=None,
+                       memory=None, walltime=None, queue=None, account=None, tls=True, tls_dir=None,
+                       dashboard=None):
+    """The `insilico.cluster.ClusterOptions` the shared cluster flags describe (unset batch
+    options are left to the jobqueue configuration; ``--dashboard none`` turns it off)."""
+    from insilico.cluster import ClusterOptions
     opts = {"jobs": jobs, "cores": cores, "memory": memory, "walltime": walltime, "queue": queue,
-            "account": account, "tls_dir": tls_dir, "dashboard_address": dashboard}
+            "account": account, "tls_dir": tls_dir, "workers": workers, "scheduler": scheduler}
     opts = {k: v for k, v in opts.items() if v is not None}
-    opts["tls"] = tls
-    if dashboard is not None and dashboard.lower() == "none":
-        opts["dashboard_address"] = None
-    return opts
+    if dashboard is not None:
+        opts["dashboard_address"] = None if dashboard.lower() == "none" else dashboard
+    return ClusterOptions(kind=kind, processes=processes, tls=tls, **opts)
 
 
 # cluster options shared by `insilico run` and `insilico campaign`

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from insilico.cli._common import (Account, Cluster, Cores, Dashboard, Jobs, Memory, Processes, Queue, Scheduler,
-                                   Tls, TlsDir, Walltime, Workers, cluster_options, console, handle_errors, print_table)
+                                   Tls, TlsDir, Walltime, Workers, cluster_from_flags, console, handle_errors, print_table)
 
 
 @handle_errors
@@ -32,9 +32,9 @@ def campaign_command(
 ):
     """Run every scenario of a campaign and print the campaign summary (PoS per scenario and arm)."""
     from insilico.campaigns import run_campaign
-    summary = run_campaign(spec, out, resume=resume, overwrite=overwrite, scheduler=scheduler,
-                           workers=workers, processes=processes, cluster=cluster,
-             cluster_options=cluster_options(jobs, cores, memory, walltime, queue, account, tls, tls_dir, dashboard), progress=not quiet)
+    where = cluster_from_flags(scheduler, workers, processes, cluster, jobs, cores, memory, walltime, queue,
+                               account, tls, tls_dir, dashboard)
+    summary = run_campaign(spec, out, cluster=where, resume=resume, overwrite=overwrite, progress=not quiet)
     if not quiet:
         cols = [c for c in ("scenario", "overrides", "status", "arm", "n", "pos", "pos_ci_lower",
                             "pos_ci_upper", "reason") if c in summary.columns]

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from insilico.cli._common import (Account, Cluster, Cores, Dashboard, Jobs, Memory, Processes, Queue, Scheduler,
-                                   Tls, TlsDir, Walltime, Workers, cluster_options, console, handle_errors)
+                                   Tls, TlsDir, Walltime, Workers, cluster_from_flags, console, handle_errors)
 
 
 @handle_errors
@@ -35,9 +35,9 @@ def run_command(
     """Run a trial spec: cohort -> simulation -> endpoints -> Zarr store -> analysis."""
     from insilico.trials import run
     from insilico.cli.summary import show_summary
-    ds = run(spec, out, scheduler=scheduler, resume=resume, overwrite=overwrite, overrides=set_,
-             workers=workers, processes=processes, cluster=cluster,
-             cluster_options=cluster_options(jobs, cores, memory, walltime, queue, account, tls, tls_dir, dashboard), progress=not quiet)
+    where = cluster_from_flags(scheduler, workers, processes, cluster, jobs, cores, memory, walltime, queue,
+                               account, tls, tls_dir, dashboard)
+    ds = run(spec, out, cluster=where, resume=resume, overwrite=overwrite, overrides=set_, progress=not quiet)
     if not quiet:
         show_summary(ds)
         console.print(f"results: {ds.encoding.get('source', out)}")

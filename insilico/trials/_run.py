@@ -5,15 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import time
-from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 from insilico import store
+from insilico.cluster import using
 from insilico.errors import SpecError
 from insilico.trials._prepare import TrialContext, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
@@ -128,62 +127,14 @@ def _template_names(ctx) -> tuple:
     return _names_cache(ctx.spec_json(), str(ctx.base))
 
 
-@contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = False,
-                cluster: str = "local", cluster_options: dict | None = None):
-    """A distributed Client: an existing scheduler, a LocalCluster started here, or
-    (``cluster="slurm"|"pbs"``) batch jobs through dask-jobqueue (``cluster_options``: jobs,
-    cores, memory, walltime, queue, account, tls, tls_dir, dashboard_address; see
-    `insilico.cluster.batch_client`). A ``tls://`` scheduler address is reached with the
-    credentials in ``cluster_options["tls_dir"]`` (default `insilico.cluster.default_tls_dir`)."""
-    from distributed import Client, LocalCluster
-
-    from insilico.cluster import SYSTEMS
-    opts = dict(cluster_options or {})
-    if cluster not in ("local",) + SYSTEMS:
-        raise SpecError("--cluster", f"unknown cluster {cluster!r}; use local, {', '.join(SYSTEMS)}")
-    if scheduler:
-        import dask
-        security = None
-        if scheduler.startswith("tls://"):
-            from insilico.cluster import cluster_security
-            try:
-                security = cluster_security(opts.get("tls_dir"), create=False)
-            except FileNotFoundError as e:
-                raise SpecError("--tls-dir", str(e)) from None
-        try:
-            client = Client(scheduler, security=security,
-                            timeout=dask.config.get("distributed.comm.timeouts.connect"))
-        except OSError as e:
-            raise RuntimeError(f"cannot connect to scheduler {scheduler}: {e}") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    if cluster in SYSTEMS:
-        from insilico.cluster import batch_client
-        with batch_client(cluster, **opts) as client:
-            yield client
-        return
-    n = workers or os.cpu_count() or 1
-    # worker processes talk over TCP on loopback only; threads use the in-process transport
-    kw = ({"n_workers": n, "threads_per_worker": 1, "host": "127.0.0.1"} if processes
-          else {"n_workers": 1, "threads_per_worker": n})
-    with LocalCluster(processes=processes, dashboard_address=None, **kw) as lc, Client(lc) as client:
-        yield client
-
-
-def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, overwrite: bool = False,
-        overrides: list[str] | None = None, workers: int | None = None, processes: bool = False,
-        client=None, progress: bool = False, cluster: str = "local", cluster_options: dict | None = None):
+def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool = False,
+        overrides: list[str] | None = None, progress: bool = False):
     """Run a trial spec (path, YAML text, mapping) and return its results as an xarray Dataset.
 
     ``out``: Zarr store path (default ``results/<name>.zarr``). An existing store is never
     overwritten unless ``overwrite``; with ``resume`` only units not yet completed are run
-    (the store must come from the same spec). ``scheduler``: address of an existing Dask
-    scheduler; otherwise a LocalCluster is started (``workers``, ``processes``), or with
-    ``cluster="slurm"`` or ``"pbs"`` batch jobs (``cluster_options``, see `dask_client`).
+    (the store must come from the same spec). ``cluster``: a ``distributed.Client`` (used as is)
+    or an `insilico.cluster.ClusterOptions` (default: a LocalCluster started here).
     """
     t_start = time.perf_counter()
     spec_obj, base = load_trial_spec(spec, overrides)
@@ -206,8 +157,7 @@ def run(spec, out=None, *, scheduler: str | None = None, resume: bool = False, o
         elif not overwrite:
             raise SpecError("--out", f"{out} already exists; use --overwrite to replace it or --resume to finish it")
     # connect first: a cluster that cannot be reached leaves no store behind
-    with (nullcontext(client) if client is not None
-          else dask_client(scheduler, workers, processes, cluster, cluster_options)) as c:
+    with using(cluster) as c:
         if fresh:
             store.remove_store(out)
             template, coords = _template(ctx)

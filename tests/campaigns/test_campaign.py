@@ -44,14 +44,14 @@ def test_grid_expansion(tmp_path):
 
 def test_campaign_equals_single_runs_and_reports_failures(tmp_path, client):
     grid = {"n": [12, 30], "arms.1.regimen.0.amt": [200, -5]}     # -5 mg: an invalid scenario
-    summary = run_campaign(write_campaign(tmp_path, grid), tmp_path / "out.zarr", client=client)
+    summary = run_campaign(write_campaign(tmp_path, grid), tmp_path / "out.zarr", cluster=client)
     status = summary.groupby("scenario")["status"].first().to_dict()
     assert status == {"s000": "ok", "s001": "failed", "s002": "ok", "s003": "failed"}
     failed = summary[summary["status"] == "failed"]
     assert failed["reason"].str.contains("arms.1.regimen.0.amt").all()
     ok = summary[summary["status"] == "ok"]
     assert set(ok["n"]) == {12, 30} and ok["pos"].between(0, 1).all()
-    run(BASE, tmp_path / "single.zarr", overrides=SET + ["n=30", "arms.1.regimen.0.amt=200"], client=client)
+    run(BASE, tmp_path / "single.zarr", overrides=SET + ["n=30", "arms.1.regimen.0.amt=200"], cluster=client)
     same_store(tmp_path / "out.zarr" / "s002", tmp_path / "single.zarr")
     root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     assert len(json.loads(root.attrs["summary"])) == len(summary)
@@ -68,7 +68,7 @@ def test_scenario_whose_simulation_raises(tmp_path, client, monkeypatch):
         "            outputs=good.outputs, dose_compartments=good.dose_compartments)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     grid = {"model": [{"import": "camp_models:good"}, {"import": "camp_models:bad"}]}
-    summary = run_campaign(write_campaign(tmp_path, grid, SET + ["n=10"]), tmp_path / "o.zarr", client=client)
+    summary = run_campaign(write_campaign(tmp_path, grid, SET + ["n=10"]), tmp_path / "o.zarr", cluster=client)
     st = summary.groupby("scenario")["status"].first().to_dict()
     assert st == {"s000": "ok", "s001": "failed"}
     assert "model blew up" in summary.loc[summary["scenario"] == "s001", "reason"].iloc[0]
@@ -77,7 +77,7 @@ def test_scenario_whose_simulation_raises(tmp_path, client, monkeypatch):
 def test_resume_after_driver_sigkill(tmp_path, client):
     grid = {"n": [100, 120]}
     spec = write_campaign(tmp_path, grid)
-    run_campaign(spec, tmp_path / "ref.zarr", client=client)
+    run_campaign(spec, tmp_path / "ref.zarr", cluster=client)
     out = tmp_path / "killed.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "insilico.cli", "campaign", str(spec), "--out", str(out),
                              "--quiet", "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -94,7 +94,7 @@ def test_resume_after_driver_sigkill(tmp_path, client):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert done >= 3 and not (out / "s001" / "_done").exists(), "could not interrupt mid-campaign"
-    summary = run_campaign(spec, out, resume=True, client=client)
+    summary = run_campaign(spec, out, resume=True, cluster=client)
     assert (summary["status"] == "ok").all()
     for s in ("s000", "s001"):
         same_store(out / s, tmp_path / "ref.zarr" / s)
@@ -105,10 +105,10 @@ def test_worker_killed_mid_run(tmp_path):
     spec = write_campaign(tmp_path, {"n": [200]})
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as c:
-        run_campaign(spec, tmp_path / "ref.zarr", client=c)
+        run_campaign(spec, tmp_path / "ref.zarr", cluster=c)
         pids = list(c.run(os.getpid).values())
         result = {}
-        t = threading.Thread(target=lambda: result.update(s=run_campaign(spec, tmp_path / "k.zarr", client=c)))
+        t = threading.Thread(target=lambda: result.update(s=run_campaign(spec, tmp_path / "k.zarr", cluster=c)))
         t.start()
         deadline = time.time() + 240
         while time.time() < deadline:

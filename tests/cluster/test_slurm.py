@@ -18,7 +18,7 @@ import yaml
 import zarr
 
 from insilico.campaigns import run_campaign
-from insilico.cluster import batch_client
+from insilico.cluster import ClusterOptions, batch_client
 from insilico.store import open_results
 from insilico.trials import run
 
@@ -92,7 +92,7 @@ def listening_hosts(port: int) -> set[str]:
 
 
 def test_slurm_run_equals_local_run(tmp_path, local_client):
-    run(BASE, tmp_path / "local.zarr", overrides=SMALL, client=local_client)
+    run(BASE, tmp_path / "local.zarr", overrides=SMALL, cluster=local_client)
     with batch_client("slurm", tls_dir=tmp_path / "tls", dashboard_address="127.0.0.1:0", **BATCH) as c:
         info = c.scheduler_info()
         assert len(info["workers"]) == 2
@@ -104,11 +104,11 @@ def test_slurm_run_equals_local_run(tmp_path, local_client):
         assert listening_hosts(port) == {"127.0.0.1"}
         pids = set(c.run(os.getpid).values())
         assert os.getpid() not in pids and len(pids) == 2     # real worker processes, started by Slurm
-        run(BASE, tmp_path / "slurm.zarr", overrides=SMALL, client=c)
+        run(BASE, tmp_path / "slurm.zarr", overrides=SMALL, cluster=c)
     same_store(tmp_path / "slurm.zarr", tmp_path / "local.zarr")
     # the same through the public option used by `insilico run --cluster slurm --jobs 2`
-    run(BASE, tmp_path / "slurm2.zarr", overrides=SMALL, cluster="slurm",
-        cluster_options={**BATCH, "tls_dir": tmp_path / "tls", "dashboard_address": None})
+    run(BASE, tmp_path / "slurm2.zarr", overrides=SMALL,
+        cluster=ClusterOptions(kind="slurm", **BATCH, tls_dir=tmp_path / "tls", dashboard_address=None))
     same_store(tmp_path / "slurm2.zarr", tmp_path / "local.zarr")
 
 
@@ -121,9 +121,10 @@ def write_campaign(tmp_path, grid, set_) -> Path:
 def test_campaign_on_slurm_equals_local(tmp_path, local_client):
     campaign = write_campaign(tmp_path, {"n": [16, 30], "arms.1.regimen.0.amt": [150, 200]},
                               ["replicates.n=2", "execution.chunk_size=10", "adherence={probability: 0.8}"])
-    local = run_campaign(campaign, tmp_path / "local.zarr", client=local_client)
-    slurm = run_campaign(campaign, tmp_path / "slurm.zarr", cluster="slurm",
-                         cluster_options={**BATCH, "tls_dir": tmp_path / "tls", "dashboard_address": None})
+    local = run_campaign(campaign, tmp_path / "local.zarr", cluster=local_client)
+    slurm = run_campaign(campaign, tmp_path / "slurm.zarr",
+                         cluster=ClusterOptions(kind="slurm", **BATCH, tls_dir=tmp_path / "tls",
+                                                dashboard_address=None))
     assert (slurm["status"] == "ok").all() and len(slurm) == len(local)
     np.testing.assert_array_equal(slurm["pos"].values, local["pos"].values)
     for s in sorted({*local["scenario"]}):
@@ -145,11 +146,11 @@ def test_pbs_backend_job_script_and_run(tmp_path, local_client, monkeypatch):
     assert "ncpus=1" in script and "--nthreads 1" in script
     assert f"--tls-ca-file {tmp_path / 'tls' / 'ca.pem'}" in script and "tls://" in script
     # a real submission through qsub (Slurm's Torque wrapper here) and qdel at the end
-    run(BASE, tmp_path / "local.zarr", overrides=SMALL, client=local_client)
+    run(BASE, tmp_path / "local.zarr", overrides=SMALL, cluster=local_client)
     with batch_client("pbs", jobs=2, cores=1, memory="2GB", walltime="00:10:00", tls_dir=tmp_path / "tls",
                       dashboard_address=None) as c:
         assert len(my_jobs()) >= 2
-        run(BASE, tmp_path / "pbs.zarr", overrides=SMALL, client=c)
+        run(BASE, tmp_path / "pbs.zarr", overrides=SMALL, cluster=c)
     same_store(tmp_path / "pbs.zarr", tmp_path / "local.zarr")
     deadline = time.time() + 30
     while my_jobs() and time.time() < deadline:     # qdel on close
@@ -159,7 +160,7 @@ def test_pbs_backend_job_script_and_run(tmp_path, local_client, monkeypatch):
 
 def test_scancel_worker_job_mid_campaign(tmp_path, local_client):
     campaign = write_campaign(tmp_path, {"n": [40, 120]}, ["replicates.n=2", "execution.chunk_size=10"])
-    local = run_campaign(campaign, tmp_path / "local.zarr", client=local_client)
+    local = run_campaign(campaign, tmp_path / "local.zarr", cluster=local_client)
     out = tmp_path / "k.zarr"
     watched = out / "s001" / "_done"            # the second scenario: the campaign is well under way
     with batch_client("slurm", tls_dir=tmp_path / "tls", dashboard_address=None, **BATCH) as c:
@@ -169,7 +170,7 @@ def test_scancel_worker_job_mid_campaign(tmp_path, local_client):
 
         def target():
             try:
-                result["summary"] = run_campaign(campaign, out, client=c)
+                result["summary"] = run_campaign(campaign, out, cluster=c)
             except BaseException as e:  # noqa: BLE001 - reported below
                 result["error"] = e
         t = threading.Thread(target=target)

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from insilico.cluster import cluster_security, generate_credentials
+from insilico.cluster import ClusterOptions, cluster_security, generate_credentials
 from insilico.trials import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,15 +63,15 @@ def test_tls_scheduler_runs_trial_identically_and_refuses_strangers(tmp_path):
                       protocol="tls://", security=sec, dashboard_address=None) as lc:
         assert lc.scheduler_address.startswith("tls://")
         # the CLI path: --scheduler tls://… --tls-dir DIR
-        ds = run(BASE, tmp_path / "tls.zarr", overrides=SMALL, scheduler=lc.scheduler_address,
-                 cluster_options={"tls_dir": tmp_path / "tls"})
+        ds = run(BASE, tmp_path / "tls.zarr", overrides=SMALL, 
+                 cluster=ClusterOptions(scheduler=lc.scheduler_address, tls_dir=tmp_path / "tls"))
         with Client(lc.scheduler_address, security=sec, timeout=10) as c:
             assert all(a.startswith("tls://") for a in c.scheduler_info()["workers"])
         with pytest.raises((OSError, TimeoutError)):
             Client(lc.scheduler_address, security=stranger, timeout=3)
         with pytest.raises((OSError, TimeoutError, ValueError)):
             Client(lc.scheduler_address.replace("tls://", "tcp://"), timeout=3)
-    ref = run(BASE, tmp_path / "plain.zarr", overrides=SMALL, workers=1)
+    ref = run(BASE, tmp_path / "plain.zarr", overrides=SMALL, cluster=ClusterOptions(workers=1))
     for k in ref.data_vars:
         if k != "_done":
             np.testing.assert_array_equal(ds[k].values, ref[k].values, err_msg=k)

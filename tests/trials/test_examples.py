@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def dose_ranging(tmp_path_factory, client):
     out = tmp_path_factory.mktemp("dr") / "dr.zarr"
     return run(ROOT / "trials/dose_ranging.yaml", out, overrides=["n=80", "analysis.sample_size.resamples=100"],
-               client=client).load()
+               cluster=client).load()
 
 
 def test_dose_ranging_randomisation_is_exact_per_block(dose_ranging):
@@ -71,7 +71,7 @@ def test_dose_ranging_analysis(dose_ranging):
 
 
 def test_antibiotic_pta_matches_analytic_infusion(tmp_path, client):
-    ds = run(ROOT / "trials/antibiotic_pta.yaml", tmp_path / "pta.zarr", overrides=["n=60"], client=client).load()
+    ds = run(ROOT / "trials/antibiotic_pta.yaml", tmp_path / "pta.zarr", overrides=["n=60"], cluster=client).load()
     mic, R_per_amt = 8.0, 1 / 0.5
     t = np.linspace(48, 72, 24001)
     for a, dose in enumerate([500.0, 1000.0, 2000.0]):
@@ -96,7 +96,7 @@ def test_counterfactual_same_patients_every_arm(tmp_path, client):
     over = ["n=40", "arms.0.regimen.0.n=28", "arms.1.regimen.0.n=14", "observations.times.stop=336",
             "endpoints.2.window=[312, 336]"]
     ds = run(ROOT / "trials/counterfactual_regimens.yaml", tmp_path / "cf.zarr", overrides=over,
-             client=client).load()
+             cluster=client).load()
     assert (ds["status"].values >= 0).all()          # every subject simulated in every arm
     assert (ds["allocated_arm"].values == -1).all()
     # same daily dose, linear PK: AUC over a day at steady state = 200 mg / CL in both arms

@@ -12,7 +12,8 @@ import xarray as xr
 import zarr
 
 from insilico.store import open_results
-from insilico.trials import dask_client, run
+from insilico.cluster import ClusterOptions, connect
+from insilico.trials import run
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "trials/counterfactual_regimens.yaml"
@@ -32,14 +33,14 @@ def assert_same(a: xr.Dataset, b: xr.Dataset):
 
 
 def test_results_identical_for_any_chunk_size_and_worker_count(tmp_path, client):
-    ref = run(SPEC, tmp_path / "a.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=70"], client=client)
-    small = run(SPEC, tmp_path / "b.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=16"], client=client)
-    with dask_client(workers=2) as two:
-        other = run(SPEC, tmp_path / "c.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=32"], client=two)
+    ref = run(SPEC, tmp_path / "a.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=70"], cluster=client)
+    small = run(SPEC, tmp_path / "b.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=16"], cluster=client)
+    with connect(ClusterOptions(workers=2)) as two:
+        other = run(SPEC, tmp_path / "c.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=32"], cluster=two)
     assert_same(ref, small)
     assert_same(ref, other)
     # a subject is the same patient whatever N
-    bigger = run(SPEC, tmp_path / "d.zarr", overrides=COMMON + ["n=90", "execution.chunk_size=16"], client=client)
+    bigger = run(SPEC, tmp_path / "d.zarr", overrides=COMMON + ["n=90", "execution.chunk_size=16"], cluster=client)
     for k in ("WT", "CL", "dropout_time", "auc_ss", "conc"):
         np.testing.assert_array_equal(bigger[k].isel(subject=slice(0, 70)).values, ref[k].values, err_msg=k)
 
@@ -47,20 +48,20 @@ def test_results_identical_for_any_chunk_size_and_worker_count(tmp_path, client)
 def test_existing_store_is_not_overwritten(tmp_path, client):
     from insilico.errors import SpecError
     out = tmp_path / "x.zarr"
-    run(SPEC, out, overrides=["n=10"], client=client)
+    run(SPEC, out, overrides=["n=10"], cluster=client)
     stamp = zarr.open_group(str(out)).attrs["created"]
     with pytest.raises(SpecError, match="already exists"):
-        run(SPEC, out, overrides=["n=10"], client=client)
+        run(SPEC, out, overrides=["n=10"], cluster=client)
     with pytest.raises(SpecError, match="different spec"):
-        run(SPEC, out, overrides=["n=12"], resume=True, client=client)
+        run(SPEC, out, overrides=["n=12"], resume=True, cluster=client)
     assert zarr.open_group(str(out)).attrs["created"] == stamp
-    run(SPEC, out, overrides=["n=12"], overwrite=True, client=client)
+    run(SPEC, out, overrides=["n=12"], overwrite=True, cluster=client)
     assert open_results(out).sizes["subject"] == 12
 
 
 def test_resume_after_sigkill_is_identical(tmp_path, client):
     over = COMMON + ["n=400", "execution.chunk_size=20"]
-    ref = run(SPEC, tmp_path / "ref.zarr", overrides=over, client=client)
+    ref = run(SPEC, tmp_path / "ref.zarr", overrides=over, cluster=client)
     out = tmp_path / "killed.zarr"
     args = [sys.executable, "-m", "insilico.cli", "run", str(SPEC), "--out", str(out), "--quiet", "--workers", "1"]
     for o in over:
@@ -82,7 +83,7 @@ def test_resume_after_sigkill_is_identical(tmp_path, client):
     assert 5 <= done < total, f"could not interrupt mid-run (done={done})"
     partial = int(zarr.open_array(str(out / "_done"), mode="r")[...].sum())
     assert partial < total
-    resumed = run(SPEC, out, overrides=over, resume=True, client=client)
+    resumed = run(SPEC, out, overrides=over, resume=True, cluster=client)
     assert int(resumed["_done"].values.sum()) == total
     import json
     assert json.loads(resumed.attrs["timings"])["units_run"] == total - partial
@@ -95,9 +96,9 @@ def test_existing_scheduler_address(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                       dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://")
-        ds = run(SPEC, tmp_path / "s.zarr", overrides=["n=10"], scheduler=cluster.scheduler_address)
+        ds = run(SPEC, tmp_path / "s.zarr", overrides=["n=10"], cluster=ClusterOptions(scheduler=cluster.scheduler_address))
         assert int((ds["status"] == 0).sum()) == 3 * 2 * 10   # 3 replicates, both arms (counterfactual)
     import dask
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
             pytest.raises(RuntimeError, match="cannot connect"):
-        run(SPEC, tmp_path / "t.zarr", overrides=["n=10"], scheduler="tcp://127.0.0.1:1")
+        run(SPEC, tmp_path / "t.zarr", overrides=["n=10"], cluster=ClusterOptions(scheduler="tcp://127.0.0.1:1"))
