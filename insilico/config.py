@@ -24,9 +24,24 @@ __all__ = ["apply_overrides", "read_mapping", "spec_error", "validate"]
 
 M = TypeVar("M")
 
-# location segments pydantic adds for unions, tagged unions and validators (not field names)
-_NOT_FIELDS = ("function-", "literal[", "list[", "dict[", "str", "int", "float", "bool", "TimesRange",
-               "tagged-union[", "union[")
+_SCALAR_TAGS = {"str", "int", "float", "bool", "none"}
+
+
+def _model_names() -> set[str]:
+    from pydantic import BaseModel
+    names, todo = set(), [BaseModel]
+    while todo:
+        for c in todo.pop().__subclasses__():
+            names.add(c.__name__)
+            todo.append(c)
+    return names
+
+
+def _is_field(segment, models: set[str]) -> bool:
+    """False for the location segments pydantic adds for union members, validators and tags
+    (``function-after[...]``, ``list[int]``, ``str``, a model class name), true for field names."""
+    s = str(segment)
+    return not ("[" in s or s in _SCALAR_TAGS or s in models)
 
 
 def _is_path(source) -> bool:
@@ -71,7 +86,8 @@ def spec_error(err, prefix: str = "") -> SpecError:
     """One :class:`SpecError` for a pydantic ``ValidationError`` (its first problem, with the
     number of further ones); ``prefix`` is prepended to the field path."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(_NOT_FIELDS))
+    models = _model_names()
+    loc = ".".join(str(p) for p in e["loc"] if _is_field(p, models))
     field = ".".join(p for p in (prefix, loc) if p)
     msg = e["msg"].removeprefix("Value error, ")
     if e.get("type") == "extra_forbidden":

@@ -113,8 +113,8 @@ def _is_binary(ds: xr.Dataset, name: str) -> bool:
 
 
 def wilson(successes, n, alpha: float = 0.05):
-    """Wilson score interval (vectorised); see :func:`insilico.trials._stats.wilson_ci`."""
-    from insilico.trials._stats import wilson_ci
+    """Wilson score interval (vectorised); see :func:`insilico.stats.wilson_ci`."""
+    from insilico.stats import wilson_ci
     return wilson_ci(successes, n, alpha)
 
 

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from insilico.config import read_mapping, validate
 from insilico.errors import SpecError
 
 
@@ -32,26 +32,13 @@ class CampaignSpec(BaseModel):
 
 
 def load_campaign_spec(path) -> tuple[CampaignSpec, Path]:
-    path = Path(path)
-    if not path.exists():
-        raise SpecError("campaign", f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError("campaign", f"YAML syntax error: {e}") from None
-    if not isinstance(data, dict):
-        raise SpecError("campaign", "a campaign spec must be a YAML mapping")
-    try:
-        spec = CampaignSpec.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(loc or "campaign", "unknown key" if err["type"] == "extra_forbidden"
-                        else err["msg"]) from None
+    """Load and validate a campaign spec file; returns it with the folder ``base`` is relative to."""
+    data, base = read_mapping(Path(path), "campaign spec")
+    spec = validate(CampaignSpec, data)
     for key, values in spec.grid.items():
         if not values:
             raise SpecError(f"grid.{key}", "needs at least one value")
-    return spec, path.resolve().parent
+    return spec, base
 
 
 def scenarios(spec: CampaignSpec) -> list[tuple[str, list[str]]]:

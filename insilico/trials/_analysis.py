@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from insilico.trials import _stats
+from insilico import stats
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -41,11 +41,6 @@ def _arm_values(ds, name: str, replicate: int | None = None):
     return np.concatenate(vals), np.concatenate(labs), np.concatenate(subs)
 
 
-def _rule(success) -> dict:
-    keys = ("p_value_below", "estimate_above", "estimate_below", "ci_lower_above", "ci_upper_below")
-    return {k: getattr(success, k) for k in keys if getattr(success, k) is not None}
-
-
 def analyse(ds, spec) -> dict:
     ds = ds.load(scheduler="threads")   # in this process, never as tasks on a cluster
     a = spec.analysis
@@ -54,7 +49,7 @@ def analyse(ds, spec) -> dict:
     out: dict = {"summary": {}, "comparisons": {}}
     for name in names:
         vals, labs, _ = _arm_values(ds, name)
-        out["summary"][name] = _records(_stats.summarise(vals, labs, binary=binary[name]))
+        out["summary"][name] = _records(stats.summarise(vals, labs, binary=binary[name]))
         if a.reference is None:
             continue
         out["comparisons"][name] = _comparisons(ds, spec, name, binary[name])
@@ -63,7 +58,7 @@ def analyse(ds, spec) -> dict:
         table = pd.DataFrame(out["comparisons"].get(s.endpoint) or _comparisons(ds, spec, s.endpoint, binary[s.endpoint]))
         arms = [s.arm] if s.arm else [x for x in table["arm"].unique()]
         out["probability_of_success"] = [
-            {"arm": arm, **_stats.probability_of_success(table[table["arm"] == arm], _rule(s))} for arm in arms]
+            {"arm": arm, **stats.probability_of_success(table[table["arm"] == arm], s.rule())} for arm in arms]
     if a.pta is not None:
         vals, groups = [], []
         v = ds[a.pta.endpoint].values
@@ -79,14 +74,14 @@ def analyse(ds, spec) -> dict:
                         parts.append(ds[g].values[r][m].astype(str))
                 vals.append(v[r, k, m])
                 groups.append(np.array([" | ".join(t) for t in zip(*parts)], dtype=object))
-        out["pta"] = _records(_stats.target_attainment(np.concatenate(vals), np.concatenate(groups),
+        out["pta"] = _records(stats.target_attainment(np.concatenate(vals), np.concatenate(groups),
                                                        a.pta.threshold, above=a.pta.direction == "above"))
     if a.sample_size is not None:
         ep = a.success.endpoint if a.success else names[0]
         vals, labs, _ = _arm_values(ds, ep, 0)
         by_arm = {arm: vals[labs == arm] for arm in ds["arm"].values}
-        rule = _rule(a.success) if a.success else {"p_value_below": a.alpha}
-        out["power"] = _records(_stats.power_curve(
+        rule = a.success.rule() if a.success else {"p_value_below": a.alpha}
+        out["power"] = _records(stats.power_curve(
             by_arm, a.reference, a.sample_size.n, rule, a.sample_size.resamples, spec.seed,
             kind=_kind(a.comparison, binary[ep], vals), binary=binary[ep], alpha=a.alpha,
             paired=spec.design == "counterfactual"))   # counterfactual: every arm holds the same subjects
@@ -109,7 +104,7 @@ def _comparisons(ds, spec, name: str, binary: bool) -> list[dict]:
     rows = []
     for r in range(ds.sizes["replicate"]):
         v, lab, sub = _arm_values(ds, name, r)
-        t = _stats.compare(v, lab, a.reference, kind=kind, binary=binary, alpha=a.alpha,
+        t = stats.compare(v, lab, a.reference, kind=kind, binary=binary, alpha=a.alpha,
                            subject=sub if paired else None, paired=paired)
         t["replicate"] = r
         rows.append(t)

@@ -123,11 +123,6 @@ def prepare(spec: TrialSpec, base: Path) -> TrialContext:
                 if e.dose >= len(reg.expanded()) and reg.doses:
                     raise SpecError(f"endpoints.{i}.dose", f"arm {spec.arms[a].name!r} has only "
                                                            f"{len(reg.expanded())} doses")
-    sel = spec.analysis.success
-    if sel is not None:
-        extra = {"p_value_below", "estimate_above", "estimate_below", "ci_lower_above", "ci_upper_below"}
-        if not any(getattr(sel, k) is not None for k in extra):
-            raise SpecError("analysis.success", f"give at least one condition ({sorted(extra)})")
     return TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params)
 
 

@@ -11,12 +11,13 @@ import importlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from insilico.config import apply_overrides, read_mapping, validate
 from insilico.errors import SpecError
+from insilico.stats import RULE_KEYS
 
-__all__ = ["TrialSpec", "load_trial_spec", "apply_overrides"]
+__all__ = ["TrialSpec", "load_trial_spec"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -190,6 +191,16 @@ class SuccessSpec(_Strict):
     ci_lower_above: float | None = None
     ci_upper_below: float | None = None
 
+    @model_validator(mode="after")
+    def _some_condition(self):
+        if not self.rule():
+            raise ValueError(f"give at least one condition ({sorted(RULE_KEYS)})")
+        return self
+
+    def rule(self) -> dict[str, float]:
+        """The success conditions that are set, keyed as `insilico.stats.RULE_KEYS`."""
+        return {k: getattr(self, k) for k in RULE_KEYS if getattr(self, k) is not None}
+
 
 class PTASpec(_Strict):
     endpoint: str
@@ -280,82 +291,14 @@ class TrialSpec(_Strict):
         return self
 
 
-def _pydantic_error(e: ValidationError) -> SpecError:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[",
-                                                                          "list[", "TimesRange",
-                                                                          "str", "dict[")))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    extra = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
-    return SpecError(loc or "spec", msg + extra)
-
-
 def load_trial_spec(source, overrides: list[str] | None = None) -> tuple[TrialSpec, Path]:
     """Load and validate a trial spec from a YAML path, YAML text or mapping.
 
     Returns the spec and the directory relative paths in it are resolved against.
     ``overrides`` are dotted ``key=value`` strings (``arms.0.regimen.0.amt=200``), values parsed as YAML.
     """
-    base = Path.cwd()
-    if isinstance(source, dict):
-        data = source
-    else:
-        text = str(source)
-        path = Path(text)
-        if "\n" not in text and (path.suffix in (".yaml", ".yml") or path.exists()):
-            if not path.exists():
-                raise SpecError("spec", f"file not found: {path}")
-            base = path.resolve().parent
-            text = path.read_text()
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SpecError("spec", f"YAML syntax error{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise SpecError("spec", "a trial spec must be a YAML mapping")
-    data = apply_overrides(data, overrides or [])
-    try:
-        spec = TrialSpec.model_validate(data)
-    except ValidationError as e:
-        raise _pydantic_error(e) from None
-    return spec, base
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply dotted ``key=value`` overrides (spaCy-style ``--set``) to a nested mapping."""
-    import copy
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise SpecError("--set", f"expected key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise SpecError(f"--set {key}", f"cannot parse value {raw!r}") from None
-        parts = key.strip().split(".")
-        node = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise SpecError(key, f"no list element {part!r}")
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                raise SpecError(key, f"cannot set {part!r} inside a {type(node).__name__}")
-    return data
+    data, base = read_mapping(source, "trial spec")
+    return validate(TrialSpec, apply_overrides(data, overrides or [])), base
 
 
 def resolve_model(spec: ModelSpec):

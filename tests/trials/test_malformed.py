@@ -42,8 +42,8 @@ def _del(path):
 
 
 CASES = [
-    ("unknown top-level key", _set(["colour"], "red"), "colour", "unknown key"),
-    ("unknown arm key", _set(["arms", 1, "dosage"], 5), "arms.1.dosage", "unknown key"),
+    ("unknown top-level key", _set(["colour"], "red"), "colour", "unknown field"),
+    ("unknown arm key", _set(["arms", 1, "dosage"], 5), "arms.1.dosage", "unknown field"),
     ("wrong type for n", _set(["n"], "many"), "n", "integer"),
     ("negative n", _set(["n"], -5), "n", "greater than"),
     ("negative dose", _set(["arms", 1, "regimen", 0, "amt"], -25), "arms.1.regimen.0.amt", "greater than or equal"),

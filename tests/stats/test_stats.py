@@ -1,4 +1,4 @@
-"""Tests of insilico.trials._stats against scipy, hand computations and published values."""
+"""Tests of insilico.stats against scipy, hand computations and published values."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from insilico.errors import SpecError
-from insilico.trials import _stats as S
+from insilico.stats import _trial as S
 
 TOL = 1e-10
 
