@@ -1,5 +1,6 @@
-"""insilico: in-silico clinical trials in JAX."""
-from insilico import _jax  # noqa: F401  (float64 + compilation cache before any array exists)
+"""insilico: in-silico clinical trials in JAX.
+
+Importing the package is cheap and leaves JAX alone; see `insilico.jax_config`."""
 
 __version__ = "0.1.0"
 

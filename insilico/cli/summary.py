@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import typer
 
 from insilico.cli._common import handle_errors, print_table
@@ -20,11 +19,13 @@ COLUMNS = {
 }
 
 
-def _cols(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+def _cols(df, kind: str):
     return df[[c for c in COLUMNS[kind] if c in df.columns]]
 
 
 def show_summary(ds) -> None:
+    import pandas as pd
+
     analysis = ds.attrs.get("analysis")
     if analysis is None:
         from insilico.trials._analysis import analyse

@@ -10,6 +10,9 @@ Typical use::
     save_cohort(ds, "cohort.zarr")                  # or .csv / .parquet
     report = validation_report(draw_cohort(spec, 10_000, 1, apply_criteria=False), spec)
 """
+from insilico.jax_config import configure as _configure_jax
+
+_configure_jax()  # float64 and the compilation cache before any array exists
 from insilico.cohorts._derived import (
     bmi,
     bsa_mosteller,

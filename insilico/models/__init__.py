@@ -1,4 +1,7 @@
 """PK/PD model library: built-in compartment and PD models, composition, user models."""
+from insilico.jax_config import configure as _configure_jax
+
+_configure_jax()  # float64 and the compilation cache before any array exists
 from insilico.models._base import Model, Output, Parameter
 from insilico.models._pd import PD_MODELS, PDModel, compose
 from insilico.models._pk import pk_model
