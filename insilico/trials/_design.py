@@ -14,12 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STREAMS = {"randomisation": 101, "dropout": 102, "adherence": 103, "schedule": 104,
-           "uncertainty": 105, "residual": 106}
+from insilico.streams import JITTER, stream_id
 
 
 def subject_keys(seed: int, stream: str, replicate: int, idx: np.ndarray):
-    root = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), STREAMS[stream]), replicate)
+    root = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream_id(stream)), replicate)
     return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(idx, dtype=jnp.uint32))
 
 
@@ -114,7 +113,7 @@ def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarr
     actual = np.broadcast_to(nominal, (n, T)).copy()
     if spec.jitter_sd > 0:
         z = np.asarray(jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(
-            jax.random.fold_in(jax.random.fold_in(k, 1_000_003), j)))(jnp.arange(T, dtype=jnp.uint32)))(keys))
+            jax.random.fold_in(jax.random.fold_in(k, JITTER), j)))(jnp.arange(T, dtype=jnp.uint32)))(keys))
         actual = np.sort(np.maximum(actual + spec.jitter_sd * z, 0.0), axis=1)
         gap = 1e-6
         actual = np.maximum.accumulate(actual - gap * np.arange(T), axis=1) + gap * np.arange(T)
