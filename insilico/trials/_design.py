@@ -7,6 +7,7 @@ chunking, and the same in every arm of a counterfactual design.
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from fractions import Fraction
 
@@ -17,15 +18,66 @@ import numpy as np
 from insilico.streams import JITTER, stream_id
 
 
+def _bucket(n: int, least: int = 64) -> int:
+    """Padded length: the next power of two (at least ``least``), so a few compiled shapes serve
+    every chunk and arm size."""
+    return max(least, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _padded(idx: np.ndarray) -> np.ndarray:
+    idx = np.asarray(idx, dtype=np.uint32)
+    return np.concatenate([idx, np.zeros(_bucket(idx.size) - idx.size, np.uint32)])
+
+
+def _root(seed, stream, replicate):
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream), replicate)
+
+
+@jax.jit
+def _keys(seed, stream, replicate, idx):
+    root = _root(seed, stream, replicate)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(idx)
+
+
+@functools.partial(jax.jit, static_argnames=("m",))
+def _uniform_kernel(seed, stream, replicate, idx, m: int):
+    cols = jnp.arange(m, dtype=jnp.uint32)
+    return jax.vmap(lambda k: jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(k, j)))(cols))(
+        _keys(seed, stream, replicate, idx))
+
+
+@functools.partial(jax.jit, static_argnames=("m",))
+def _normal_kernel(seed, stream, replicate, idx, sub, m: int):
+    cols = jnp.arange(m, dtype=jnp.uint32)
+    return jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(
+        jax.random.fold_in(jax.random.fold_in(k, sub), j)))(cols))(_keys(seed, stream, replicate, idx))
+
+
+@jax.jit
+def _key_normal_kernel(seed, stream, replicate, idx):
+    return jax.vmap(jax.random.normal)(_keys(seed, stream, replicate, idx))
+
+
+@jax.jit
+def _permutation_kernel(seed, stream, replicate, idx, block):
+    return jax.vmap(lambda k: jax.random.permutation(k, block))(_keys(seed, stream, replicate, idx))
+
+
+def _args(seed: int, stream: str, replicate: int):
+    return np.int64(seed), np.uint32(stream_id(stream)), np.uint32(replicate)
+
+
 def subject_keys(seed: int, stream: str, replicate: int, idx: np.ndarray):
-    root = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream_id(stream)), replicate)
-    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(idx, dtype=jnp.uint32))
+    """Keys ``fold_in(fold_in(fold_in(PRNGKey(seed), stream), replicate), i)`` of the subjects ``idx``."""
+    idx = np.asarray(idx)
+    return _keys(*_args(seed, stream, replicate), _padded(idx))[: idx.size]
 
 
-def _uniform(keys, m: int):
-    """(n, m) uniforms; column j from fold_in(key, j), so columns do not depend on m."""
-    return np.asarray(jax.vmap(lambda k: jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(k, j)))(
-        jnp.arange(m, dtype=jnp.uint32)))(keys))
+def _uniform(seed: int, stream: str, replicate: int, idx: np.ndarray, m: int) -> np.ndarray:
+    """(n, m) uniforms; column j from fold_in(key_i, j), so columns do not depend on m."""
+    idx = np.asarray(idx)
+    u = _uniform_kernel(*_args(seed, stream, replicate), _padded(idx), m=_bucket(m, 8))
+    return np.asarray(u)[: idx.size, :m]
 
 
 def allocation_block(ratios: list[float]) -> np.ndarray:
@@ -43,9 +95,8 @@ def allocate(seed: int, replicate: int, idx: np.ndarray, ratios: list[float]) ->
     block = allocation_block(ratios)
     B = len(block)
     blocks = np.unique(idx // B)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, jnp.asarray(block)))(
-        subject_keys(seed, "randomisation", replicate, blocks))
-    perms = np.asarray(perms)
+    perms = np.asarray(_permutation_kernel(*_args(seed, "randomisation", replicate), _padded(blocks),
+                                           jnp.asarray(block)))[: blocks.size]
     return perms[np.searchsorted(blocks, idx // B), idx % B]
 
 
@@ -58,14 +109,13 @@ def dropout_times(spec, seed: int, replicate: int, idx: np.ndarray) -> np.ndarra
     n = len(idx)
     if spec is None:
         return np.full(n, np.inf)
-    keys = subject_keys(seed, "dropout", replicate, idx)
     if spec.hazard is not None:
         if spec.hazard == 0:
             return np.full(n, np.inf)
-        u = _uniform(keys, 1)[:, 0]
+        u = _uniform(seed, "dropout", replicate, idx, 1)[:, 0]
         return -np.log1p(-u) / spec.hazard
     K = len(spec.intervals)
-    u = _uniform(keys, 2 * K)
+    u = _uniform(seed, "dropout", replicate, idx, 2 * K)
     starts = np.array([0.0] + [iv.end for iv in spec.intervals[:-1]])
     ends = np.array([iv.end for iv in spec.intervals])
     probs = np.array([iv.probability for iv in spec.intervals])
@@ -84,8 +134,7 @@ def doses_taken(spec, seed: int, replicate: int, idx: np.ndarray, n_doses: int) 
     n = len(idx)
     if spec is None or n_doses == 0:
         return np.ones((n, n_doses), bool)
-    keys = subject_keys(seed, "adherence", replicate, idx)
-    u = _uniform(keys, 2 * n_doses)
+    u = _uniform(seed, "adherence", replicate, idx, 2 * n_doses)
     taken = u[:, :n_doses] < spec.probability
     if spec.missed_run:
         L = int(spec.missed_run["length"])
@@ -104,16 +153,15 @@ def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarr
     jitter adds N(0, jitter_sd²) h to each actual time (kept >= 0 and strictly increasing).
     """
     n, T = len(idx), len(nominal)
-    keys = subject_keys(seed, "schedule", replicate, idx)
     mask = np.ones((n, T), bool)
     if spec.per_subject is not None and spec.per_subject < T:
-        u = _uniform(keys, T)
+        u = _uniform(seed, "schedule", replicate, idx, T)
         rank = np.argsort(np.argsort(u, axis=1), axis=1)
         mask = rank < spec.per_subject
     actual = np.broadcast_to(nominal, (n, T)).copy()
     if spec.jitter_sd > 0:
-        z = np.asarray(jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(
-            jax.random.fold_in(jax.random.fold_in(k, JITTER), j)))(jnp.arange(T, dtype=jnp.uint32)))(keys))
+        z = np.asarray(_normal_kernel(*_args(seed, "schedule", replicate), _padded(idx), np.uint32(JITTER),
+                                      m=_bucket(T, 8)))[:n, :T]
         actual = np.sort(np.maximum(actual + spec.jitter_sd * z, 0.0), axis=1)
         gap = 1e-6
         actual = np.maximum.accumulate(actual - gap * np.arange(T), axis=1) + gap * np.arange(T)
@@ -123,7 +171,12 @@ def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarr
 def uncertainty_factors(spec, seed: int, replicate: int) -> dict[str, float]:
     """Per-replicate multiplicative factors exp(sd·z) for population-parameter uncertainty."""
     out = {}
-    for name, sd in spec.uncertainty.items():
-        key = subject_keys(seed, "uncertainty", replicate, np.array([zlib.crc32(name.encode())]))[0]
-        out[name] = float(np.exp(sd * jax.random.normal(key))) if sd > 0 else 1.0
+    names = list(spec.uncertainty)
+    if not names:
+        return out
+    ids = np.array([zlib.crc32(n.encode()) for n in names], dtype=np.uint32)
+    z = np.asarray(_key_normal_kernel(*_args(seed, "uncertainty", replicate), _padded(ids)))
+    for j, name in enumerate(names):
+        sd = spec.uncertainty[name]
+        out[name] = float(np.exp(sd * z[j])) if sd > 0 else 1.0
     return out
