@@ -3,8 +3,8 @@
 
 ``import insilico`` (and the CLI's ``--help``) neither imports JAX nor changes its settings.
 They are applied on first use: the packages that compute with JAX (``insilico.models``,
-``insilico.engine``, ``insilico.cohorts``, ``insilico.population``, ``insilico.trials``) call
-:func:`configure` when they are imported, before any array exists. Note that float64 is a
+``insilico.engine``, ``insilico.cohorts``, ``insilico.population``, ``insilico.trials``) import
+this module first thing, which calls :func:`configure` before any array exists. Note that float64 is a
 process-wide JAX setting: after that import, JAX code elsewhere in the process also defaults to
 float64 (as with ``jax.config.update("jax_enable_x64", True)``).
 """
@@ -35,3 +35,6 @@ def configure() -> None:
         except OSError:  # read-only home: run without a persistent cache
             pass
     _done = True
+
+
+configure()

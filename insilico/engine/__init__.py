@@ -1,7 +1,5 @@
 """Simulation engine: exact linear superposition and Diffrax ODE paths, vmapped and jitted."""
-from insilico.jax_config import configure as _configure_jax
-
-_configure_jax()  # float64 and the compilation cache before any array exists
+from insilico import jax_config  # noqa: F401  (float64 and the compilation cache before any array exists)
 from insilico.engine._ode import SolverOptions
 from insilico.engine._simulate import compile_count, default_chunk_size, simulate, solve_subject
 from insilico.engine import _status as status

@@ -1,7 +1,5 @@
 """Trials: spec schema, design randomness, endpoints, execution on Dask, analysis."""
-from insilico.jax_config import configure as _configure_jax
-
-_configure_jax()  # float64 and the compilation cache before any array exists
+from insilico import jax_config  # noqa: F401  (float64 and the compilation cache before any array exists)
 from insilico.trials._run import run
 from insilico.trials._spec import TrialSpec, load_trial_spec
 
