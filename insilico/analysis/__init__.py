@@ -1,4 +1,5 @@
 """Analysis of simulated (or observed) trial data: NCA, summaries, plots, reports."""
+from .formatting import format_value
 from .nca import AUC_METHODS, BLQ_PRESETS, FLAGS, ROUTES, BLQRule, auc, aumc, nca, nca_ss, parameter_table
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "BLQRule",
     "auc",
     "aumc",
+    "format_value",
     "nca",
     "nca_ss",
     "parameter_table",

@@ -1,13 +1,17 @@
 """Names, units and descriptions of NCA output columns and flags.
 
 Units are labels, never conversions: NCA works in whatever consistent units the data come in
-(by default the project's h, mg, mg/L) and derives the unit of each parameter from them.
+(by default the project's h, mg, mg/L) and derives the unit of each parameter from them, written
+in the `insilico.units` grammar (``mg*h/L``, ``mg*h**2/L``, ``percent``, ``1`` for
+dimensionless numbers, counts, flags and the logarithm of a concentration).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from insilico.units import DIMENSIONLESS, multiply
 
 
 @dataclass(frozen=True)
@@ -23,15 +27,14 @@ class Units:
     def of(self, kind: str) -> str:
         t, c, d = self.time, self.conc, self.dose
         num, den = self._split()
-        per = f"/{den}" if den else ""
         if kind == "time":
             return t
         if kind == "conc":
             return c
         if kind == "auc":
-            return f"{num}*{t}{per}"
+            return multiply(c, t)
         if kind == "aumc":
-            return f"{num}*{t}^2{per}"
+            return multiply(c, f"{t}**2")
         if kind == "rate":
             return f"1/{t}"
         if kind == "volume":
@@ -39,14 +42,10 @@ class Units:
         if kind == "clearance":
             v = self.of("volume")
             return f"{v}/{t}" if "/" not in v else f"({v})/{t}"
-        if kind == "lnconc":
-            return f"ln({c})"
         if kind == "percent":
-            return "%"
-        if kind in ("1", "count"):
-            return "1"
-        if kind == "flags":
-            return ""
+            return "percent"
+        if kind in ("1", "count", "lnconc", "flags"):
+            return DIMENSIONLESS
         raise KeyError(kind)
 
 
@@ -62,7 +61,7 @@ SINGLE_DOSE: dict[str, tuple[str, str]] = {
     "auclast": ("auc", "AUC from dose to Tlast (AUC0-t)"),
     "aumclast": ("aumc", "AUMC from dose to Tlast"),
     "lambda_z": ("rate", "Terminal rate constant lambda_z (best-fit log-linear regression)"),
-    "lambda_z_intercept": ("lnconc", "Intercept at dose time of the ln(C) terminal regression"),
+    "lambda_z_intercept": ("lnconc", "Intercept at dose time of the ln(C) terminal regression (C in conc units)"),
     "lambda_z_n_points": ("count", "Number of points in the lambda_z regression (0 when not estimated)"),
     "lambda_z_t_first": ("time", "First time used for lambda_z"),
     "lambda_z_t_last": ("time", "Last time used for lambda_z"),
@@ -104,7 +103,8 @@ STEADY_STATE: dict[str, tuple[str, str]] = {
     "swing_pct": ("percent", "Swing 100*(Cmax-Cmin)/Cmin"),
     "cl_ss": ("clearance", "Clearance at steady state (CL/F for extravascular) Dose/AUCtau"),
     "lambda_z": ("rate", "Terminal rate constant lambda_z within the interval"),
-    "lambda_z_intercept": ("lnconc", "Intercept at interval start of the ln(C) terminal regression"),
+    "lambda_z_intercept": ("lnconc", "Intercept at interval start of the ln(C) terminal regression "
+                                     "(C in conc units)"),
     "lambda_z_n_points": ("count", "Number of points in the lambda_z regression (0 when not estimated)"),
     "lambda_z_t_first": ("time", "First time (after interval start) used for lambda_z"),
     "lambda_z_t_last": ("time", "Last time (after interval start) used for lambda_z"),

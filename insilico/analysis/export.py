@@ -12,20 +12,20 @@ and ``insilico.simulated = true`` in their schema metadata.
 * `export(ds_or_path, fmt, out, overwrite=False)` — what ``insilico export`` calls.
 
 Doses are the ones each subject actually took (missed doses and doses after dropout are
-left out), rebuilt from the spec and the design seeds exactly as the simulation built them.
+left out), as the work units recorded them in the store (``dose_time``, ``dose_amt``, …).
 """
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from insilico.analysis._export_doses import (covariate_names, doses_given, replicate_position,
-                                             store_info, subject_variables)
+from insilico import store
 from insilico.errors import SpecError
 
 __all__ = ["FORMATS", "SIMULATED_LABEL", "export", "read_parquet", "tables", "to_adam", "to_nonmem", "to_parquet",
@@ -35,25 +35,64 @@ FORMATS = ("nonmem", "adam", "parquet")
 SIMULATED_LABEL = "SIMULATED DATA – insilico"
 NONMEM_COLUMNS = ["ID", "TIME", "AMT", "DV", "EVID", "MDV", "CMT", "RATE", "II", "ADDL", "SS"]
 CONC_OUTPUTS = ("conc", "conc_obs")
-_SKIP_ARM_VARS = {"status", "doses_taken", "_done"}
+DOSE_COLUMNS = ["replicate", "arm", "subject", "time", "amt", "rate", "cmt", "ss", "ii"]
 
 
 # -- shared pieces ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Trial:
+    """What the exporters need besides the arrays: trial name, arm names, design."""
+
+    name: str
+    arms: list[str]
+    counterfactual: bool
+
+
+def _trial(ds) -> _Trial:
+    spec = ds.insilico.spec
+    if spec is None:
+        raise SpecError("results", "not a trial results store (no 'spec' attribute)")
+    if "dose_amt" not in ds.variables:
+        raise SpecError("results", "the store has no dose record (written by an older insilico); run the trial again")
+    return _Trial(spec["name"], [str(a) for a in ds["arm"].values], spec["design"] == "counterfactual")
+
+
+def replicate_position(ds, replicate: int) -> int:
+    reps = [int(r) for r in ds["replicate"].values]
+    if replicate not in reps:
+        raise SpecError("replicate", f"replicate {replicate} not in the store (replicates: 0..{len(reps) - 1})")
+    return reps.index(replicate)
+
+
 def _time_outputs(ds) -> list[str]:
-    return [k for k, v in ds.data_vars.items() if v.dims == ("replicate", "arm", "subject", "time")]
+    return ds.insilico.outputs + ds.insilico.observed
 
 
-def _endpoint_names(ds) -> list[str]:
-    return [k for k, v in ds.data_vars.items()
-            if v.dims == ("replicate", "arm", "subject") and k not in _SKIP_ARM_VARS]
+def _central_cmt(ds) -> int:
+    """NONMEM CMT of the ``central`` state (0 when the model has none), from ``dose_cmt``'s flags."""
+    states = ds["dose_cmt"].attrs["flag_meanings"].split()
+    return states.index("central") if "central" in states else 0
 
 
-def _actual_times(ds, r: int) -> np.ndarray:
-    """(subject, time) actual sampling times of replicate position ``r``."""
-    nominal = np.asarray(ds["time"].values, float)
-    if "obs_time" in ds.data_vars:
-        return np.asarray(ds["obs_time"].isel(replicate=r).values, float)
-    return np.broadcast_to(nominal, (ds.sizes["subject"], len(nominal)))
+def doses_given(ds, replicate: int) -> pd.DataFrame:
+    """Every dose taken in ``replicate`` (one row per dose, ADDL expanded), read from the store's
+    dose record: replicate, arm (index), subject, time (h), amt (mg), rate (mg/h, 0 bolus),
+    cmt (1-based state number, NONMEM CMT), ss, ii (h, steady-state doses only)."""
+    r = replicate_position(ds, replicate)
+    rec = ds.isel(replicate=r)
+    amt = np.asarray(rec["dose_amt"].transpose("arm", "subject", "dose").values, float)
+    a, s, d = np.nonzero(amt > 0)
+
+    def field(name, dtype):
+        if name not in ds.variables:      # stored only when some dose is an infusion / at steady state
+            return np.zeros(a.size, dtype)
+        return np.asarray(rec[name].transpose("arm", "subject", "dose").values)[a, s, d].astype(dtype)
+
+    return pd.DataFrame({
+        "replicate": replicate, "arm": a.astype(np.int64), "subject": np.asarray(ds["subject"].values)[s],
+        "time": field("dose_time", float), "amt": amt[a, s, d], "rate": field("dose_rate", float),
+        "cmt": field("dose_cmt", np.int64), "ss": field("dose_ss", np.int64), "ii": field("dose_ii", float),
+    }, columns=DOSE_COLUMNS)
 
 
 def _replicates(ds, replicate) -> list[int]:
@@ -63,41 +102,40 @@ def _replicates(ds, replicate) -> list[int]:
     return [int(replicate)]
 
 
+def _arm_index(ds, labels) -> np.ndarray:
+    arms = [str(a) for a in ds["arm"].values]
+    return np.asarray([arms.index(str(x)) for x in labels], dtype=np.int64) if len(labels) else np.zeros(0, np.int64)
+
+
 def _observations(ds, variables, replicate=None) -> pd.DataFrame:
     """Long table of the sampled, non-missing values of ``variables`` (subjects in the arm):
     replicate, arm (index), subject, time (nominal h), actual_time (h), variable, value."""
+    cols = ["replicate", "arm", "subject", "time", "actual_time", "variable", "value"]
     parts = []
-    nominal = np.asarray(ds["time"].values, float)
     for rep in _replicates(ds, replicate):
-        r = replicate_position(ds, rep)
-        actual = _actual_times(ds, r)
-        status = np.asarray(ds["status"].isel(replicate=r).values)
+        actual = store.arm_values(ds, "obs_time", rep)["value"] if "obs_time" in ds.variables else None
         for var in variables:
-            vals = np.asarray(ds[var].isel(replicate=r).values, float)     # (arm, subject, time)
-            ok = np.isfinite(vals) & (status >= 0)[..., None]
-            a, s, t = np.nonzero(ok)
-            parts.append(pd.DataFrame({"replicate": rep, "arm": a, "subject": s, "time": nominal[t],
-                                       "actual_time": actual[s, t], "variable": var, "value": vals[a, s, t]}))
+            df = store.arm_values(ds, var, rep)
+            df["actual_time"] = df["time"] if actual is None else actual.to_numpy()
+            df["variable"] = var
+            parts.append(df[np.isfinite(df["value"].to_numpy(float))])
     if not parts:
-        return pd.DataFrame(columns=["replicate", "arm", "subject", "time", "actual_time", "variable", "value"])
+        return pd.DataFrame(columns=cols)
     df = pd.concat(parts, ignore_index=True)
-    df["subject"] = np.asarray(ds["subject"].values)[df["subject"].to_numpy()]
-    return df
+    df["arm"] = _arm_index(ds, df["arm"].to_numpy())
+    return df[cols]
 
 
 def _in_arm(ds, replicate=None) -> pd.DataFrame:
     """(replicate, arm, subject, status, doses_taken) for every subject simulated in an arm."""
     parts = []
-    subjects = np.asarray(ds["subject"].values)
     for rep in _replicates(ds, replicate):
-        r = replicate_position(ds, rep)
-        status = np.asarray(ds["status"].isel(replicate=r).values)
-        taken = np.asarray(ds["doses_taken"].isel(replicate=r).values)
-        a, s = np.nonzero(status >= 0)
-        parts.append(pd.DataFrame({"replicate": rep, "arm": a, "subject": subjects[s],
-                                   "status": status[a, s].astype(np.int64),
-                                   "doses_taken": taken[a, s].astype(np.int64)}))
-    return pd.concat(parts, ignore_index=True)
+        df = store.arm_values(ds, "status", rep).rename(columns={"value": "status"})
+        df["doses_taken"] = store.arm_values(ds, "doses_taken", rep)["value"].to_numpy()
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    df["arm"] = _arm_index(ds, df["arm"].to_numpy())
+    return df.astype({"replicate": np.int64, "status": np.int64, "doses_taken": np.int64})
 
 
 def _subject_table(ds, names, replicate=None) -> pd.DataFrame:
@@ -129,7 +167,7 @@ def to_nonmem(ds, replicate: int = 0, dv: str | None = None) -> pd.DataFrame:
     per arm in counterfactual designs; extra columns: ``ARM`` (name), ``ARMN`` (1-based),
     ``SUBJ`` (store subject index), ``REP``, ``NTIME`` (nominal time) and the covariates.
     """
-    info = store_info(ds)
+    info = _trial(ds)
     outputs = _time_outputs(ds)
     if dv is None:
         dv = "conc_obs" if "conc_obs" in outputs else "conc"
@@ -137,8 +175,8 @@ def to_nonmem(ds, replicate: int = 0, dv: str | None = None) -> pd.DataFrame:
         raise SpecError("dv", f"{dv!r} is not a sampled output of this store; choose from {outputs}")
     replicate_position(ds, int(replicate))
     obs = _observations(ds, [dv], replicate)
-    doses = doses_given(ds, info, int(replicate))
-    obs_cmt = info.model.states.index("central") + 1 if "central" in info.model.states else 0
+    doses = doses_given(ds, int(replicate))
+    obs_cmt = _central_cmt(ds)
     n_obs, n_dose = len(obs), len(doses)
     recs = pd.DataFrame({
         "arm": np.concatenate([doses["arm"].to_numpy(), obs["arm"].to_numpy()]).astype(np.int64),
@@ -162,7 +200,7 @@ def to_nonmem(ds, replicate: int = 0, dv: str | None = None) -> pd.DataFrame:
     recs["ARMN"] = recs["arm"] + 1
     recs["SUBJ"] = recs["subject"]
     recs["REP"] = int(replicate)
-    covs = covariate_names(ds)
+    covs = ds.insilico.covariates
     if covs:
         sub = _subject_table(ds, covs, replicate).set_index("subject")
         for c in covs:
@@ -252,13 +290,13 @@ def to_adam(ds, replicate: int | None = None) -> dict[str, pd.DataFrame]:
     ``USUBJID`` is ``<trial>-R<replicate>-<subject>`` (``-A<arm>`` appended in counterfactual
     designs, where each virtual patient is in every arm).
     """
-    info = store_info(ds)
+    info = _trial(ds)
     outs = _time_outputs(ds)
     arms = info.arms
     # ADSL
     members = _in_arm(ds, replicate)
     adsl = _adam_keys(members, info, arms)
-    covs = covariate_names(ds)
+    covs = ds.insilico.covariates
     subj = _subject_table(ds, covs + ["dropout_time"], replicate).set_index(["replicate", "subject"])
     key = pd.MultiIndex.from_arrays([members["replicate"], members["subject"]])
     for c in covs:
@@ -277,16 +315,13 @@ def to_adam(ds, replicate: int | None = None) -> dict[str, pd.DataFrame]:
     if other:
         result["ADPD"] = _time_table(ds, info, other, replicate)
     # ADPP
-    eps = _endpoint_names(ds)
+    eps = ds.insilico.endpoints
     codes = _paramcd(eps)
     parts = []
     for rep in _replicates(ds, replicate):
-        r = replicate_position(ds, rep)
-        sub = members[members["replicate"] == rep]
-        a = sub["arm"].to_numpy()
-        s_pos = np.searchsorted(np.asarray(ds["subject"].values), sub["subject"].to_numpy())
+        sub = members[members["replicate"] == rep]          # same (arm, subject) rows as arm_values
         for e in eps:
-            vals = np.asarray(ds[e].isel(replicate=r).values, float)[a, s_pos]
+            vals = store.arm_values(ds, e, rep)["value"].to_numpy(float)
             df = _adam_keys(sub, info, arms)
             df["PARAMCD"] = codes[e]
             df["PARAM"] = str(ds[e].attrs.get("long_name", e))
@@ -314,26 +349,23 @@ def tables(ds, replicate: int | None = None) -> dict[str, pd.DataFrame]:
     * ``endpoints``: replicate, arm, subject, status, doses_taken, endpoint, value.
     * ``doses``: replicate, arm, subject, time, amt, rate, cmt (1-based), ss, ii — the doses taken.
     """
-    info = store_info(ds)
+    info = _trial(ds)
     arms = np.asarray(info.arms, dtype=object)
-    subjects = _subject_table(ds, subject_variables(ds), replicate)
+    subjects = _subject_table(ds, store.subject_variable_names(ds), replicate)
     obs = _observations(ds, _time_outputs(ds), replicate)
     obs["arm"] = arms[obs["arm"].to_numpy().astype(np.int64)]
     members = _in_arm(ds, replicate)
     parts = []
     for rep in _replicates(ds, replicate):
-        r = replicate_position(ds, rep)
-        sub = members[members["replicate"] == rep]
-        a = sub["arm"].to_numpy()
-        s_pos = np.searchsorted(np.asarray(ds["subject"].values), sub["subject"].to_numpy())
-        for e in _endpoint_names(ds):
+        sub = members[members["replicate"] == rep]          # same (arm, subject) rows as arm_values
+        for e in ds.insilico.endpoints:
             df = sub.copy()
             df["endpoint"] = e
-            df["value"] = np.asarray(ds[e].isel(replicate=r).values, float)[a, s_pos]
+            df["value"] = store.arm_values(ds, e, rep)["value"].to_numpy(float)
             parts.append(df)
     endpoints = pd.concat(parts, ignore_index=True) if parts else members.assign(endpoint="", value=np.nan)[:0]
     endpoints["arm"] = arms[endpoints["arm"].to_numpy().astype(np.int64)]
-    doses = pd.concat([doses_given(ds, info, rep) for rep in _replicates(ds, replicate)], ignore_index=True)
+    doses = pd.concat([doses_given(ds, rep) for rep in _replicates(ds, replicate)], ignore_index=True)
     doses["arm"] = arms[doses["arm"].to_numpy().astype(np.int64)]
     out = {"subjects": subjects, "observations": obs, "endpoints": endpoints, "doses": doses}
     for name, df in out.items():

@@ -47,7 +47,8 @@ Denney et al. 2015)
   includes it, e.g. for an IV bolus sampled at dose time; after the end of an infusion); keep fits
   with λz > 0; among those, every fit with adjusted R² > best - ``adj_r2_tol`` (1e-4) qualifies
   and the one with the most points wins (the best is taken over fits with λz > 0; PKNCA takes it
-  over all fits, which differs only when a rising tail fits best -- see ``_nca_lambdaz``). At least ``min_points`` (3) points. ``lambda_z_points=n`` forces the last n points.
+  over all fits, which differs only when a rising tail fits best -- see ``_nca_lambdaz``). At least
+  ``min_points`` (3) points. ``lambda_z_points=n`` forces the last n points.
   Reported: λz, the intercept (ln C at dose time), the number of points, first/last time used,
   R², adjusted R², span ratio = (last - first time used)/t½, t½ = ln2/λz.
 * **Extrapolation** to infinity is offered both ways, as PKNCA and Phoenix do:
@@ -366,12 +367,10 @@ def _run_xarray(compute, table, time, da, dose, time_dim, time_unit, conc_unit, 
     data_vars: dict[str, Any] = {}
     for k, (kind, long_name) in table.items():
         vals = np.asarray(join_flags(n, flags), dtype=str) if k == "nca_flags" else cols[k]
-        attrs = {"long_name": long_name}
-        unit = units.of(kind)
-        if unit:
-            attrs["units"] = unit
-        if k == "nca_flags":
-            attrs["flag_meanings"] = "; ".join(f"{f}: {d}" for f, d in FLAGS.items())
+        attrs = {"long_name": long_name, "units": units.of(kind)}
+        if k == "nca_flags":   # a string of ';'-joined flag names, so no CF flag_values
+            attrs["flag_meanings"] = " ".join(FLAGS)
+            attrs["comment"] = "; ".join(f"{f}: {d}" for f, d in FLAGS.items())
         data_vars[k] = (tuple(other), vals.reshape(shape), attrs)
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({k: str(v) for k, v in settings.items()})

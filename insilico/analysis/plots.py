@@ -11,7 +11,6 @@ Conventions: per-subject plots use replicate ``replicate`` (default 0: one simul
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from insilico import store
 
 __all__ = [
     "endpoint_names",
@@ -67,40 +68,22 @@ def _arms(ds: xr.Dataset) -> list[str]:
     return [str(a) for a in ds["arm"].values]
 
 
-def _analysis(ds: xr.Dataset) -> dict:
-    a = ds.attrs.get("analysis")
-    if a is None:
-        return {}
-    return json.loads(a) if isinstance(a, str) else dict(a)
+def _rows(ds: xr.Dataset, table: str) -> list[dict]:
+    """Rows of the analysis table ``table`` (``pta``, ``power``, …) of the store ([] if none)."""
+    df = ds.insilico.analysis.get(table)
+    return [] if df is None else df.to_dict(orient="records")
 
 
-def _spec(ds: xr.Dataset):
-    s = ds.attrs.get("spec")
-    if not s:
-        return None
-    from insilico.trials import TrialSpec
-    return TrialSpec.model_validate_json(s)
-
-
-def _select(da: xr.DataArray, replicate: int | None) -> xr.DataArray:
-    if "replicate" in da.dims and replicate is not None:
-        da = da.isel(replicate=replicate)
-    return da
+def _analysis_spec(ds: xr.Dataset) -> dict:
+    """The ``analysis`` section of the stored trial spec ({} if none)."""
+    return (ds.insilico.spec or {}).get("analysis") or {}
 
 
 def _arm_values(ds: xr.Dataset, name: str, arm: str, replicate: int | None) -> np.ndarray:
-    """Values of ``name`` for subjects simulated (status 0) in ``arm``: shape (subjects, [time])."""
-    da = _select(ds[name].sel(arm=arm), replicate)
-    st = _select(ds["status"].sel(arm=arm), replicate)
-    v = np.asarray(da.values, dtype=float)
-    ok = np.asarray(st.values) == 0
-    if "time" in da.dims:
-        v = v.reshape(-1, v.shape[-1])
-        ok = ok.reshape(-1)
-    else:
-        v = v.reshape(-1)
-        ok = ok.reshape(-1)
-    return v[ok]
+    """Values of ``name`` for subjects simulated with status 0 in ``arm`` (replicate label
+    ``replicate``, ``None``: all): shape (subjects, [time])."""
+    v = ds.insilico.arm_values(name, replicate, arm=arm, ok_only=True)["value"].to_numpy(float)
+    return v.reshape(-1, ds.sizes["time"]) if "time" in ds[name].dims else v
 
 
 def _is_binary(ds: xr.Dataset, name: str) -> bool:
@@ -120,18 +103,12 @@ def wilson(successes, n, alpha: float = 0.05):
 
 def profile_outputs(ds: xr.Dataset) -> list[str]:
     """Model outputs stored over (…, arm, subject, time), without the residual-error ``*_obs`` copies."""
-    return [str(v) for v, da in ds.data_vars.items()
-            if {"arm", "subject", "time"} <= set(da.dims) and not str(v).endswith("_obs")]
+    return ds.insilico.outputs
 
 
 def endpoint_names(ds: xr.Dataset) -> list[str]:
     """Stored endpoints (variables with an ``endpoint_type`` attribute), in spec order when known."""
-    names = [str(v) for v, da in ds.data_vars.items() if "endpoint_type" in da.attrs]
-    spec = _spec(ds)
-    if spec is not None:
-        order = [e.name for e in spec.endpoints]
-        names.sort(key=lambda n: order.index(n) if n in order else len(order))
-    return names
+    return ds.insilico.endpoints
 
 
 def _gid_data(container, gid: str):
@@ -258,7 +235,7 @@ def plot_endpoint_distributions(ds: xr.Dataset, endpoint: str, *, replicate: int
         ax.bar(pos, p, color=[_COLORS[i % len(_COLORS)] for i in range(len(arms))], alpha=0.7,
                width=0.6, gid="proportion")
         _gid_data(ax.errorbar(pos, p, yerr=[p - lo, hi - p], fmt="none", ecolor="k", capsize=4), "ci")
-        for xi, pi, ni in zip(pos, p, n):
+        for xi, ni in zip(pos, n):
             ax.annotate(f"n={ni}", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center",
                         fontsize=8)
         ax.set_ylim(0, 1.05)
@@ -355,23 +332,23 @@ def plot_exposure_response(ds: xr.Dataset, exposure: str, response: str, *, repl
 def exposure_response_pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
     """(exposure, response) endpoint pairs worth plotting: the first exposure endpoint of the
     first output (AUC preferred) against every endpoint of another output and every responder."""
-    spec = _spec(ds)
+    spec = ds.insilico.spec
     if spec is None:
         return []
-    eps = [e for e in spec.endpoints if e.name in ds]
-    exp = [e for e in eps if e.type in EXPOSURE_TYPES]
+    eps = [e for e in spec["endpoints"] if e["name"] in ds]
+    exp = [e for e in eps if e["type"] in EXPOSURE_TYPES]
     if not exp:
         return []
-    exp.sort(key=lambda e: (e.type != "auc", e.type != "cmax"))
+    exp.sort(key=lambda e: (e["type"] != "auc", e["type"] != "cmax"))
     x = exp[0]
-    by_name = {e.name: e for e in eps}
+    by_name = {e["name"]: e for e in eps}
 
     def output_of(e):
-        while e.type == "responder" and e.of in by_name:
-            e = by_name[e.of]
-        return e.output
+        while e["type"] == "responder" and e.get("of") in by_name:
+            e = by_name[e["of"]]
+        return e.get("output")
 
-    return [(x.name, e.name) for e in eps if e.name != x.name and output_of(e) != x.output]
+    return [(x["name"], e["name"]) for e in eps if e["name"] != x["name"] and output_of(e) != x.get("output")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,18 +358,18 @@ def exposure_response_pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
 def plot_pta(ds: xr.Dataset) -> Figure:
     """Probability of target attainment per group (arm/dose) with its 95 % CI, from the stored
     analysis (``analysis.pta``). Raises ``ValueError`` when the store has no PTA table."""
-    rows = _analysis(ds).get("pta")
+    rows = _rows(ds, "pta")
     if not rows:
         raise ValueError("the results store has no probability-of-target-attainment table "
                          "(add analysis.pta to the trial spec)")
-    spec = _spec(ds)
+    pta = _analysis_spec(ds).get("pta")
     groups = [str(r["group"]) for r in rows]
     p = np.array([r["pta"] for r in rows], dtype=float)
     lo = np.array([r["ci_lower"] for r in rows], dtype=float)
     hi = np.array([r["ci_upper"] for r in rows], dtype=float)
     order = list(range(len(rows)))
-    if spec is not None and spec.analysis.pta is not None and spec.analysis.pta.by == ["arm"]:
-        arms = [a.name for a in spec.arms]
+    if pta is not None and pta["by"] == ["arm"]:
+        arms = _arms(ds)
         order.sort(key=lambda i: arms.index(groups[i]) if groups[i] in arms else len(arms))
     groups = [groups[i] for i in order]
     p, lo, hi = p[order], lo[order], hi[order]
@@ -404,15 +381,14 @@ def plot_pta(ds: xr.Dataset) -> Figure:
     ax.set_xticks(x, groups)
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("probability of target attainment (1)")
-    by = ", ".join(spec.analysis.pta.by) if spec is not None and spec.analysis.pta else "group"
+    by = ", ".join(pta["by"]) if pta else "group"
     ax.set_xlabel(by)
     ax.grid(alpha=0.3)
     title = "probability of target attainment"
-    if spec is not None and spec.analysis.pta is not None:
-        t = spec.analysis.pta
-        units = ds[t.endpoint].attrs.get("units", "") if t.endpoint in ds else ""
-        sign = "≥" if t.direction == "above" else "≤"
-        title += f": {t.endpoint} {sign} {t.threshold:g} {units}".rstrip()
+    if pta is not None:
+        units = ds[pta["endpoint"]].attrs.get("units", "") if pta["endpoint"] in ds else ""
+        sign = "≥" if pta["direction"] == "above" else "≤"
+        title += f": {pta['endpoint']} {sign} {pta['threshold']:g} {units}".rstrip()
     ax.set_title(title, fontsize=11)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -422,12 +398,10 @@ def plot_power(ds: xr.Dataset, target: float = 0.8) -> Figure:
     """Power vs N per arm (one line per arm, 95 % CI error bars) from the stored ``analysis.power``
     table; the probability of success of the simulated trial size (``probability_of_success``)
     is added as diamonds. Raises ``ValueError`` when the store has neither."""
-    a = _analysis(ds)
-    power, pos = a.get("power") or [], a.get("probability_of_success") or []
+    power, pos = _rows(ds, "power"), _rows(ds, "probability_of_success")
     if not power and not pos:
         raise ValueError("the results store has no power or probability-of-success table "
                          "(add analysis.sample_size or analysis.success to the trial spec)")
-    spec = _spec(ds)
     arms = _arms(ds)
     fig = _figure(6.5, 4.3)
     ax = fig.add_subplot()
@@ -441,9 +415,9 @@ def plot_power(ds: xr.Dataset, target: float = 0.8) -> Figure:
         hi = np.array([r["ci_upper"] for r in rr], dtype=float)
         ref = rr[0].get("reference")
         _gid_data(ax.errorbar(n, p, yerr=[p - lo, hi - p], fmt="o-", capsize=4, color=color[arm],
-                    label=f"{arm}" + (f" vs {ref}" if ref else "")), "power")
+                    label=f"{arm}" + (f" vs {ref}" if isinstance(ref, str) else "")), "power")
     if pos:
-        n_arm = _n_per_arm(ds, spec)
+        n_arm = _n_per_arm(ds)
         for r in pos:
             arm = str(r["arm"])
             e, lo, hi = float(r["estimate"]), float(r["ci_lower"]), float(r["ci_upper"])
@@ -457,18 +431,17 @@ def plot_power(ds: xr.Dataset, target: float = 0.8) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     title = "power vs N per arm"
-    if spec is not None and spec.analysis.success is not None:
-        title += f" (success: {spec.analysis.success.endpoint})"
+    success = _analysis_spec(ds).get("success")
+    if success is not None:
+        title += f" (success: {success['endpoint']})"
     ax.set_title(title, fontsize=11)
     return fig
 
 
-def _n_per_arm(ds: xr.Dataset, spec) -> dict[str, float]:
+def _n_per_arm(ds: xr.Dataset) -> dict[str, float]:
     """Mean number of simulated subjects per arm and replicate (the trial's actual N per arm)."""
-    st = np.asarray(ds["status"].values)
-    n = (st >= 0).sum(axis=-1)  # (replicate, arm)
-    n = n.reshape(-1, n.shape[-1]).mean(axis=0)
-    return {a: float(v) for a, v in zip(_arms(ds), n)}
+    n = store.simulated_pairs(ds).sum("subject").mean("replicate")
+    return {str(a): float(v) for a, v in zip(n["arm"].values, n.values)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -492,10 +465,10 @@ def figures(ds: xr.Dataset, *, n_individual: int = 20, seed: int = 0):
         yield f"endpoint_{ep}", f"{ep} by arm", lambda e=ep: plot_endpoint_distributions(ds, e)
     for x, y in exposure_response_pairs(ds):
         yield f"exposure_response_{y}_vs_{x}", f"{y} vs {x}", lambda a=x, b=y: plot_exposure_response(ds, a, b)
-    a = _analysis(ds)
-    if a.get("pta"):
+    a = ds.insilico.analysis
+    if "pta" in a:
         yield "pta", "probability of target attainment", lambda: plot_pta(ds)
-    if a.get("power") or a.get("probability_of_success"):
+    if "power" in a or "probability_of_success" in a:
         yield "power", "power vs N per arm", lambda: plot_power(ds)
 
 
@@ -521,5 +494,5 @@ def _loaded(ds: xr.Dataset) -> xr.Dataset:
     keep = set(profile_outputs(ds)) | set(endpoint_names(ds)) | {"status"}
     try:
         return ds.assign({k: ds[k].load() for k in keep if k in ds})
-    except Exception:  # noqa: BLE001 (fall back to lazy access)
+    except Exception:
         return ds

@@ -15,10 +15,11 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 
+from insilico import store
+from insilico.analysis.formatting import format_value
 from insilico.errors import SpecError
 
 __all__ = ["render_report", "write_report"]
@@ -61,20 +62,6 @@ def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _fmt(v) -> str:
-    if v is None or v is pd.NA:
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(v):
-            return "–" if math.isnan(v) else ("∞" if v > 0 else "−∞")
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.3g}"
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _table(rows: Iterable[dict] | pd.DataFrame, cols: list[str] | None = None, cls: str = "") -> str:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if cols is not None:
@@ -89,14 +76,15 @@ def _table(rows: Iterable[dict] | pd.DataFrame, cols: list[str] | None = None, c
             klass = "t" if df[c].dtype == object or isinstance(v, str) else ""
             if c == "ok" and v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v)):
                 klass = "ok" if bool(v) else "bad"
-            cells.append(f'<td class="{klass}">{_e(_fmt(v))}</td>' if klass else f"<td>{_e(_fmt(v))}</td>")
+            text = _e(format_value(v))
+            cells.append(f'<td class="{klass}">{text}</td>' if klass else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     c = f' class="{cls}"' if cls else ""
     return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _kv(pairs: list[tuple[str, object]]) -> str:
-    rows = "".join(f'<tr><th class="t">{_e(k)}</th><td class="t">{_e(_fmt(v))}</td></tr>' for k, v in pairs)
+    rows = "".join(f'<tr><th class="t">{_e(k)}</th><td class="t">{_e(format_value(v))}</td></tr>' for k, v in pairs)
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
@@ -133,18 +121,28 @@ def _regimen_text(regimen) -> str:
     return "; ".join(parts)
 
 
+def _trial_spec(ds: xr.Dataset):
+    """The stored trial spec as a `insilico.trials.TrialSpec` (None when the store has none)."""
+    spec = ds.insilico.spec
+    if spec is None:
+        return None
+    from insilico.trials import TrialSpec
+    return TrialSpec.model_validate(spec)
+
+
 def _trial_section(ds: xr.Dataset, spec) -> str:
     if spec is None:
         return "<p class='note'>no trial spec stored</p>"
-    st = np.asarray(ds["status"].values)
-    n_arm = (st >= 0).sum(axis=-1).reshape(-1, st.shape[-2]).mean(axis=0)
-    ok_arm = (st == 0).sum(axis=-1).reshape(-1, st.shape[-2]).mean(axis=0)
+    # mean over replicates of the subjects simulated / simulated with status 0, per arm
+    n_arm = store.simulated_pairs(ds).sum("subject").mean("replicate").values
+    ok_arm = store.simulated_pairs(ds, ok_only=True).sum("subject").mean("replicate").values
     model = spec.model.name or spec.model.import_
     if spec.model.parameters:
         model += " (fixed: " + ", ".join(f"{k}={v:g}" for k, v in spec.model.parameters.items()) + ")"
     cohort = spec.cohort if isinstance(spec.cohort, str) else spec.cohort.get("name", "inline")
     obs = spec.observations
-    times = obs.times if isinstance(obs.times, list) else f"{obs.times.start:g} to {obs.times.stop:g} every {obs.times.step:g}"
+    times = (obs.times if isinstance(obs.times, list)
+             else f"{obs.times.start:g} to {obs.times.stop:g} every {obs.times.step:g}")
     rep = f"{spec.replicates.n}"
     if spec.replicates.uncertainty:
         rep += " (uncertainty, log-SD: " + ", ".join(f"{k} {v:g}" for k, v in spec.replicates.uncertainty.items()) + ")"
@@ -184,13 +182,13 @@ def _trial_section(ds: xr.Dataset, spec) -> str:
 
 
 def _cohort_section(ds: xr.Dataset) -> str:
-    cs = ds.attrs.get("cohort_spec")
+    cs = ds.insilico.cohort_spec
     if not cs:
         return "<p class='note'>no cohort spec stored</p>"
     try:
         from insilico.cohorts import load_cohort_spec, validation_report
         from insilico.cohorts._validate import compile_spec
-        spec = load_cohort_spec(json.loads(cs) if isinstance(cs, str) else cs)
+        spec = load_cohort_spec(cs)
         c = compile_spec(spec)
         names = list(c.order) + [f"eta_{p}" for p in c.bsv_names] + [f"kappa_{p}" for p in c.iov_sd]
         cohort = ds[[n for n in names if n in ds]]
@@ -200,16 +198,17 @@ def _cohort_section(ds: xr.Dataset) -> str:
         # trial cohorts are drawn with the cohort's inclusion criteria applied
         cohort.attrs = {"criteria_applied": int(bool(c.has_criteria))}
         df = validation_report(cohort, spec)
-    except Exception as e:  # noqa: BLE001 (report what we could not do instead of failing the whole report)
+    except Exception as e:
         return f"<p class='note'>cohort validation unavailable: {_e(type(e).__name__)}: {_e(e)}</p>"
-    n_bad = int((df["ok"] == False).sum())
-    n_ok = int((df["ok"] == True).sum())
+    n_bad = int(df["ok"].eq(False).sum())      # ok is True/False, or missing when not applicable
+    n_ok = int(df["ok"].eq(True).sum())
     note = (f"<p>Cohort <b>{_e(spec.name)}</b> (replicate 0, {cohort.sizes.get('subject', 0)} subjects): "
             f"{n_ok} checks within tolerance, {n_bad} outside (|z| &gt; 5), "
-            f"{int(df['ok'].isna().sum())} not applicable. <span class='note'>{_e(df.attrs.get('note', ''))}</span></p>")
+            f"{int(df['ok'].isna().sum())} not applicable. "
+            f"<span class='note'>{_e(df.attrs.get('note', ''))}</span></p>")
     g = df.assign(abs_z=df["z"].abs()).groupby("variable", sort=False)
-    compact = pd.DataFrame({"checks": g.size(), "within tolerance": g["ok"].apply(lambda s: int((s == True).sum())),
-                            "outside": g["ok"].apply(lambda s: int((s == False).sum())),
+    compact = pd.DataFrame({"checks": g.size(), "within tolerance": g["ok"].apply(lambda s: int(s.eq(True).sum())),
+                            "outside": g["ok"].apply(lambda s: int(s.eq(False).sum())),
                             "not applicable": g["ok"].apply(lambda s: int(s.isna().sum())),
                             "max |z|": g["abs_z"].max()}).reset_index()
     compact["variable"] = compact["variable"].astype(object)
@@ -218,16 +217,15 @@ def _cohort_section(ds: xr.Dataset) -> str:
             + _table(df, _VALIDATION_COLS, cls="validation") + "</details>")
 
 
-def _analysis_sections(analysis: dict, trial: str) -> list[tuple[str, str, str]]:
+def _analysis_sections(tables: dict) -> list[tuple[str, str, str]]:
+    """Sections of the analysis tables (`ds.insilico.analysis`)."""
     secs = []
-    body = []
-    for ep, rows in analysis.get("summary", {}).items():
-        body.append(f"<h3>{_e(ep)}</h3>" + _table(rows, _SUMMARY_COLS, cls="summary"))
+    body = [f"<h3>{_e(ep)}</h3>" + _table(df, _SUMMARY_COLS, cls="summary")
+            for ep, df in tables.get("summary", {}).items()]
     if body:
         secs.append(("summary", "Endpoint summary by arm", "\n".join(body)))
     body = []
-    for ep, rows in analysis.get("comparisons", {}).items():
-        df = pd.DataFrame(rows)
+    for ep, df in tables.get("comparisons", {}).items():
         note = ""
         if "replicate" in df and df["replicate"].nunique() > 1:
             df = df[df["replicate"] == 0]
@@ -238,8 +236,8 @@ def _analysis_sections(analysis: dict, trial: str) -> list[tuple[str, str, str]]
     for key, title, cols in (("probability_of_success", "Probability of success", _POS_COLS),
                              ("pta", "Probability of target attainment", _PTA_COLS),
                              ("power", "Power vs N per arm", _POWER_COLS)):
-        if analysis.get(key):
-            secs.append((key.replace("_", "-"), title, _table(analysis[key], cols, cls=key)))
+        if key in tables:
+            secs.append((key.replace("_", "-"), title, _table(tables[key], cols, cls=key)))
     return secs
 
 
@@ -248,16 +246,13 @@ def _provenance(ds: xr.Dataset) -> str:
     facts = [("seed", a.get("seed")), ("spec sha256", a.get("spec_sha256")), ("created", a.get("created"))]
     out = [_kv([(k, v) for k, v in facts if v is not None])]
     for key, title in (("versions", "Package versions"), ("timings", "Timings")):
-        v = a.get(key)
-        if v:
-            d = json.loads(v) if isinstance(v, str) else dict(v)
+        d = store.stored_json(ds, key)
+        if d:
             out.append(f"<h3>{title}</h3>" + _kv([(k, d[k]) for k in d]))
-    if a.get("spec"):
-        pretty = json.dumps(json.loads(a["spec"]), indent=2)
-        out.append(f"<details><summary>resolved trial spec (JSON)</summary><pre>{_e(pretty)}</pre></details>")
-    if a.get("cohort_spec"):
-        pretty = json.dumps(json.loads(a["cohort_spec"]), indent=2)
-        out.append(f"<details><summary>cohort spec (JSON)</summary><pre>{_e(pretty)}</pre></details>")
+    for doc, title in ((ds.insilico.spec, "resolved trial spec (JSON)"),
+                       (ds.insilico.cohort_spec, "cohort spec (JSON)")):
+        if doc:
+            out.append(f"<details><summary>{title}</summary><pre>{_e(json.dumps(doc, indent=2))}</pre></details>")
     return "\n".join(out)
 
 
@@ -270,21 +265,17 @@ def render_report(ds: xr.Dataset, *, plots: bool = True, dpi: int = 90, n_indivi
     """The report as one HTML string (see :func:`write_report`)."""
     from insilico.analysis import plots as P
     ds = P._loaded(ds)
-    spec = P._spec(ds)
-    analysis = P._analysis(ds)
-    if not analysis and spec is not None:
-        from insilico.trials._analysis import analyse
-        analysis = analyse(ds, spec)
+    spec = _trial_spec(ds)
     trial = ds.attrs.get("trial") or (spec.name if spec else "trial")
     sections = [("trial", "Trial", _trial_section(ds, spec)),
                 ("cohort", "Cohort validation", _cohort_section(ds))]
-    sections += _analysis_sections(analysis, trial)
+    sections += _analysis_sections(ds.insilico.analysis)
     if plots:
         figs = []
         for name, title, make in P.figures(ds, n_individual=n_individual, seed=seed):
             try:
                 fig = make()
-            except Exception as e:  # noqa: BLE001 (one broken plot must not lose the report)
+            except Exception as e:
                 figs.append(f"<p class='note'>{_e(title)}: not drawn ({_e(type(e).__name__)}: {_e(e)})</p>")
                 continue
             uri = _png_data_uri(fig, dpi)
@@ -327,5 +318,5 @@ def _version() -> str:
     try:
         from insilico import __version__
         return __version__
-    except Exception:  # noqa: BLE001  # pragma: no cover
+    except Exception:  # pragma: no cover
         return "?"

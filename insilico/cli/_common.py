@@ -43,23 +43,15 @@ def handle_errors(fn):
 
 def print_table(df, title: str) -> None:
     from rich.table import Table
+
+    from insilico.analysis.formatting import format_value
     t = Table(title=title)
     cols = list(df.columns)
     for c in cols:
         t.add_column(str(c), justify="left" if df[c].dtype == object else "right")
     for _, row in df.iterrows():
-        t.add_row(*(_fmt(v) for v in row.values))
+        t.add_row(*(format_value(v) for v in row.values))
     console.print(t)
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if v != v:
-            return "–"
-        return f"{v:.4g}"
-    return str(v)
 
 
 def stdout_is_tty() -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import typer
 
 from insilico.cli._common import console, handle_errors
@@ -20,6 +21,7 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ):
     """Export simulated data as a NONMEM data set, ADaM-like tables or Parquet tables."""
-    from insilico.analysis.export import export
-    path = export(results, format.lower(), out, replicate=replicate, dv=dv, overwrite=overwrite)
+    from insilico.store import open_results
+    path = open_results(results).insilico.export(format.lower(), out, replicate=replicate, dv=dv,
+                                                 overwrite=overwrite)
     console.print(f"wrote {format.lower()} export to {path}", highlight=False)

@@ -17,8 +17,7 @@ def plot_command(
     seed: int = typer.Option(0, "--seed", help="Seed for choosing the individual curves."),
 ):
     """Plot profiles, endpoint distributions, exposure-response, PTA and power (PNG files)."""
-    from insilico.analysis.plots import plot_all
     from insilico.store import open_results
-    paths = plot_all(open_results(results), out, dpi=dpi, n_individual=individuals, seed=seed)
+    paths = open_results(results).insilico.plot.all(out, dpi=dpi, n_individual=individuals, seed=seed)
     for p in paths:
         console.print(str(p), highlight=False, soft_wrap=True)

@@ -17,7 +17,6 @@ def report_command(
     dpi: int = typer.Option(90, "--dpi", min=30, max=600, help="Resolution of the embedded figures."),
 ):
     """Write an HTML report (spec, cohort validation, endpoint tables, PoS/PTA/power, figures)."""
-    from insilico.analysis.report import write_report
     from insilico.store import open_results
-    path = write_report(open_results(results), out, overwrite=overwrite, plots=not no_plots, dpi=dpi)
+    path = open_results(results).insilico.report(out, overwrite=overwrite, plots=not no_plots, dpi=dpi)
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -1,13 +1,11 @@
 """`insilico summary RESULTS`: endpoint and comparison tables per arm."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from insilico.cli._common import handle_errors, print_table
-
 
 COLUMNS = {
     "summary": ["arm", "n", "n_missing", "mean", "sd", "median", "q05", "q95", "responders", "proportion",
@@ -24,20 +22,13 @@ def _cols(df, kind: str):
 
 
 def show_summary(ds) -> None:
-    import pandas as pd
-
-    analysis = ds.attrs.get("analysis")
-    if analysis is None:
-        from insilico.trials._analysis import analyse
-        from insilico.trials._spec import TrialSpec
-        analysis = analyse(ds, TrialSpec.model_validate_json(ds.attrs["spec"]))
-    elif isinstance(analysis, str):
-        analysis = json.loads(analysis)
+    """Print the analysis tables of results store ``ds`` (`ds.insilico.analysis`)."""
+    import insilico.store  # noqa: F401  (registers ds.insilico)
+    tables = ds.insilico.analysis
     name = ds.attrs.get("trial", "trial")
-    for ep, rows in analysis.get("summary", {}).items():
-        print_table(_cols(pd.DataFrame(rows), "summary"), f"{name}: {ep} by arm")
-    for ep, rows in analysis.get("comparisons", {}).items():
-        df = pd.DataFrame(rows)
+    for ep, df in tables.get("summary", {}).items():
+        print_table(_cols(df, "summary"), f"{name}: {ep} by arm")
+    for ep, df in tables.get("comparisons", {}).items():
         if "replicate" in df and df["replicate"].nunique() > 1:
             df = df[df["replicate"] == 0]
             title = f"{name}: {ep} vs reference (replicate 0)"
@@ -47,8 +38,8 @@ def show_summary(ds) -> None:
         print_table(_cols(df, "comparisons"), f"{title}: {measure}")
     for key, title in (("probability_of_success", "probability of success"),
                        ("pta", "probability of target attainment"), ("power", "power vs N per arm")):
-        if analysis.get(key):
-            print_table(_cols(pd.DataFrame(analysis[key]), key), f"{name}: {title}")
+        if key in tables:
+            print_table(_cols(tables[key], key), f"{name}: {title}")
 
 
 @handle_errors

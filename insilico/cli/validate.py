@@ -16,7 +16,7 @@ def validate_command(
 ):
     """Validate a trial spec (schema, model, cohort, regimens, endpoints); exit 2 if invalid."""
     from insilico.trials import load_trial_spec
-    from insilico.trials._prepare import prepare
+    from insilico.trials import prepare
     s, base = load_trial_spec(spec, set_)
     ctx = prepare(s, base)
     console.print(f"[green]valid[/] {s.name}: model {ctx.model.name}, {len(s.arms)} arms, N = {s.n}, "

@@ -1,6 +1,7 @@
 """Virtual cohorts: covariate distributions, dependencies, derived covariates, criteria and
-the parameter model (typical values, covariate effects, BSV, IOV, residual error), as a
-NumPyro generative model drawn with deterministic per-subject randomness.
+the parameter model (typical values, covariate effects, BSV, IOV, residual error; its home is
+:mod:`insilico.population`), as a NumPyro generative model drawn with deterministic
+per-subject randomness.
 
 Typical use::
 
@@ -10,9 +11,7 @@ Typical use::
     save_cohort(ds, "cohort.zarr")                  # or .csv / .parquet
     report = validation_report(draw_cohort(spec, 10_000, 1, apply_criteria=False), spec)
 """
-from insilico.jax_config import configure as _configure_jax
-
-_configure_jax()  # float64 and the compilation cache before any array exists
+from insilico import jax_config  # noqa: F401  (float64 and the compilation cache before any array exists)
 from insilico.cohorts._derived import (
     bmi,
     bsa_mosteller,
@@ -22,24 +21,28 @@ from insilico.cohorts._derived import (
 )
 from insilico.cohorts._draw import COHORT_STREAM, assign_strata, draw_cohort, subject_key
 from insilico.cohorts._io import load_cohort, save_cohort
+from insilico.cohorts._load import load_cohort_spec
 from insilico.cohorts._model import cohort_model
-from insilico.cohorts._parameters import cv_percent_to_variance, omega_from
-from insilico.cohorts._residual import RESIDUAL_STREAM, apply_residual_error
 from insilico.cohorts._spec import (
-    BSVSpec,
     CohortSpec,
     CorrelationSpec,
     CovariateSpec,
     CriteriaSpec,
+    StrataSpec,
+    StratumLevelSpec,
+)
+from insilico.cohorts._validate import validation_report
+from insilico.population import (  # the parameter model (re-exported: its home is insilico.population)
+    RESIDUAL_STREAM,
+    BSVSpec,
     EffectSpec,
     IOVSpec,
     ParameterSpec,
     ResidualErrorSpec,
-    StrataSpec,
-    StratumLevelSpec,
-    load_cohort_spec,
+    apply_residual_error,
+    cv_percent_to_variance,
+    omega_from,
 )
-from insilico.cohorts._validate import validation_report
 
 __all__ = [
     "COHORT_STREAM",

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import ndtr, ndtri
 from numpyro.distributions import constraints
 
 __all__ = ["DerivedNode", "DistNode", "ExprNode", "ParamGetter", "StratumNode"]
@@ -67,16 +66,9 @@ class DistNode:
         return {k: g(env) for k, g in self.params.items()}
 
     def distribution(self, env) -> dist.Distribution:
-        p = self.p(env)
-        if self.dist == "normal":
-            return dist.Normal(p["mean"], p["sd"])
-        if self.dist == "lognormal":
-            return dist.LogNormal(p["meanlog"], p["sdlog"])
-        if self.dist == "truncnormal":
-            return dist.TruncatedNormal(p["mean"], p["sd"], low=p["low"], high=p["high"])
-        if self.dist == "uniform":
-            return dist.Uniform(p["low"], p["high"])
-        return dist.Categorical(probs=jnp.asarray(self.probs))
+        if self.categorical:
+            return dist.Categorical(probs=jnp.asarray(self.probs))
+        return self.marginal(self.p(env))
 
     def sample(self, env, copula) -> jnp.ndarray:
         """A ``numpyro.sample`` site inside the subject plate.
@@ -106,22 +98,24 @@ class DistNode:
         e.append((self.to_score(x, p) - mu) / sd)
         return x
 
+    def marginal(self, p) -> dist.Distribution:
+        """The (continuous) marginal distribution with parameters ``p``."""
+        if self.dist == "normal":
+            return dist.Normal(p["mean"], p["sd"])
+        if self.dist == "lognormal":
+            return dist.LogNormal(p["meanlog"], p["sdlog"])
+        if self.dist == "uniform":
+            return dist.Uniform(p["low"], p["high"])
+        return dist.TruncatedNormal(p["mean"], p["sd"], low=p["low"], high=p["high"])
+
     def from_score(self, z, p):
-        """Inverse-CDF transform x = F^-1(Phi(z)) of a standard-normal score (parameters ``p``)."""
+        """x = F^-1(Phi(z)) of a standard-normal score ``z`` (parameters ``p``): an affine map for
+        normal and log-normal marginals, NumPyro's ``icdf`` otherwise."""
         if self.dist == "normal":
             return p["mean"] + p["sd"] * z
         if self.dist == "lognormal":
             return jnp.exp(p["meanlog"] + p["sdlog"] * z)
-        if self.dist == "uniform":
-            return p["low"] + (p["high"] - p["low"]) * ndtr(z)
-        # truncnormal: work on the side where the normal CDF is accurate
-        a, b = _ab(p)
-        flip = (a + b) > 0
-        lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
-        u = ndtr(jnp.where(flip, -z, z))
-        s = ndtri(ndtr(lo) + u * (ndtr(hi) - ndtr(lo)))
-        s = jnp.clip(jnp.where(flip, -s, s), a, b)
-        return p["mean"] + p["sd"] * s
+        return self.marginal(p).icdf(_std_normal().cdf(z))
 
     def to_score(self, x, p):
         """z = Phi^-1(F(x)), the inverse of :meth:`from_score`."""
@@ -130,35 +124,25 @@ class DistNode:
         if self.dist == "lognormal":
             return (jnp.log(x) - p["meanlog"]) / p["sdlog"]
         if self.dist == "uniform":
-            return ndtri((x - p["low"]) / (p["high"] - p["low"]))
-        a, b = _ab(p)
-        s = (x - p["mean"]) / p["sd"]
-        flip = (a + b) > 0
-        lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
-        sf = jnp.where(flip, -s, s)
-        u = (ndtr(sf) - ndtr(lo)) / (ndtr(hi) - ndtr(lo))
-        z = ndtri(jnp.clip(u, 0.0, 1.0))
-        return jnp.where(flip, -z, z)
-
-    def log_pdf(self, x, p):
-        """log f(x) of the marginal (uniform and truncnormal; used by the copula Jacobian)."""
-        if self.dist == "uniform":
-            return -jnp.log(p["high"] - p["low"]) * jnp.ones_like(x)
-        a, b = _ab(p)
-        s = (x - p["mean"]) / p["sd"]
-        return (-0.5 * s * s - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(p["sd"])
-                - jnp.log(ndtr(b) - ndtr(a)))
+            return _std_normal().icdf(self.marginal(p).cdf(x))
+        # truncated normal: when the interval lies above the mean, use the mirror image
+        # (1 - F(x) = F'(2 mean - x) of the reflected distribution), whose CDF is accurate there
+        m = p["mean"]
+        flip = (p["low"] + p["high"]) > 2 * m
+        mirror = dist.TruncatedNormal(m, p["sd"], low=2 * m - p["high"], high=2 * m - p["low"])
+        z_up = -_std_normal().icdf(jnp.clip(mirror.cdf(2 * m - x), 0.0, 1.0))
+        z_lo = _std_normal().icdf(jnp.clip(self.marginal(p).cdf(x), 0.0, 1.0))
+        return jnp.where(flip, z_up, z_lo)
 
     def cdf(self, x, env) -> np.ndarray:
         """Conditional CDF F(x | parents) of a continuous covariate (validation, PIT)."""
         if self.categorical:
             raise TypeError("cdf of a categorical covariate")
-        p = self.p(env)
-        return np.asarray(ndtr(self.to_score(x, p)), dtype=float)
+        return np.asarray(_std_normal().cdf(self.to_score(x, self.p(env))), dtype=float)
 
 
-def _ab(p):
-    return (p["low"] - p["mean"]) / p["sd"], (p["high"] - p["mean"]) / p["sd"]
+def _std_normal() -> dist.Normal:
+    return dist.Normal(0.0, 1.0)
 
 
 class ScoreToMarginal(dist.transforms.Transform):
@@ -181,7 +165,7 @@ class ScoreToMarginal(dist.transforms.Transform):
 
     def log_abs_det_jacobian(self, z, x, intermediates=None):
         # dx/dz = phi(z) / f(x)
-        return -0.5 * z * z - 0.5 * jnp.log(2 * jnp.pi) - self.node.log_pdf(x, self.p)
+        return _std_normal().log_prob(z) - self.node.marginal(self.p).log_prob(x)
 
     def tree_flatten(self):
         keys = tuple(sorted(self.p))

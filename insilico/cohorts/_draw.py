@@ -10,6 +10,11 @@ and the NumPyro model (one subject) is run under ``handlers.seed(model, key_ia)`
 etas and parameters depend only on (seed, i): the same for any N, any chunk ``start``, any
 batch size. The stratum (if any) depends only on ``i`` (low-discrepancy assignment).
 
+Rows are evaluated in calls of at most ``batch_size`` rows; a smaller call is padded to the
+next power of two (at least 64 rows, and at least the size of the draw's first call), so a
+work unit of 100 subjects computes 128 rows per rejection round, and the few compiled shapes
+are reused.
+
 Rejection is vectorised in rounds: every pending subject tries a block of ``k`` further
 attempts, ``k`` chosen from the acceptance rate observed so far (per stratum) so that about
 99 % of pending subjects finish in the next round.
@@ -31,10 +36,12 @@ from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._model import cohort_model, criteria_mask
 from insilico.errors import SpecError
 
-__all__ = ["COHORT_STREAM", "DEFAULT_BATCH", "assign_strata", "draw_cohort", "subject_key"]
+__all__ = ["COHORT_STREAM", "DEFAULT_BATCH", "MIN_BUCKET", "assign_strata", "bucket_size", "draw_cohort",
+           "subject_key"]
 
 COHORT_STREAM = 0x636F68  # b"coh": stream id of cohort draws
-DEFAULT_BATCH = 16384     # rows per compiled call (one compiled shape per spec)
+DEFAULT_BATCH = 16384     # most rows per compiled call
+MIN_BUCKET = 64           # fewest rows per compiled call (calls are padded to powers of two in between)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _KERNELS: OrderedDict[tuple, object] = OrderedDict()
 _LOCK = threading.Lock()
@@ -55,8 +62,10 @@ def assign_strata(index: np.ndarray, fractions) -> np.ndarray:
     return np.searchsorted(cum, u, side="right").astype(np.int64)
 
 
-def _kernel(c: CompiledCohort, batch: int):
-    key = (c.spec_json, batch)
+def _kernel(c: CompiledCohort):
+    """The jitted, vmapped one-subject model of ``c`` (one per spec; jit compiles it once per
+    bucket size)."""
+    key = c.spec_json
     with _LOCK:
         fn = _KERNELS.get(key)
         if fn is not None:
@@ -85,13 +94,21 @@ def _kernel(c: CompiledCohort, batch: int):
     return run
 
 
-def _batches(run, seed, subj, att, strat, batch):
-    """Yield (start, stop, outputs as numpy, accept mask) over fixed-size padded batches."""
+def bucket_size(m: int, batch: int) -> int:
+    """Rows of the compiled call that evaluates ``m`` rows: the next power of two, at least
+    :data:`MIN_BUCKET` and at most ``batch``, so few shapes are compiled and small draws are cheap."""
+    return min(batch, max(MIN_BUCKET, 1 << (m - 1).bit_length()))
+
+
+def _batches(run, seed, subj, att, strat, batch, floor):
+    """Yield (start, stop, outputs as numpy, accept mask) over batches of ``batch`` rows, the
+    last one padded to its :func:`bucket_size` but to no fewer than ``floor`` rows (the first
+    call's size: the later, smaller rejection rounds of a draw reuse its compiled shape)."""
     total = subj.size
     for s in range(0, total, batch):
         e = min(s + batch, total)
         m = e - s
-        pad = batch - m
+        pad = max(floor, bucket_size(m, batch)) - m
         args = [subj[s:e], att[s:e], strat[s:e]]
         if pad:
             args = [np.concatenate([a, np.zeros(pad, a.dtype)]) for a in args]
@@ -131,6 +148,8 @@ def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool
         raise SpecError("start", f"start must be an integer >= 0, got {start!r}")
     if start + n > 2**32:
         raise SpecError("n", "subject indices must be < 2**32")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise SpecError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
     if not (0 < min_acceptance < 1):
         raise SpecError("min_acceptance", f"must be in (0, 1), got {min_acceptance}")
     if max_attempts is None:
@@ -139,14 +158,14 @@ def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool
 
     idx = np.arange(start, start + n, dtype=np.int64)
     strat = assign_strata(idx, c.stratum_fractions) if c.stratum else np.zeros(n, np.int64)
-    run = _kernel(c, int(batch_size))
+    run = _kernel(c)
     rejection = apply_criteria and c.has_criteria
 
     values: dict[str, np.ndarray] = {}
     attempt = np.zeros(n, np.int64)
     by_level: dict[str, float] = {}
     if not rejection:
-        for s, e, out, _ in _batches(run, seed, idx, attempt, strat, batch_size):
+        for s, e, out, _ in _batches(run, seed, idx, attempt, strat, batch_size, 0):
             _store(values, out, slice(s, e), n)
     else:
         attempt, by_level = _reject(c, run, seed, idx, strat, values, n, min_acceptance,
@@ -170,6 +189,7 @@ def _reject(c, run, seed, idx, strat, values, n, min_acc, max_attempts, batch):
     next_a = np.zeros(n, np.int64)
     k_level = np.ones(n_levels, np.int64)
     row_cap = max(16 * batch, 1 << 20)
+    floor = bucket_size(n, batch)
     pending = np.arange(n)
     while pending.size:
         kk = np.minimum(k_level[level[pending]], max_attempts - next_a[pending])
@@ -179,7 +199,7 @@ def _reject(c, run, seed, idx, strat, values, n, min_acc, max_attempts, batch):
         pos = np.repeat(pending, kk)
         first = np.repeat(np.cumsum(kk) - kk, kk)
         att = next_a[pos] + (np.arange(pos.size) - first)
-        for s, e, out, acc in _batches(run, seed, idx[pos], att, strat[pos], batch):
+        for s, e, out, acc in _batches(run, seed, idx[pos], att, strat[pos], batch, floor):
             hit = np.flatnonzero(acc)
             if hit.size == 0:
                 continue

@@ -3,7 +3,8 @@
 
 Expressions are parsed with :mod:`ast` and compiled to a closure over ``jax.numpy``; only
 numbers, covariate names, ``+ - * / **``, comparisons (chained allowed), ``and/or/not`` and
-the functions in :data:`FUNCTIONS` are accepted. A string literal may only be compared with a
+the functions in :data:`FUNCTIONS` (with the number of arguments in :data:`ARITY`) are
+accepted. A string literal may only be compared with a
 categorical covariate and is replaced by that category's integer code.
 """
 from __future__ import annotations
@@ -16,12 +17,14 @@ import jax.numpy as jnp
 
 from insilico.errors import SpecError
 
-__all__ = ["FUNCTIONS", "Expr", "parse_expr"]
+__all__ = ["ARITY", "FUNCTIONS", "Expr", "parse_expr"]
 
 FUNCTIONS: dict[str, Callable] = {
     "exp": jnp.exp, "log": jnp.log, "log10": jnp.log10, "sqrt": jnp.sqrt, "abs": jnp.abs,
     "min": jnp.minimum, "max": jnp.maximum, "where": jnp.where,
 }
+# number of arguments of each function (checked when the expression is parsed)
+ARITY: dict[str, int] = {"exp": 1, "log": 1, "log10": 1, "sqrt": 1, "abs": 1, "min": 2, "max": 2, "where": 3}
 _BINOPS = {ast.Add: jnp.add, ast.Sub: jnp.subtract, ast.Mult: jnp.multiply,
            ast.Div: jnp.true_divide, ast.Pow: jnp.power}
 _CMPOPS = {ast.Lt: jnp.less, ast.LtE: jnp.less_equal, ast.Gt: jnp.greater,
@@ -60,6 +63,10 @@ def parse_expr(source: str, field_: str) -> Expr:
                 fn = getattr(node.func, "id", ast.unparse(node.func))
                 raise SpecError(field_, f"unknown function {fn!r} in {source!r}; "
                                         f"allowed: {', '.join(sorted(FUNCTIONS))}")
+            n_args = ARITY[node.func.id]
+            if len(node.args) != n_args:
+                raise SpecError(field_, f"{node.func.id} takes {n_args} argument{'s' if n_args > 1 else ''}, "
+                                        f"got {len(node.args)} in {source!r}")
         elif isinstance(node, ast.Name):
             if node.id not in FUNCTIONS:
                 names.add(node.id)

@@ -10,8 +10,9 @@ quantity is a site inside ``numpyro.plate("subject", n_subjects)``:
   the joint density is the copula density times the marginals;
 * the stratum: ``numpyro.sample(name, Categorical(fractions), obs=stratum)``;
 * expression and derived covariates: ``numpyro.deterministic``;
-* ``eta`` ~ MVN(0, Omega) and per-parameter ``eta_P`` (deterministic), ``kappa_P`` (IOV,
-  event shape (occasions,)), individual parameters ``P`` and ``P_occ`` (deterministic).
+* the parameter model, :func:`insilico.population.sample_parameters`: ``eta`` ~ MVN(0, Omega)
+  and per-parameter ``eta_P`` (deterministic), ``kappa_P`` (IOV, event shape (occasions,)),
+  individual parameters ``P`` and ``P_occ`` (deterministic, the population forward map).
 
 Inclusion criteria are *not* part of the density: :func:`draw_cohort` applies them by
 rejection. Draw with NumPyro's handlers, e.g.
@@ -26,7 +27,7 @@ import numpyro
 
 from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._covariates import StratumNode
-from insilico.cohorts._parameters import sample_parameters
+from insilico.population import sample_parameters
 
 __all__ = ["cohort_model", "criteria_mask"]
 
@@ -50,8 +51,7 @@ def cohort_model(spec) -> Callable[..., dict]:
                 else:
                     env[name] = node.sample(env, copula)
             like = jnp.zeros(n_subjects) if not env else jnp.zeros(jnp.shape(env[c.order[0]]))
-            env.update(sample_parameters(c.params, env, c.bsv_names, c.omega_chol, c.iov_sd,
-                                         c.occasions, like))
+            env.update(sample_parameters(c.population, env, like))
         return env
 
     model.compiled = c  # type: ignore[attr-defined]

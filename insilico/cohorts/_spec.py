@@ -1,34 +1,48 @@
-"""Cohort specification schema (pydantic v2, ``extra="forbid"``) and YAML loading.
+"""Cohort specification schema (pydantic v2, ``extra="forbid"``) and its parsing.
 
-The schema checks structure and types; the semantic checks (names exist, no cycles, Ω and
-correlation matrices positive definite, ...) happen when the spec is compiled
-(:func:`insilico.cohorts._compile.compile_spec`), which :func:`load_cohort_spec` runs, so a bad
-spec fails at load time with a :class:`~insilico.errors.SpecError` naming the field.
+The schema checks structure, types and what one section can check by itself (a value's range,
+fields required or not used with a distribution, probabilities summing to 1, a correlation
+matrix's shape and definiteness, units grammar); checks across sections (names exist, no
+cycles, categories of ``given``) happen when the spec is compiled
+(:func:`insilico.cohorts._compile.compile_spec`), which :func:`~insilico.cohorts.load_cohort_spec`
+runs, so a bad spec fails at load time with a :class:`~insilico.errors.SpecError` naming the field.
 
-Units: AGE years, WT kg, HT cm, SCR mg/dL, CRCL mL/min, EGFR mL/min/1.73m2, BSA m2, BMI
-kg/m2; PK parameters CL/Q L/h, V L, KA 1/h (see ``_metadata.py`` for the default table).
+The parameter-model sections (``parameters``, ``bsv``, ``iov``, ``residual_error``) are the
+classes of :mod:`insilico.population`.
+
+Units (:mod:`insilico.units` grammar): AGE years, WT kg, HT cm, SCR mg/dL, CRCL mL/min, EGFR
+mL/min/(1.73*m**2), BSA m**2, BMI kg/m**2; PK parameters CL/Q L/h, V L, KA 1/h (defaults:
+``_metadata.COVARIATES`` and ``insilico.models.PARAMETER_INFO``).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
-    ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-from insilico.errors import SpecError
+from insilico.config import read_mapping, validate
+from insilico.population import (
+    BSVSpec,
+    EffectSpec,
+    IOVSpec,
+    ParameterSpec,
+    ResidualErrorSpec,
+    correlation_matrix,
+    required,
+    units_value,
+)
 
 __all__ = [
     "DERIVED",
@@ -44,18 +58,30 @@ __all__ = [
     "ResidualErrorSpec",
     "StrataSpec",
     "StratumLevelSpec",
-    "load_cohort_spec",
+    "parse_cohort_spec",
 ]
 
 DISTRIBUTIONS = ("normal", "lognormal", "truncnormal", "uniform", "categorical")
 DERIVED = ("BMI", "BSA", "LBW", "CRCL", "EGFR")
+# parameters of each distribution (lognormal: meanlog or median)
+DIST_PARAMS = {
+    "normal": ("mean", "sd"),
+    "lognormal": ("meanlog", "median", "sdlog"),
+    "truncnormal": ("mean", "sd", "low", "high"),
+    "uniform": ("low", "high"),
+    "categorical": ("probs",),
+}
+DIST_FIELDS = ("mean", "sd", "meanlog", "median", "sdlog", "low", "high", "probs")
+_POSITIVE = ("sd", "sdlog", "median")
 
 
 def _param_value(v: Any) -> float | str | dict[str, float]:
     """A distribution parameter: a number, ``{category: number}`` (with ``given``), or an
     expression string over previously defined covariates."""
+    if v is None:
+        return None
     if isinstance(v, bool):
-        raise ValueError("expected a number, a {category: number} mapping or an expression string")  # noqa: TRY004
+        raise ValueError("expected a number, a {category: number} mapping or an expression string")
     if isinstance(v, (int, float)):
         if not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
@@ -73,7 +99,14 @@ def _param_value(v: Any) -> float | str | dict[str, float]:
                      f"got {type(v).__name__}")
 
 
+def _probability(p: float) -> float:
+    if not 0 <= p <= 1:
+        raise ValueError("probability must be in [0, 1]")
+    return p
+
+
 ParamValue = Annotated[Any, PlainValidator(_param_value), PlainSerializer(lambda v: v)]
+Probability = Annotated[float, AfterValidator(_probability)]
 
 
 class _Base(BaseModel):
@@ -92,21 +125,76 @@ class CovariateSpec(_Base):
     * ``uniform``: ``low``, ``high``
     * ``categorical``: ``probs`` ``{label: probability}`` (stored as integer codes 0..K-1 in
       this order)
+
+    ``units`` follow :mod:`insilico.units` (default for standard names, ``1`` for categorical).
     """
 
     dist: Literal["normal", "lognormal", "truncnormal", "uniform", "categorical"] | None = None
     expr: str | None = None
-    given: str | None = None
-    mean: ParamValue = None
-    sd: ParamValue = None
-    median: ParamValue = None
-    meanlog: ParamValue = None
-    sdlog: ParamValue = None
-    low: ParamValue = None
-    high: ParamValue = None
-    probs: dict[str, float] | None = None
-    units: str | None = None
+    given: str | None = Field(default=None, validate_default=True)
+    mean: ParamValue = Field(default=None, validate_default=True)
+    sd: ParamValue = Field(default=None, validate_default=True)
+    meanlog: ParamValue = Field(default=None, validate_default=True)
+    median: ParamValue = Field(default=None, validate_default=True)
+    sdlog: ParamValue = Field(default=None, validate_default=True)
+    low: ParamValue = Field(default=None, validate_default=True)
+    high: ParamValue = Field(default=None, validate_default=True)
+    probs: dict[str, Probability] | None = Field(default=None, validate_default=True)
+    units: Annotated[str | None, AfterValidator(units_value)] = None
     long_name: str | None = None
+
+    @field_validator("given", *DIST_FIELDS)
+    @classmethod
+    def _dist_field(cls, v, info: ValidationInfo):
+        f, d, expr = info.field_name, info.data.get("dist"), info.data.get("expr")
+        if (d is None) == (expr is None):  # reported once, by _dist_or_expr
+            return v
+        if expr is not None:
+            if v is not None:
+                raise ValueError("not allowed with expr")
+            return v
+        if f == "given":
+            if d == "categorical" and v is not None:
+                raise ValueError("a categorical covariate cannot be conditional (not supported)")
+            return v
+        allowed = DIST_PARAMS[d]
+        if v is not None and f not in allowed:
+            raise ValueError(f"not a parameter of {d} (expected {', '.join(sorted(allowed))})")
+        if f not in allowed:
+            return v
+        if f == "probs":
+            return _probs(v)
+        if f == "meanlog":
+            return v
+        if f == "median" and (v is None) == (info.data.get("meanlog") is None):
+            if v is None:
+                raise required("lognormal needs exactly one of median or meanlog")
+            raise ValueError("lognormal needs exactly one of median or meanlog")
+        if f != "median" and v is None:
+            raise required(f"required for {d}")
+        if isinstance(v, dict) and info.data.get("given") is None:
+            raise ValueError("a {category: value} mapping needs `given` (a categorical covariate)")
+        if isinstance(v, float) and f in _POSITIVE and not v > 0:
+            raise ValueError("must be > 0")
+        low = info.data.get("low")
+        if f == "high" and isinstance(v, float) and isinstance(low, float) and not low < v:
+            raise ValueError(f"must be > low ({low})")
+        return v
+
+    @model_validator(mode="after")
+    def _dist_or_expr(self):
+        if (self.dist is None) == (self.expr is None):
+            raise ValueError("give exactly one of dist (a distribution) or expr (an expression)")
+        return self
+
+
+def _probs(v):
+    if not v:
+        raise required("categorical needs probs {label: probability}")
+    s = sum(v.values())
+    if abs(s - 1) > 1e-6:
+        raise ValueError(f"probabilities must sum to 1, got {s:.6g}")
+    return v
 
 
 class CorrelationSpec(_Base):
@@ -114,6 +202,23 @@ class CorrelationSpec(_Base):
 
     covariates: list[str]
     matrix: list[list[float]]
+
+    @field_validator("covariates")
+    @classmethod
+    def _covariates(cls, v):
+        if len(v) < 2:
+            raise ValueError("list at least two covariates")
+        if len(set(v)) != len(v):
+            raise ValueError("covariates must be distinct")
+        return v
+
+    @field_validator("matrix")
+    @classmethod
+    def _matrix(cls, v, info: ValidationInfo):
+        names = info.data.get("covariates")
+        if names:
+            correlation_matrix(v, len(names))
+        return v
 
 
 class CriteriaSpec(_Base):
@@ -139,68 +244,15 @@ class StrataSpec(_Base):
     long_name: str | None = None
     levels: dict[str, StratumLevelSpec]
 
-
-class EffectSpec(_Base):
-    """Covariate effect on a parameter (multiplicative on the typical value):
-
-    * ``power``: (cov / ref) ** theta (allometric: WT, ref 70, theta 0.75)
-    * ``exponential``: exp(theta * (cov - ref))
-    * ``linear``: 1 + theta * (cov - ref)
-    * ``categorical``: ``multipliers[category]`` (categories not listed: 1)
-    """
-
-    covariate: str
-    type: Literal["power", "exponential", "linear", "categorical"]
-    theta: float | None = None
-    ref: float | None = None
-    multipliers: dict[str, float] | None = None
-
-
-class ParameterSpec(_Base):
-    typical: float = Field(gt=0)
-    units: str | None = None
-    long_name: str | None = None
-    effects: list[EffectSpec] = Field(default_factory=list)
-
-
-class BSVSpec(_Base):
-    """Between-subject variability, log-normal: P_i = TV_i * exp(eta_i), eta ~ MVN(0, Omega).
-
-    Give ``omega`` (full variance-covariance matrix of eta, NONMEM $OMEGA BLOCK), or diagonal
-    ``variance`` (omega^2) or ``cv_percent`` (CV% -> omega^2 = log(1 + CV^2), NONMEM
-    convention for log-normal etas) with an optional ``correlation`` matrix.
-    """
-
-    parameters: list[str]
-    omega: list[list[float]] | None = None
-    variance: list[float] | None = None
-    cv_percent: list[float] | None = None
-    correlation: list[list[float]] | None = None
-
-
-class IOVSpec(_Base):
-    """Inter-occasion variability: P_ik = TV_i * exp(eta_i + kappa_ik), kappa_ik ~ N(0, omega_iov^2)
-    independent over occasions k = 1..occasions; ``variance`` or ``cv_percent`` per parameter."""
-
-    occasions: int = Field(ge=1, le=1000)
-    variance: dict[str, float] | None = None
-    cv_percent: dict[str, float] | None = None
-
-
-class ResidualErrorSpec(_Base):
-    """Residual (observation) error, NONMEM-style with eps ~ N(0, 1):
-
-    * ``additive``: y = f + additive * eps  (``additive``: SD in the observation's units)
-    * ``proportional``: y = f * (1 + proportional * eps)  (``proportional``: SD of the
-      relative error, e.g. 0.15 = 15 %)
-    * ``combined``: y = f * (1 + proportional * eps1) + additive * eps2
-    * ``exponential``: y = f * exp(exponential * eps)  (SD on the log scale)
-    """
-
-    type: Literal["additive", "proportional", "combined", "exponential"]
-    additive: float | None = Field(default=None, ge=0)
-    proportional: float | None = Field(default=None, ge=0)
-    exponential: float | None = Field(default=None, ge=0)
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v):
+        if not v:
+            raise ValueError("at least one level is required")
+        total = sum(lv.fraction for lv in v.values())
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"fractions must sum to 1, got {total:.6g}")
+        return v
 
 
 class CohortSpec(_Base):
@@ -229,69 +281,10 @@ class CohortSpec(_Base):
         return self.model_dump_json(exclude_none=True)
 
 
-def _validation_to_spec_error(err: ValidationError, prefix: str = "") -> SpecError:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-    field = ".".join(p for p in (prefix, loc) if p)
-    msg = e["msg"]
-    if e.get("type") not in ("missing", "extra_forbidden") and "input" in e:
-        inp = e["input"]
-        if not isinstance(inp, (dict, list)):
-            msg += f" (got {inp!r})"
-    if e.get("type") == "extra_forbidden":
-        msg = "unknown field (not part of the cohort spec schema)"
-    n = err.error_count()
-    if n > 1:
-        msg += f" [and {n - 1} more error{'s' if n > 2 else ''}]"
-    return SpecError(field or "spec", msg)
-
-
-def load_cohort_spec(source: CohortSpec | Mapping | str | os.PathLike) -> CohortSpec:
-    """Load and check a cohort spec from a YAML file path, a YAML string, a mapping, or a spec.
-
-    Raises :class:`insilico.errors.SpecError` (``str()`` = ``"field: message"``) on YAML
-    errors, schema errors and semantic errors (unknown covariates, cycles, Ω not positive
-    definite, ...).
-    """
-    from insilico.cohorts._compile import compile_spec
-
+def parse_cohort_spec(source) -> CohortSpec:
+    """The :class:`CohortSpec` in ``source`` (a spec, mapping, path or YAML text), checked
+    against the schema only (:func:`~insilico.cohorts.load_cohort_spec` also compiles it)."""
     if isinstance(source, CohortSpec):
-        spec = source
-    else:
-        data = _read(source)
-        if not isinstance(data, Mapping):
-            raise SpecError("spec", f"a cohort spec must be a mapping, got {type(data).__name__}")
-        try:
-            spec = CohortSpec.model_validate(dict(data))
-        except ValidationError as err:
-            raise _validation_to_spec_error(err) from None
-    compile_spec(spec)  # semantic checks
-    return spec
-
-
-def _read(source) -> Any:
-    if isinstance(source, Mapping):
         return source
-    if isinstance(source, (str, os.PathLike)):
-        text = None
-        s = os.fspath(source)
-        if isinstance(source, os.PathLike) or ("\n" not in s and s.endswith((".yaml", ".yml", ".json"))):
-            p = Path(s)
-            if not p.is_file():
-                raise SpecError("path", f"cohort spec file not found: {s}")
-            text, where = p.read_text(), s
-        else:
-            text, where = s, "<string>"
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e)
-            raise SpecError("yaml", f"cannot parse {where}{pos}: {problem}") from None
-    raise SpecError("spec", f"expected a path, YAML text or mapping, got {type(source).__name__}")
-
-
-def spec_from_json(text: str) -> CohortSpec:
-    """Rebuild a spec from :meth:`CohortSpec.to_json` output (as stored in a cohort's attrs)."""
-    return load_cohort_spec(json.loads(text))
+    data, _ = read_mapping(source, "cohort spec")
+    return validate(CohortSpec, data)

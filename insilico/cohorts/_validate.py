@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import json
 import math
-from statistics import NormalDist
 
 import numpy as np
+import numpyro.distributions as dist
 import pandas as pd
 import xarray as xr
-from jax.scipy.special import ndtri
 
 from insilico.cohorts._compile import compile_spec
 from insilico.cohorts._covariates import DistNode, StratumNode
 
 __all__ = ["validation_report"]
 
-_N01 = NormalDist()
 _Q_MARGINAL = (0.05, 0.5, 0.95)
 _Q_PIT = (0.1, 0.5, 0.9)
 
@@ -74,7 +72,7 @@ def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0) -> pd.Da
                     p = {k: (g.const if g.is_const else g.table[code]) for k, g in node.params.items()}
                     rows += _marginal(name, node.dist, p, x[sel], f"{node.given}={lab}", cov_applies)
             u = np.clip(node.cdf(x, env), 1e-300, 1 - 1e-16)
-            scores[name] = np.asarray(ndtri(u))
+            scores[name] = np.asarray(dist.Normal(0.0, 1.0).icdf(u))
             rows += _pit(name, u, cov_applies)
     for i, a in enumerate(c.copula_names):
         for j in range(i + 1, len(c.copula_names)):
@@ -126,9 +124,9 @@ def _sd_se(x, s):
     return math.sqrt(max(m4 - s ** 4, 0.0)) / (2 * s * math.sqrt(n))
 
 
-def _marginal(var, dist, p, x, cond, applies) -> list[dict]:
+def _marginal(var, kind, p, x, cond, applies) -> list[dict]:
     n = x.size
-    mean, sd, q, pdf = _moments(dist, p)
+    mean, sd, q, pdf = _moments(kind, p)
     s = x.std(ddof=1)
     out = [_row(var, "mean", cond, n, mean, x.mean(), sd / math.sqrt(n), applies),
            _row(var, "sd", cond, n, sd, s, _sd_se(x, s), applies)]
@@ -139,30 +137,19 @@ def _marginal(var, dist, p, x, cond, applies) -> list[dict]:
     return out
 
 
-def _moments(dist, p):
-    """(mean, sd, quantile(p), pdf(x)) of the marginal distribution with constant parameters."""
-    if dist == "normal":
-        m, s = p["mean"], p["sd"]
-        nd = NormalDist(m, s)
-        return m, s, nd.inv_cdf, nd.pdf
-    if dist == "lognormal":
-        ml, sl = p["meanlog"], p["sdlog"]
-        mean = math.exp(ml + sl * sl / 2)
-        return (mean, mean * math.sqrt(math.expm1(sl * sl)),
-                lambda pr: math.exp(ml + sl * _N01.inv_cdf(pr)),
-                lambda x: _N01.pdf((math.log(x) - ml) / sl) / (x * sl))
-    if dist == "uniform":
-        a, b = p["low"], p["high"]
-        return (a + b) / 2, (b - a) / math.sqrt(12), lambda pr: a + pr * (b - a), lambda x: 1 / (b - a)
-    m, s, lo, hi = p["mean"], p["sd"], p["low"], p["high"]
-    al, be = (lo - m) / s, (hi - m) / s
-    fa, fb = _N01.cdf(al), _N01.cdf(be)
-    z = fb - fa
-    pa, pb = _N01.pdf(al), _N01.pdf(be)
-    d = (pa - pb) / z
-    var = s * s * (1 + (al * pa - be * pb) / z - d * d)
-    return (m + s * d, math.sqrt(var), lambda pr: m + s * _N01.inv_cdf(fa + pr * z),
-            lambda x: _N01.pdf((x - m) / s) / (s * z))
+def _moments(kind, p):
+    """(mean, sd, quantile(p), pdf(x)) of the marginal distribution with constant parameters
+    (NumPyro's ``mean``, ``variance``, ``icdf`` and ``log_prob``)."""
+    if kind == "normal":
+        d = dist.Normal(p["mean"], p["sd"])
+    elif kind == "lognormal":
+        d = dist.LogNormal(p["meanlog"], p["sdlog"])
+    elif kind == "uniform":
+        d = dist.Uniform(p["low"], p["high"])
+    else:
+        d = dist.TruncatedNormal(p["mean"], p["sd"], low=p["low"], high=p["high"])
+    return (float(d.mean), math.sqrt(float(d.variance)), lambda pr: float(d.icdf(pr)),
+            lambda x: math.exp(float(d.log_prob(x))))
 
 
 def _pit(var, u, applies) -> list[dict]:

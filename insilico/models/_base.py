@@ -14,15 +14,62 @@ exact superposition solution instead of an ODE solver.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 
 from insilico.errors import SpecError
 
-__all__ = ["Parameter", "Output", "Model"]
+__all__ = ["PARAMETER_INFO", "Model", "Output", "Parameter", "ParameterInfo", "parameter_info"]
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """Units (``insilico.units`` grammar) and long name of a standard parameter name."""
+
+    units: str
+    long_name: str
+
+
+# The one table of standard parameter names: the built-in models declare their parameters from it
+# and population models (cohorts, estimation, twins) take their default units and long names
+# from it. Time in h, amounts in mg, volumes in L, concentrations in mg/L.
+PARAMETER_INFO: dict[str, ParameterInfo] = {k: ParameterInfo(*v) for k, v in {
+    # disposition
+    "CL": ("L/h", "clearance"),
+    "V": ("L", "volume of distribution"),
+    "V1": ("L", "central volume"),
+    "Q": ("L/h", "intercompartmental clearance (central - peripheral 1)"),
+    "V2": ("L", "peripheral volume (peripheral 1)"),
+    "Q3": ("L/h", "intercompartmental clearance (central - peripheral 2)"),
+    "V3": ("L", "peripheral volume (peripheral 2)"),
+    "KE": ("1/h", "elimination rate constant"),
+    "VMAX": ("mg/h", "maximum elimination rate"),
+    "KM": ("mg/L", "Michaelis-Menten constant"),
+    # absorption
+    "KA": ("1/h", "first-order absorption rate constant"),
+    "KTR": ("1/h", "transit rate constant"),
+    "F": ("1", "bioavailability"),
+    "ALAG": ("h", "absorption lag time"),
+    # pharmacodynamics
+    "KE0": ("1/h", "effect-compartment equilibration rate constant"),
+    "E0": ("1", "baseline effect"),
+    "EMAX": ("1", "maximum effect (negative for inhibition)"),
+    "EC50": ("mg/L", "concentration at half-maximal effect"),
+    "SLOPE": ("L/mg", "slope"),
+    "GAMMA": ("1", "Hill coefficient"),
+    "KIN": ("1/h", "zero-order production rate of the response (response units/h)"),
+    "KOUT": ("1/h", "first-order loss rate constant of the response"),
+    "IMAX": ("1", "maximum fractional inhibition (0 < IMAX <= 1)"),
+    "IC50": ("mg/L", "concentration at half-maximal inhibition"),
+}.items()}
+
+
+def parameter_info(name: str) -> ParameterInfo | None:
+    """Units and long name of the standard parameter ``name`` (None if it is not standard)."""
+    return PARAMETER_INFO.get(name)
 
 
 @dataclass(frozen=True)
@@ -38,6 +85,12 @@ class Parameter:
     description: str
     constraint: str = "positive"
     default: float | None = None
+
+    @classmethod
+    def standard(cls, name: str, constraint: str = "positive", default: float | None = None) -> Parameter:
+        """The parameter ``name`` with the units and long name of :data:`PARAMETER_INFO`."""
+        info = PARAMETER_INFO[name]
+        return cls(name, info.units, info.long_name, constraint, default)
 
     def check(self, value: np.ndarray, where: str) -> None:
         if not np.all(np.isfinite(value)):
@@ -175,7 +228,7 @@ class Model:
                 try:
                     value = np.asarray(params[par.name], dtype=np.float64)
                 except (TypeError, ValueError):
-                    raise SpecError(f"{where}.{par.name}", f"must be a number, got {params[par.name]!r}")
+                    raise SpecError(f"{where}.{par.name}", f"must be a number, got {params[par.name]!r}") from None
             elif par.default is not None:
                 value = np.asarray(par.default, dtype=np.float64)
             else:

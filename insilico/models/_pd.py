@@ -17,8 +17,8 @@ Indirect response models (Dayneka, Garg & Jusko 1993; output ``response``, R(0) 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax.numpy as jnp
 
@@ -40,9 +40,9 @@ class PDModel:
     description: str = ""
 
 
-_E0 = Parameter("E0", "1", "baseline effect", "real")
-_EMAX = Parameter("EMAX", "1", "maximum effect (negative for inhibition)", "real")
-_EC50 = Parameter("EC50", "mg/L", "concentration at half-maximal effect")
+_E0 = Parameter.standard("E0", "real")
+_EMAX = Parameter.standard("EMAX", "real")
+_EC50 = Parameter.standard("EC50")
 
 
 def _drug_effect_stim(p, c):
@@ -60,14 +60,12 @@ def _direct(name, params, fn, desc):
 
 def _irm(kind: int) -> PDModel:
     inhib = kind in (1, 2)
-    params = [Parameter("KIN", "1/h", "zero-order production rate of the response (response units/h)"),
-              Parameter("KOUT", "1/h", "first-order loss rate constant of the response")]
+    params = [Parameter.standard("KIN"), Parameter.standard("KOUT")]
     if inhib:
-        params += [Parameter("IMAX", "1", "maximum fractional inhibition (0 < IMAX <= 1)"),
-                   Parameter("IC50", "mg/L", "concentration at half-maximal inhibition")]
+        params += [Parameter.standard("IMAX"), Parameter.standard("IC50")]
         drug = _drug_effect_inh
     else:
-        params += [Parameter("EMAX", "1", "maximum fractional stimulation"), _EC50]
+        params += [Parameter.standard("EMAX"), _EC50]
         drug = _drug_effect_stim
 
     def rhs(t, y, p, c):
@@ -90,12 +88,12 @@ def _irm(kind: int) -> PDModel:
 
 
 PD_MODELS: dict[str, Callable[[], PDModel]] = {
-    "linear": lambda: _direct("linear", (_E0, Parameter("SLOPE", "L/mg", "slope", "real")),
+    "linear": lambda: _direct("linear", (_E0, Parameter.standard("SLOPE", "real")),
                               lambda p, c: p["E0"] + p["SLOPE"] * c, "direct linear effect"),
     "emax": lambda: _direct("emax", (_E0, _EMAX, _EC50),
                             lambda p, c: p["E0"] + _drug_effect_stim(p, c), "direct Emax effect"),
     "sigmoid_emax": lambda: _direct(
-        "sigmoid_emax", (_E0, _EMAX, _EC50, Parameter("GAMMA", "1", "Hill coefficient")),
+        "sigmoid_emax", (_E0, _EMAX, _EC50, Parameter.standard("GAMMA")),
         lambda p, c: p["E0"] + p["EMAX"] * c ** p["GAMMA"] / (p["EC50"] ** p["GAMMA"] + c ** p["GAMMA"]),
         "direct sigmoid Emax (Hill) effect"),
     **{f"irm{k}": (lambda k=k: _irm(k)) for k in (1, 2, 3, 4)},
@@ -111,7 +109,7 @@ def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
     if pk.meta.get("kind") != "pk":
         raise SpecError("model", f"{pk.name!r} is not a PK model and cannot drive a PD model")
     pk_names = set(pk.parameter_names)
-    extra = [Parameter("KE0", "1/h", "effect-compartment equilibration rate constant")] if effect_compartment else []
+    extra = [Parameter.standard("KE0")] if effect_compartment else []
     pd_params = [q for q in pd.parameters if q.name not in pk_names]
     params = tuple(pk.parameters) + tuple(extra) + tuple(pd_params)
     n_pk = pk.n_states
@@ -149,9 +147,11 @@ def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
     outputs = list(pk.outputs)
     if effect_compartment:
         outputs.append(Output("ce", "mg/L", "effect-site concentration", lambda y, p: y[..., i_e]))
+    def pd_output(ofn):
+        return lambda y, p: ofn(y[..., n_pd0:], p, driver(y, p))
+
     for (oname, ounits, olong, ofn) in pd.outputs:
-        outputs.append(Output(oname, ounits, olong,
-                              (lambda ofn: lambda y, p: ofn(y[..., n_pd0:], p, driver(y, p)))(ofn)))
+        outputs.append(Output(oname, ounits, olong, pd_output(ofn)))
 
     system_matrix = eigenvalues = None
     if pk.is_linear and not pd.states:

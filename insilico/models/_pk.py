@@ -23,15 +23,9 @@ import jax.numpy as jnp
 
 from insilico.models._base import Model, Output, Parameter
 
-_DISPOSITION = {
-    1: (("CL", "L/h", "clearance"), ("V", "L", "volume of distribution")),
-    2: (("CL", "L/h", "clearance"), ("V1", "L", "central volume"),
-        ("Q", "L/h", "intercompartmental clearance"), ("V2", "L", "peripheral volume")),
-    3: (("CL", "L/h", "clearance"), ("V1", "L", "central volume"),
-        ("Q", "L/h", "intercompartmental clearance to peripheral 1"), ("V2", "L", "peripheral 1 volume"),
-        ("Q3", "L/h", "intercompartmental clearance to peripheral 2"), ("V3", "L", "peripheral 2 volume")),
-}
-_MM = (("VMAX", "mg/h", "maximum elimination rate"), ("KM", "mg/L", "Michaelis-Menten constant"))
+# parameter names; units and long names come from the one table, PARAMETER_INFO
+_DISPOSITION = {1: ("CL", "V"), 2: ("CL", "V1", "Q", "V2"), 3: ("CL", "V1", "Q", "V2", "Q3", "V3")}
+_MM = ("VMAX", "KM")
 
 
 def pk_model(n_cmt: int = 1, absorption: str = "iv", elimination: str = "linear",
@@ -68,18 +62,15 @@ def pk_model(n_cmt: int = 1, absorption: str = "iv", elimination: str = "linear"
     i_d = states.index("depot") if "depot" in states else None
 
     # ---- parameters ----
-    disp = list(_DISPOSITION[n_cmt])
-    if elimination == "mm":
-        disp = [d for d in disp if d[0] != "CL"]
-    params = [Parameter(*d) for d in disp]
+    names = [d for d in _DISPOSITION[n_cmt] if not (elimination == "mm" and d == "CL")]
     if elimination in ("mm", "mixed"):
-        params += [Parameter(*d) for d in _MM]
+        names += _MM
     if absorption == "transit":
-        params.append(Parameter("KTR", "1/h", "transit rate constant"))
+        names.append("KTR")
+    params = [Parameter.standard(d) for d in names]
     if absorption in ("oral", "transit"):
-        params += [Parameter("KA", "1/h", "first-order absorption rate constant"),
-                   Parameter("F", "1", "bioavailability", "positive", 1.0),
-                   Parameter("ALAG", "h", "absorption lag time", "nonnegative", 0.0)]
+        params += [Parameter.standard("KA"), Parameter.standard("F", "positive", 1.0),
+                   Parameter.standard("ALAG", "nonnegative", 0.0)]
     vname = "V" if n_cmt == 1 else "V1"
     has_cl = elimination in ("linear", "mixed")
 
@@ -162,9 +153,10 @@ def pk_model(n_cmt: int = 1, absorption: str = "iv", elimination: str = "linear"
     name = f"{n_cmt}cmt_{absorption}{n_transit if absorption == 'transit' else ''}"
     if elimination != "linear":
         name += f"_{elimination}"
+    elim = {"linear": "linear", "mm": "Michaelis-Menten", "mixed": "linear + Michaelis-Menten"}[elimination]
     desc = (f"{n_cmt}-compartment PK, {absorption} "
             f"{'(' + str(n_transit) + ' transit compartments) ' if absorption == 'transit' else ''}"
-            f"{ {'linear': 'linear', 'mm': 'Michaelis-Menten', 'mixed': 'linear + Michaelis-Menten'}[elimination]} elimination")
+            f"{elim} elimination")
     return Model(
         name=name, states=tuple(states), parameters=tuple(params), rhs=rhs,
         outputs=(Output("conc", "mg/L", "central concentration", conc),),

@@ -18,7 +18,7 @@ from insilico.models._pk import pk_model
 _PK_RE = re.compile(r"^([123])cmt_(iv|oral|transit(\d+)?)(?:_(mm|mixed))?$")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_model(name: str) -> Model:
     """Return the built-in model called ``name`` (cached: same name -> same object)."""
     parts = name.strip().split("+")

@@ -1,22 +1,10 @@
-"""One Zarr store per trial, written region by region.
+"""One Zarr store per trial, written region by region (layout: `insilico.store._layout`).
 
-Layout (all variables carry ``units``/``long_name``):
-
-* dims ``replicate``, ``arm`` (arm names), ``subject`` (global index), ``time`` (nominal
-  sampling times, h), ``chunk`` (work-unit index along ``subject``);
-* ``(replicate, subject)``: covariates, individual parameters, ``allocated_arm`` (−1 in a
-  counterfactual design), ``dropout_time`` (h, inf for completers), ``obs_time`` (actual
-  sampling times when jittered);
-* ``(replicate, arm, subject)``: endpoints, ``status`` (engine status, −1 = not simulated in
-  that arm), ``doses_taken``;
-* ``(replicate, arm, subject, time)``: model outputs at the sampling times (NaN where not
-  sampled, after dropout or not allocated) and ``<output>_obs`` with residual error;
-* ``_done (replicate, arm, chunk)``: completion record, set to 1 by a work unit after its
-  region is written; a resumed run only computes units still at 0.
-
-Metadata (shapes, chunking, attributes) is written first with ``compute=False``; each work
-unit then writes whole Zarr chunks with ``to_zarr(region=...)``; metadata is consolidated once
-at the end. Chunks: 1 replicate × 1 arm × ``chunk_size`` subjects × all times.
+Metadata (shapes, chunking, attributes, Zarr fill values) is written first with
+``compute=False``; each work unit then writes whole Zarr chunks with ``to_zarr(region=...)`` and
+sets its entry of the completion record ``_done``; metadata is consolidated once at the end.
+A chunk no unit has written reads as the variable's fill value (NaN, −1 "not simulated",
+−2 "not allocated", 0 "not done").
 """
 from __future__ import annotations
 
@@ -30,21 +18,20 @@ import xarray as xr
 import zarr
 
 from insilico.errors import SpecError
+from insilico.store._layout import Layout
 
 
-def create_store(path: Path, template: dict, coords: dict, attrs: dict, chunk_size: int) -> None:
-    """Write the metadata of an empty store. ``template`` maps name -> (dims, dtype, fill, attrs)."""
-    sizes = {k: len(v) if not isinstance(v, tuple) else len(v[1]) for k, v in coords.items()}
-    sizes["chunk"] = int(np.ceil(sizes["subject"] / chunk_size))
-    chunks_for = {"replicate": 1, "arm": 1, "subject": chunk_size, "chunk": 1}
-    data = {}
-    encoding = {}
-    for name, (dims, dtype, fill, vattrs) in template.items():
-        shape = tuple(sizes[d] for d in dims)
-        chunks = tuple(chunks_for.get(d, sizes[d]) for d in dims)
-        data[name] = (dims, da.full(shape, fill, dtype=dtype, chunks=chunks), vattrs)
-        encoding[name] = {"chunks": chunks}
-    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+def create_store(path: Path, layout: Layout, attrs: dict) -> None:
+    """Write the metadata of an empty store with ``layout`` and dataset attributes ``attrs``.
+    Each variable's Zarr ``fill_value`` is its layout fill, so unwritten chunks read as missing."""
+    sizes = layout.sizes
+    data, encoding = {}, {}
+    for name, var in layout.variables.items():
+        shape = tuple(sizes[d] for d in var.dims)
+        chunks = layout.chunks(name)
+        data[name] = (var.dims, da.full(shape, var.fill, dtype=var.dtype, chunks=chunks), var.attrs)
+        encoding[name] = {"chunks": chunks, "fill_value": var.dtype.type(var.fill)}
+    ds = xr.Dataset(data, coords=layout.coords, attrs=attrs)
     ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
 
 
@@ -55,15 +42,18 @@ def write_region(path: Path, variables: dict, region: dict) -> None:
 
 
 def mark_done(path: Path, replicate: int, arm: int, chunk: int) -> None:
+    """Record work unit (replicate, arm, chunk) as completed (after its regions are written)."""
     arr = zarr.open_array(str(Path(path) / "_done"), mode="r+")
     arr[replicate, arm, chunk] = 1
 
 
 def done_units(path: Path) -> np.ndarray:
+    """The completion record, (replicate, arm, chunk) of 0/1."""
     return zarr.open_array(str(Path(path) / "_done"), mode="r")[...]
 
 
 def finalize(path: Path, attrs: dict) -> None:
+    """Add dataset attributes ``attrs`` and consolidate the metadata (once, at the end of a run)."""
     group = zarr.open_group(str(path), mode="r+")
     group.attrs.update(attrs)
     with warnings.catch_warnings():   # consolidated metadata is a zarr-python extension for format 3
@@ -72,6 +62,7 @@ def finalize(path: Path, attrs: dict) -> None:
 
 
 def read_attrs(path: Path) -> dict:
+    """The dataset attributes of the store at ``path``."""
     return dict(zarr.open_group(str(path), mode="r").attrs)
 
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from insilico import stats
+from insilico import stats, store
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -25,20 +25,11 @@ def _records(df: pd.DataFrame) -> list[dict]:
              for k, v in r.items()} for r in recs]
 
 
-def _arm_values(ds, name: str, replicate: int | None = None):
-    """(values, arm labels, subject ids) of simulated subject-arm pairs (NaN = missing)."""
-    v = ds[name].values
-    st = ds["status"].values
-    arms = ds["arm"].values
-    reps = range(v.shape[0]) if replicate is None else [replicate]
-    vals, labs, subs = [], [], []
-    for r in reps:
-        for a in range(v.shape[1]):
-            m = st[r, a] >= 0
-            vals.append(v[r, a, m])
-            labs.append(np.full(m.sum(), arms[a], dtype=object))
-            subs.append(ds["subject"].values[m])
-    return np.concatenate(vals), np.concatenate(labs), np.concatenate(subs)
+def _arm_values(ds, name: str, replicate=None):
+    """(values, arm labels, subject ids) of the simulated subject-arm pairs (NaN = missing), in
+    (replicate, arm, subject) order."""
+    df = store.arm_values(ds, name, replicate)
+    return df["value"].to_numpy(), df["arm"].to_numpy(), df["subject"].to_numpy()
 
 
 def analyse(ds, spec) -> dict:
@@ -55,30 +46,20 @@ def analyse(ds, spec) -> dict:
         out["comparisons"][name] = _comparisons(ds, spec, name, binary[name])
     if a.success is not None:
         s = a.success
-        table = pd.DataFrame(out["comparisons"].get(s.endpoint) or _comparisons(ds, spec, s.endpoint, binary[s.endpoint]))
+        table = pd.DataFrame(out["comparisons"].get(s.endpoint)
+                             or _comparisons(ds, spec, s.endpoint, binary[s.endpoint]))
         arms = [s.arm] if s.arm else [x for x in table["arm"].unique()]
         out["probability_of_success"] = [
             {"arm": arm, **stats.probability_of_success(table[table["arm"] == arm], s.rule())} for arm in arms]
     if a.pta is not None:
-        vals, groups = [], []
-        v = ds[a.pta.endpoint].values
-        st = ds["status"].values
-        for r in range(v.shape[0]):
-            for k in range(v.shape[1]):
-                m = st[r, k] >= 0
-                parts = []
-                for g in a.pta.by:
-                    if g == "arm":
-                        parts.append(np.full(m.sum(), str(ds["arm"].values[k]), dtype=object))
-                    else:
-                        parts.append(ds[g].values[r][m].astype(str))
-                vals.append(v[r, k, m])
-                groups.append(np.array([" | ".join(t) for t in zip(*parts)], dtype=object))
-        out["pta"] = _records(stats.target_attainment(np.concatenate(vals), np.concatenate(groups),
-                                                       a.pta.threshold, above=a.pta.direction == "above"))
+        vals, arms, _ = _arm_values(ds, a.pta.endpoint)
+        parts = [arms.astype(str) if g == "arm" else _arm_values(ds, g)[0].astype(str) for g in a.pta.by]
+        groups = np.array([" | ".join(t) for t in zip(*parts)], dtype=object)
+        out["pta"] = _records(stats.target_attainment(vals, groups, a.pta.threshold,
+                                                      above=a.pta.direction == "above"))
     if a.sample_size is not None:
         ep = a.success.endpoint if a.success else names[0]
-        vals, labs, _ = _arm_values(ds, ep, 0)
+        vals, labs, _ = _arm_values(ds, ep, ds["replicate"].values[0])
         by_arm = {arm: vals[labs == arm] for arm in ds["arm"].values}
         rule = a.success.rule() if a.success else {"p_value_below": a.alpha}
         out["power"] = _records(stats.power_curve(
@@ -102,10 +83,10 @@ def _comparisons(ds, spec, name: str, binary: bool) -> list[dict]:
     paired = spec.design == "counterfactual"
     kind = _kind(a.comparison, binary, _arm_values(ds, name)[0])
     rows = []
-    for r in range(ds.sizes["replicate"]):
+    for r in ds["replicate"].values:
         v, lab, sub = _arm_values(ds, name, r)
         t = stats.compare(v, lab, a.reference, kind=kind, binary=binary, alpha=a.alpha,
                            subject=sub if paired else None, paired=paired)
-        t["replicate"] = r
+        t["replicate"] = int(r)
         rows.append(t)
     return _records(pd.concat(rows))

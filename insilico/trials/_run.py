@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from insilico import store
+from insilico import store, units
 from insilico.cluster import using
+from insilico.engine import status as engine_status
 from insilico.errors import SpecError
 from insilico.trials._prepare import TrialContext, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
@@ -32,56 +33,48 @@ def _versions() -> dict:
     return out
 
 
-def _template(ctx: TrialContext) -> tuple[dict, dict]:
-    """Variables (dims, dtype, fill, attrs) and coordinates of the results store."""
+def _endpoint_units(kind: str, output_units: str) -> str:
+    """Units of an endpoint of type ``kind`` of an output in ``output_units`` (time in h)."""
+    if kind == "auc":
+        return units.multiply(output_units, "h")
+    if kind in ("tmax", "time_above", "time_below"):
+        return "h"
+    if kind in ("fraction_above", "fraction_in_window", "responder"):
+        return units.DIMENSIONLESS
+    return output_units       # cmax, cmin, trough, value, change_from_baseline
+
+
+def _endpoint(e, out_units: dict) -> store.Endpoint:
+    long_name = (f"{e.type} of {e.output}" if e.type != "responder"
+                 else f"responder ({e.of} {e.direction} {e.threshold})")
+    return store.Endpoint(e.name, e.type, _endpoint_units(e.type, out_units.get(e.output, units.DIMENSIONLESS)),
+                          long_name)
+
+
+def _layout(ctx: TrialContext) -> store.Layout:
+    """The results-store layout of a trial: the store's `trial_layout` fed from the spec, model and
+    cohort (variables and attributes of the cohort taken from a one-subject draw)."""
     spec, model = ctx.spec, ctx.model
     cohort, params, _, _ = draw_subjects(ctx, 0, np.arange(1))
-    t = {}
-    for k in cohort.data_vars:
-        v = cohort[k]
-        if v.dims != ("subject",) or k == "attempt" or k in params:
-            continue
-        fill = np.nan if np.issubdtype(v.dtype, np.floating) else -1
-        t[k] = (("replicate", "subject"), v.dtype, fill, dict(v.attrs))
-    for k in params:
-        par = model.parameter(k)
-        t[k] = (("replicate", "subject"), np.float64, np.nan, {"units": par.units, "long_name": par.description})
-    t["allocated_arm"] = (("replicate", "subject"), np.int16, -2,
-                          {"long_name": "allocated arm index (-1: every arm, counterfactual design)"})
-    t["dropout_time"] = (("replicate", "subject"), np.float64, np.nan,
-                         {"units": "h", "long_name": "dropout time (inf: completed)"})
-    if spec.observations.jitter_sd > 0:
-        t["obs_time"] = (("replicate", "subject", "time"), np.float64, np.nan,
-                         {"units": "h", "long_name": "actual sampling time"})
-    if spec.execution.save_profiles:
-        for o in ctx.outputs:
-            out = next(x for x in model.outputs if x.name == o)
-            t[o] = (("replicate", "arm", "subject", "time"), np.float64, np.nan,
-                    {"units": out.units, "long_name": out.long_name})
-        if getattr(ctx.cohort, "residual_error", None) is not None and "conc" in ctx.outputs:
-            t["conc_obs"] = (("replicate", "arm", "subject", "time"), np.float64, np.nan,
-                             {"units": "mg/L", "long_name": "observed concentration (with residual error)"})
-    units = {"cmax": "{u}", "cmin": "{u}", "trough": "{u}", "value": "{u}", "change_from_baseline": "{u}",
-             "auc": "{u}·h", "tmax": "h", "time_above": "h", "time_below": "h", "fraction_above": "1",
-             "fraction_in_window": "1", "responder": "1"}
-    out_units = {o.name: o.units for o in model.outputs}
-    for e in spec.endpoints:
-        u = units[e.type].format(u=out_units.get(e.output, "1"))
-        t[e.name] = (("replicate", "arm", "subject"), np.float64, np.nan,
-                     {"units": u, "long_name": f"{e.type} of {e.output}" if e.type != "responder"
-                      else f"responder ({e.of} {e.direction} {e.threshold})", "endpoint_type": e.type})
-    t["status"] = (("replicate", "arm", "subject"), np.int8, -1,
-                   {"long_name": "simulation status (0 ok, -1 not simulated in this arm)"})
-    t["doses_taken"] = (("replicate", "arm", "subject"), np.int32, 0, {"long_name": "doses taken"})
-    t["_done"] = (("replicate", "arm", "chunk"), np.int8, 0, {"long_name": "work unit completed"})
-    coords = {
-        "replicate": np.arange(spec.replicates.n),
-        "arm": np.array([a.name for a in spec.arms], dtype=object),
-        "subject": np.arange(spec.n),
-        "time": ("time", ctx.nominal, {"units": "h", "long_name": "nominal sampling time"}),
-        "chunk": np.arange(ctx.n_chunks),
-    }
-    return t, coords
+    subject_vars = {k: (cohort[k].dtype, dict(cohort[k].attrs)) for k in cohort.data_vars
+                    if cohort[k].dims == ("subject",) and k != "attempt" and k not in params}
+    outputs = {o.name: (o.units, o.long_name) for o in model.outputs}
+    observed = {}
+    if spec.execution.save_profiles and getattr(ctx.cohort, "residual_error", None) is not None \
+            and "conc" in ctx.outputs:
+        observed["conc_obs"] = (outputs["conc"][0], "observed concentration (with residual error)")
+    doses = [d for reg in ctx.regimens for d in reg.expanded()]
+    return store.trial_layout(
+        arms=[a.name for a in spec.arms], n_subjects=spec.n, n_replicates=spec.replicates.n, times=ctx.nominal,
+        chunk_size=spec.execution.chunk_size, subject_variables=subject_vars,
+        parameters={k: (model.parameter(k).units, model.parameter(k).description) for k in params},
+        outputs={o: outputs[o] for o in ctx.outputs} if spec.execution.save_profiles else {},
+        observed=observed,
+        endpoints=[_endpoint(e, {k: u for k, (u, _) in outputs.items()}) for e in spec.endpoints],
+        status_meanings=engine_status.MEANINGS, states=model.states,
+        n_doses=max(len(reg.expanded()) for reg in ctx.regimens),
+        infusions=any(d.infusion_rate != 0 for d in doses), steady_state=any(d.ss for d in doses),
+        jittered=spec.observations.jitter_sd > 0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,38 +86,24 @@ def run_unit(spec_json: str, base: str, out: str, replicate: int, arm: int, chun
     """Compute one work unit and write its region (called on a Dask worker)."""
     t0 = time.perf_counter()
     ctx = _worker_context(spec_json, base)
-    res = compute_unit(ctx, replicate, arm, chunk)
+    layout = _worker_layout(spec_json, base)
+    res = compute_unit(ctx, replicate, arm, chunk, n_doses=layout.sizes["dose"])
     idx = subject_range(ctx, chunk)
     sub = slice(int(idx[0]), int(idx[-1]) + 1)
-    keep = set(_template_names(ctx))
-    arm_vars = {}
-    for k, v in res["arm"].items():
-        if k not in keep:
+    rep = slice(replicate, replicate + 1)
+    for part, region, lead in (("arm", {"arm": slice(arm, arm + 1)}, 2), ("subject", {}, 1)):
+        if res[part] is None:
             continue
-        dims = ("replicate", "arm", "subject") + (("time",) if v.ndim == 2 else ())
-        arm_vars[k] = (dims, v[None, None])
-    store.write_region(Path(out), arm_vars, {"replicate": slice(replicate, replicate + 1),
-                                             "arm": slice(arm, arm + 1), "subject": sub})
-    if res["subject"] is not None:
-        subj = {}
-        for k, v in res["subject"].items():
-            if k not in keep:
-                continue
-            dims = ("replicate", "subject") + (("time",) if v.ndim == 2 else ())
-            subj[k] = (dims, v[None])
-        store.write_region(Path(out), subj, {"replicate": slice(replicate, replicate + 1), "subject": sub})
+        variables = {k: (layout.variables[k].dims, v[(None,) * lead]) for k, v in res[part].items()
+                     if k in layout.variables}
+        store.write_region(Path(out), variables, {"replicate": rep, **region, "subject": sub})
     store.mark_done(Path(out), replicate, arm, chunk)
     return {"unit": (replicate, arm, chunk), "seconds": time.perf_counter() - t0, "n": len(idx)}
 
 
 @functools.lru_cache(maxsize=8)
-def _names_cache(spec_json: str, base: str) -> tuple:
-    ctx = _worker_context(spec_json, base)
-    return tuple(_template(ctx)[0])
-
-
-def _template_names(ctx) -> tuple:
-    return _names_cache(ctx.spec_json(), str(ctx.base))
+def _worker_layout(spec_json: str, base: str) -> store.Layout:
+    return _layout(_worker_context(spec_json, base))
 
 
 def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool = False,
@@ -160,14 +139,14 @@ def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool =
     with using(cluster) as c:
         if fresh:
             store.remove_store(out)
-            template, coords = _template(ctx)
+            layout = _layout(ctx)
             attrs = {"title": f"insilico trial {spec_obj.name}", "trial": spec_obj.name, "spec": spec_json,
                      "spec_sha256": digest, "seed": spec_obj.seed, "model": ctx.model.name,
                      "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
                      "design": spec_obj.design, "versions": json.dumps(_versions()),
                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             out.parent.mkdir(parents=True, exist_ok=True)
-            store.create_store(out, template, coords, attrs, spec_obj.execution.chunk_size)
+            store.create_store(out, layout, attrs)
         done = store.done_units(out)
         todo = [(r, a, k) for r in range(spec_obj.replicates.n) for a in range(ctx.n_arms)
                 for k in range(ctx.n_chunks) if not done[r, a, k]]

@@ -42,8 +42,9 @@ def draw_subjects(ctx, replicate: int, idx: np.ndarray):
     return cohort, params, alloc, dropout
 
 
-def compute_unit(ctx, replicate: int, arm: int, chunk: int) -> dict:
-    """Simulate one unit; returns ``{"arm": {...}, "subject": {...} | None}`` numpy variables."""
+def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dict:
+    """Simulate one unit; returns ``{"arm": {...}, "subject": {...} | None}`` numpy variables.
+    The doses given are recorded in ``n_doses`` slots per subject (`dose_record`)."""
     spec = ctx.spec
     idx = subject_range(ctx, chunk)
     n, T = len(idx), len(ctx.nominal)
@@ -55,14 +56,15 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int) -> dict:
         arm_vars["conc_obs"] = np.full((n, T), np.nan)
     eps = {e.name: np.full(n, np.nan) for e in spec.endpoints}
     status = np.full(n, -1, np.int8)
-    taken_count = np.zeros(n, np.int32)
+    doses = _empty_doses(n, n_doses)
     mask, actual = _design.sampling(spec.observations, spec.seed, replicate, idx, ctx.nominal)
 
     if sel.size:
         covs = {k: cohort[k].values[sel] for k in cohort.data_vars if cohort[k].dims == ("subject",)}
         p = {k: v[sel] for k, v in params.items()}
         table = doses_given(spec, ctx.model, ctx.regimens[arm], arm, idx[sel], covs, replicate, dropout[sel])
-        taken_count[sel] = (table.amt > 0).sum(axis=1)
+        for k, v in dose_record(table).items():
+            doses[k][sel, :v.shape[1]] = v
         nominal_doses = np.array([d.time for d in ctx.regimens[arm].expanded()])
         grid = endpoint_grid(spec, nominal_doses, ctx.nominal)
         ex = spec.execution
@@ -88,7 +90,8 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int) -> dict:
             noisy = np.asarray(apply_residual_error(prof["conc"], residual, key, idx[sel]))
             arm_vars["conc_obs"][sel] = np.where(seen, noisy, np.nan)
 
-    result = {"arm": {**arm_vars, **eps, "status": status, "doses_taken": taken_count}, "subject": None}
+    doses["doses_taken"] = np.isfinite(doses["dose_time"]).sum(axis=1).astype(np.int32)
+    result = {"arm": {**arm_vars, **eps, "status": status, **doses}, "subject": None}
     if arm == 0:
         subj = {k: cohort[k].values for k in cohort.data_vars
                 if cohort[k].dims == ("subject",) and k != "attempt"}
@@ -105,7 +108,8 @@ def doses_given(spec, model, regimen, arm: int, subjects: np.ndarray, covariates
                 dropout: np.ndarray):
     """The dose table of ``subjects`` (global indices) in ``arm`` as actually given: the arm's
     regimen (with ``per``-covariate scaling), doses missed under ``adherence`` and doses at or
-    after each subject's ``dropout`` time (h) set to 0 mg. Used by the simulation and by exports."""
+    after each subject's ``dropout`` time (h) set to 0 mg. The simulation's input; the store
+    records it (`dose_record`)."""
     table = dose_table(regimen, model, len(subjects), covariates, where=f"arms.{arm}.regimen")
     n_doses = len(regimen.expanded())
     amt = table.amt.copy()
@@ -113,3 +117,22 @@ def doses_given(spec, model, regimen, arm: int, subjects: np.ndarray, covariates
         amt[:, :n_doses] *= _design.doses_taken(spec.adherence, spec.seed, replicate, subjects, n_doses)
     amt = np.where(table.time >= dropout[:, None], 0.0, amt)
     return type(table)(table.time, amt, table.rate, table.cmt, table.ss, table.ii)
+
+
+def _empty_doses(n: int, n_doses: int) -> dict:
+    """Dose slots of ``n`` subjects with no dose taken (the store's fill values)."""
+    shape = (n, n_doses)
+    return {"dose_time": np.full(shape, np.nan), "dose_amt": np.zeros(shape), "dose_rate": np.zeros(shape),
+            "dose_cmt": np.zeros(shape, np.int8), "dose_ss": np.zeros(shape, np.int8), "dose_ii": np.zeros(shape)}
+
+
+def dose_record(table) -> dict:
+    """The doses of a `DoseTable` as stored: a dose is taken when its amount is > 0; slots of
+    doses not taken get time NaN, amount/rate/ii 0, cmt 0 (else the 1-based state number,
+    NONMEM CMT) and ss 0. Arrays (subjects, events)."""
+    given = table.amt > 0
+    return {"dose_time": np.where(given, table.time, np.nan), "dose_amt": np.where(given, table.amt, 0.0),
+            "dose_rate": np.where(given, table.rate, 0.0),
+            "dose_cmt": np.where(given, table.cmt + 1, 0).astype(np.int8),
+            "dose_ss": np.where(given, table.ss, 0).astype(np.int8),
+            "dose_ii": np.where(given & (table.ss > 0), table.ii, 0.0)}

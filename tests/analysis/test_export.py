@@ -10,8 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import insilico
-from insilico.analysis.export import (SIMULATED_LABEL, read_parquet, tables, to_adam, to_nonmem, to_parquet,
-                                      write_nonmem)
+from insilico.analysis.export import SIMULATED_LABEL, read_parquet, tables, to_adam, to_nonmem, to_parquet, write_nonmem
 from insilico.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]

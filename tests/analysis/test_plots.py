@@ -51,7 +51,7 @@ def _store(n_rep=2, n_sub=60, seed=1) -> xr.Dataset:
         {
             "conc": (dims4, conc, {"units": "mg/L", "long_name": "central concentration"}),
             "effect": (dims4, effect, {"units": "%", "long_name": "drug effect"}),
-            "auc_ss": (dims3, auc, {"units": "mg/L·h", "long_name": "auc of conc", "endpoint_type": "auc"}),
+            "auc_ss": (dims3, auc, {"units": "mg*h/L", "long_name": "auc of conc", "endpoint_type": "auc"}),
             "effect_change": (dims3, eff_ch, {"units": "1", "long_name": "change of effect",
                                               "endpoint_type": "change_from_baseline"}),
             "responder": (dims3, resp, {"units": "1", "long_name": "responder", "endpoint_type": "responder"}),
@@ -146,7 +146,7 @@ def test_endpoint_distribution_continuous(ds):
     for ln, arm in zip(meds, ARMS):
         v = _arm_data(ds, "auc_ss", arm)
         assert ln.get_ydata()[0] == pytest.approx(np.median(v[np.isfinite(v)]))
-    assert ax.get_ylabel() == "auc of conc (mg/L·h)"
+    assert ax.get_ylabel() == "auc of conc (mg*h/L)"
     assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ARMS
 
 
@@ -168,7 +168,7 @@ def test_exposure_response_continuous_and_binary(ds):
     pts = [c for c in ax.collections if c.get_gid() == "points"]
     assert len(pts) == len(ARMS)
     assert sum(len(c.get_offsets()) for c in pts) == int((ds.status.isel(replicate=0) == 0).sum())
-    assert ax.get_xlabel() == "auc of conc (mg/L·h)" and ax.get_ylabel() == "change of effect (1)"
+    assert ax.get_xlabel() == "auc of conc (mg*h/L)" and ax.get_ylabel() == "change of effect (1)"
 
     fig = P.plot_exposure_response(ds, "auc_ss", "responder", bins=4)
     (ax,) = fig.axes

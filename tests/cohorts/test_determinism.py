@@ -5,7 +5,7 @@ import xarray as xr
 from numpyro import handlers
 
 from insilico.cohorts import cohort_model, draw_cohort, subject_key
-from insilico.cohorts._draw import COHORT_STREAM
+from insilico.cohorts._draw import COHORT_STREAM, bucket_size
 from tests.cohorts.conftest import tiny_spec
 
 
@@ -61,3 +61,26 @@ def test_key_derivation_is_the_documented_one(healthy, healthy_100):
     for v in names:
         np.testing.assert_allclose(np.asarray(tr[v][0]), healthy_100[v].sel(subject=i).values,
                                    rtol=1e-12, err_msg=v)
+
+
+def test_bucket_sizes():
+    """Calls are padded to powers of two between MIN_BUCKET and the batch size."""
+    assert [bucket_size(m, 16384) for m in (1, 64, 65, 100, 128, 129, 16384)] == [64, 64, 128, 128, 128, 256, 16384]
+    assert bucket_size(100, 100) == 100 and bucket_size(5, 32) == 32
+
+
+def test_small_draws_equal_slices_of_a_large_one(healthy):
+    """Different padded shapes (64, 128, 4096 rows) give the same subjects."""
+    big = draw_cohort(healthy, 3000, seed=11)
+    for n, start in ((1, 7), (70, 1000)):
+        _same(draw_cohort(healthy, n, seed=11, start=start), big.isel(subject=slice(start, start + n)))
+
+
+def test_subjects_independent_of_padded_shape(unconstrained, specs):
+    """Subjects 0..2999 from a 3000-subject draw (one call of 4096 rows) equal those of a
+    20,000-subject draw (first call of 16384 rows), bit for bit: correlated etas (the
+    paediatric Omega) are formed without a batched matmul, whose summation order XLA may
+    choose by shape."""
+    full = unconstrained["paediatric"]
+    part = draw_cohort(specs["paediatric"], 3000, seed=5, apply_criteria=False)
+    _same(part, full.isel(subject=slice(0, 3000)))

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from insilico.cohorts import load_cohort_spec
+from insilico.errors import SpecError
+from insilico.units import is_valid_units
 from tests.cohorts.conftest import COHORTS, EXAMPLES
 
 
@@ -37,8 +39,8 @@ def test_example_draws(constrained, specs, name):
 
 def test_units(constrained):
     ds = constrained["healthy_adults"]
-    expected = {"AGE": "years", "WT": "kg", "HT": "cm", "SCR": "mg/dL", "CRCL": "mL/min", "BMI": "kg/m2",
-                "BSA": "m2", "CL": "L/h", "V1": "L", "Q": "L/h", "V2": "L", "KA": "1/h"}
+    expected = {"AGE": "years", "WT": "kg", "HT": "cm", "SCR": "mg/dL", "CRCL": "mL/min", "BMI": "kg/m**2",
+                "BSA": "m**2", "CL": "L/h", "V1": "L", "Q": "L/h", "V2": "L", "KA": "1/h"}
     assert {k: ds[k].attrs["units"] for k in expected} == expected
 
 
@@ -48,3 +50,26 @@ def test_paediatric_ranges(constrained):
     assert (ds.WT >= 10).all()
     # allometric scaling: CL per kg^0.75 constant apart from eta
     np.testing.assert_allclose(ds.CL / np.exp(ds.eta_CL), 5.0 * (ds.WT / 70) ** 0.75, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_units_parse_with_pint(constrained, name):
+    """Every variable and coordinate has units that pint parses (insilico.units grammar)."""
+    pint = pytest.importorskip("pint")
+    ureg = pint.UnitRegistry()
+    ds = constrained[name]
+    for v in list(ds.data_vars) + list(ds.coords):
+        units = ds[v].attrs["units"]
+        assert is_valid_units(units), (v, units)
+        ureg.parse_expression(units)  # raises on anything pint cannot read
+    # spot checks of the dimensions
+    if "BMI" in ds:
+        assert ureg.parse_expression(ds.BMI.attrs["units"]).dimensionality == ureg("kg/m**2").dimensionality
+
+
+@pytest.mark.parametrize("units", ["kg/m2", "mg L", "mL/min/1.73m2", ""])
+def test_bad_user_units_name_the_field(units):
+    spec = {"name": "u", "covariates": {"ALT": {"dist": "normal", "mean": 20, "sd": 5, "units": units}}}
+    with pytest.raises(SpecError) as e:
+        load_cohort_spec(spec)
+    assert e.value.field == "covariates.ALT.units" and "units" in e.value.message

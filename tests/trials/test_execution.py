@@ -11,8 +11,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from insilico.store import open_results
 from insilico.cluster import ClusterOptions, connect
+from insilico.store import open_results
 from insilico.trials import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +96,8 @@ def test_existing_scheduler_address(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                       dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://")
-        ds = run(SPEC, tmp_path / "s.zarr", overrides=["n=10"], cluster=ClusterOptions(scheduler=cluster.scheduler_address))
+        ds = run(SPEC, tmp_path / "s.zarr", overrides=["n=10"],
+                 cluster=ClusterOptions(scheduler=cluster.scheduler_address))
         assert int((ds["status"] == 0).sum()) == 3 * 2 * 10   # 3 replicates, both arms (counterfactual)
     import dask
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
