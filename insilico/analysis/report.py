@@ -186,8 +186,7 @@ def _cohort_section(ds: xr.Dataset) -> str:
     if not cs:
         return "<p class='note'>no cohort spec stored</p>"
     try:
-        from insilico.cohorts import load_cohort_spec, validation_report
-        from insilico.cohorts._validate import compile_spec
+        from insilico.cohorts import compile_spec, load_cohort_spec, validation_report
         spec = load_cohort_spec(cs)
         c = compile_spec(spec)
         names = list(c.order) + [f"eta_{p}" for p in c.bsv_names] + [f"kappa_{p}" for p in c.iov_sd]

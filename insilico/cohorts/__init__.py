@@ -12,6 +12,7 @@ Typical use::
     report = validation_report(draw_cohort(spec, 10_000, 1, apply_criteria=False), spec)
 """
 from insilico import jax_config  # noqa: F401  (float64 and the compilation cache before any array exists)
+from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._derived import (
     bmi,
     bsa_mosteller,
@@ -49,6 +50,7 @@ __all__ = [
     "RESIDUAL_STREAM",
     "BSVSpec",
     "CohortSpec",
+    "CompiledCohort",
     "CorrelationSpec",
     "CovariateSpec",
     "CriteriaSpec",
@@ -63,6 +65,7 @@ __all__ = [
     "bmi",
     "bsa_mosteller",
     "cohort_model",
+    "compile_spec",
     "crcl_cockcroft_gault",
     "cv_percent_to_variance",
     "draw_cohort",

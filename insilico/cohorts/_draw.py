@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 from numpyro import handlers
 
+from insilico import batching, streams
 from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._model import cohort_model, criteria_mask
 from insilico.errors import SpecError
@@ -39,7 +40,7 @@ from insilico.errors import SpecError
 __all__ = ["COHORT_STREAM", "DEFAULT_BATCH", "MIN_BUCKET", "assign_strata", "bucket_size", "draw_cohort",
            "subject_key"]
 
-COHORT_STREAM = 0x636F68  # b"coh": stream id of cohort draws
+COHORT_STREAM = streams.COHORT  # stream id of cohort draws (see insilico.streams)
 DEFAULT_BATCH = 16384     # most rows per compiled call
 MIN_BUCKET = 64           # fewest rows per compiled call (calls are padded to powers of two in between)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -97,7 +98,7 @@ def _kernel(c: CompiledCohort):
 def bucket_size(m: int, batch: int) -> int:
     """Rows of the compiled call that evaluates ``m`` rows: the next power of two, at least
     :data:`MIN_BUCKET` and at most ``batch``, so few shapes are compiled and small draws are cheap."""
-    return min(batch, max(MIN_BUCKET, 1 << (m - 1).bit_length()))
+    return batching.bucket_size(m, MIN_BUCKET, batch)
 
 
 def _batches(run, seed, subj, att, strat, batch, floor):

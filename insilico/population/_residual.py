@@ -20,12 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from insilico import streams
+from insilico.batching import bucket_size
 from insilico.config import validate
 from insilico.population._spec import ResidualErrorSpec
 
 __all__ = ["RESIDUAL_STREAM", "apply_residual_error", "residual_root_key"]
 
-RESIDUAL_STREAM = 0x726573  # b"res"
+RESIDUAL_STREAM = streams.RESIDUAL  # see insilico.streams
 
 
 def residual_root_key(key_or_seed) -> jax.Array:
@@ -36,6 +38,14 @@ def residual_root_key(key_or_seed) -> jax.Array:
     if hasattr(k, "dtype") and jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key):
         return k
     return jnp.asarray(k, dtype=jnp.uint32)
+
+
+@jax.jit
+def _standard_normals(root, subjects, observations):
+    """(n, 2) N(0, 1) draws, row r from ``fold_in(fold_in(root, subjects[r]), observations[r])``."""
+    def draw(i, j):
+        return jax.random.normal(jax.random.fold_in(jax.random.fold_in(root, i), j), (2,))
+    return jax.vmap(draw)(subjects, observations)
 
 
 def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or_seed,
@@ -66,12 +76,12 @@ def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or
     n_obs = f.shape[-1]
     obs = jnp.arange(n_obs) if obs_index is None else jnp.asarray(obs_index)
     obs = jnp.broadcast_to(obs, f.shape)
-    flat_s = jnp.broadcast_to(subj[..., None], f.shape).reshape(-1)
-
-    def draw(i, j):
-        return jax.random.normal(jax.random.fold_in(jax.random.fold_in(root, i), j), (2,))
-
-    eps = jax.vmap(draw)(flat_s.astype(jnp.uint32), obs.reshape(-1).astype(jnp.uint32))
+    flat_s = jnp.broadcast_to(subj[..., None], f.shape).reshape(-1).astype(jnp.uint32)
+    flat_o = obs.reshape(-1).astype(jnp.uint32)
+    n, pad = flat_s.size, bucket_size(flat_s.size) - flat_s.size
+    if pad:   # one compiled shape per power of two, whatever the number of observations
+        flat_s, flat_o = (jnp.concatenate([a, jnp.zeros(pad, jnp.uint32)]) for a in (flat_s, flat_o))
+    eps = _standard_normals(root, flat_s, flat_o)[:n]
     e1 = eps[:, 0].reshape(f.shape)
     e2 = eps[:, 1].reshape(f.shape)
     if spec.type == "additive":

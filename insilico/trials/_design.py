@@ -15,18 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from insilico.batching import bucket_size
 from insilico.streams import JITTER, stream_id
-
-
-def _bucket(n: int, least: int = 64) -> int:
-    """Padded length: the next power of two (at least ``least``), so a few compiled shapes serve
-    every chunk and arm size."""
-    return max(least, 1 << max(0, int(n) - 1).bit_length())
 
 
 def _padded(idx: np.ndarray) -> np.ndarray:
     idx = np.asarray(idx, dtype=np.uint32)
-    return np.concatenate([idx, np.zeros(_bucket(idx.size) - idx.size, np.uint32)])
+    return np.concatenate([idx, np.zeros(bucket_size(idx.size) - idx.size, np.uint32)])
 
 
 def _root(seed, stream, replicate):
@@ -76,7 +71,7 @@ def subject_keys(seed: int, stream: str, replicate: int, idx: np.ndarray):
 def _uniform(seed: int, stream: str, replicate: int, idx: np.ndarray, m: int) -> np.ndarray:
     """(n, m) uniforms; column j from fold_in(key_i, j), so columns do not depend on m."""
     idx = np.asarray(idx)
-    u = _uniform_kernel(*_args(seed, stream, replicate), _padded(idx), m=_bucket(m, 8))
+    u = _uniform_kernel(*_args(seed, stream, replicate), _padded(idx), m=bucket_size(m, 8))
     return np.asarray(u)[: idx.size, :m]
 
 
@@ -161,7 +156,7 @@ def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarr
     actual = np.broadcast_to(nominal, (n, T)).copy()
     if spec.jitter_sd > 0:
         z = np.asarray(_normal_kernel(*_args(seed, "schedule", replicate), _padded(idx), np.uint32(JITTER),
-                                      m=_bucket(T, 8)))[:n, :T]
+                                      m=bucket_size(T, 8)))[:n, :T]
         actual = np.sort(np.maximum(actual + spec.jitter_sd * z, 0.0), axis=1)
         gap = 1e-6
         actual = np.maximum.accumulate(actual - gap * np.arange(T), axis=1) + gap * np.arange(T)
