@@ -18,9 +18,9 @@ A `Regimen` is an ordered collection of doses; ``+`` concatenates (loading + mai
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
+from insilico.dosing._rules import check_dose
 from insilico.errors import SpecError
 
 __all__ = ["Dose", "Regimen"]
@@ -39,34 +39,9 @@ class Dose:
     per: str | None = None
 
     def validate(self, where: str = "dose") -> None:
-        def finite(name, v):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise SpecError(f"{where}.{name}", f"must be a finite number, got {v!r}")
-
-        for name in ("amt", "time", "rate", "ii"):
-            finite(name, getattr(self, name))
-        if self.amt < 0:
-            raise SpecError(f"{where}.amt", f"dose amount must be >= 0, got {self.amt}")
-        if self.time < 0:
-            raise SpecError(f"{where}.time", f"dose time must be >= 0 h, got {self.time}")
-        if self.rate < 0:
-            raise SpecError(f"{where}.rate", f"infusion rate must be > 0 (mg/h) or 0 for a bolus, got "
-                                             f"{self.rate} (modelled rate/duration, RATE=-1/-2, is not supported)")
-        if self.duration is not None:
-            finite("duration", self.duration)
-            if self.duration <= 0:
-                raise SpecError(f"{where}.duration", f"zero-length infusion: duration must be > 0 h, "
-                                                     f"got {self.duration}")
-            if self.rate > 0:
-                raise SpecError(f"{where}.duration", "give either rate or duration, not both")
-        if self.rate > 0 and self.amt == 0:
-            raise SpecError(f"{where}.amt", "an infusion needs an amount > 0")
-        if not isinstance(self.addl, int) or self.addl < 0:
-            raise SpecError(f"{where}.addl", f"must be a non-negative integer, got {self.addl!r}")
-        if self.ss not in (0, 1):
-            raise SpecError(f"{where}.ss", f"must be 0 or 1 (SS=2 is not supported), got {self.ss!r}")
-        if (self.addl > 0 or self.ss) and not self.ii > 0:
-            raise SpecError(f"{where}.ii", f"dosing interval must be > 0 h with addl/ss, got {self.ii}")
+        """Raise `SpecError` for the first broken dose rule (see `check_dose`)."""
+        check_dose(amt=self.amt, time=self.time, rate=self.rate, duration=self.duration, ii=self.ii,
+                   addl=self.addl, ss=self.ss, where=where)
 
     @property
     def infusion_rate(self) -> float:
@@ -75,7 +50,7 @@ class Dose:
             return self.amt / self.duration
         return float(self.rate)
 
-    def expand(self) -> list["Dose"]:
+    def expand(self) -> list[Dose]:
         """The ``addl + 1`` individual doses (ADDL expansion); SS stays on the first."""
         return [replace(self, time=self.time + k * self.ii, addl=0, ss=self.ss if k == 0 else 0)
                 for k in range(self.addl + 1)]
@@ -88,13 +63,13 @@ class Regimen:
     def __post_init__(self):
         object.__setattr__(self, "doses", tuple(self.doses))
 
-    def __add__(self, other: "Regimen") -> "Regimen":
+    def __add__(self, other: Regimen) -> Regimen:
         return Regimen(self.doses + other.doses)
 
     def __len__(self) -> int:
         return len(self.doses)
 
-    def shift(self, dt: float) -> "Regimen":
+    def shift(self, dt: float) -> Regimen:
         """The same regimen started ``dt`` hours later (a sequential phase)."""
         return Regimen(tuple(replace(d, time=d.time + dt) for d in self.doses))
 
@@ -114,11 +89,11 @@ class Regimen:
 
     # -- constructors --------------------------------------------------------------
     @classmethod
-    def single(cls, amt: float, time: float = 0.0, **kw) -> "Regimen":
+    def single(cls, amt: float, time: float = 0.0, **kw) -> Regimen:
         return cls((Dose(amt=amt, time=time, **kw),))
 
     @classmethod
-    def repeated(cls, amt: float, ii: float, n: int, start: float = 0.0, **kw) -> "Regimen":
+    def repeated(cls, amt: float, ii: float, n: int, start: float = 0.0, **kw) -> Regimen:
         """``n`` doses every ``ii`` hours from ``start`` (NONMEM ADDL = n - 1)."""
         if not isinstance(n, int) or n < 1:
             raise SpecError("regimen.n", f"number of doses must be a positive integer, got {n!r}")
@@ -126,7 +101,7 @@ class Regimen:
 
     @classmethod
     def loading_maintenance(cls, loading: float, maintenance: float, ii: float, n: int,
-                            start: float = 0.0, **kw) -> "Regimen":
+                            start: float = 0.0, **kw) -> Regimen:
         """A loading dose at ``start`` then ``n`` maintenance doses from ``start + ii``."""
         return cls.single(loading, start, **kw) + cls.repeated(maintenance, ii, n, start + ii, **kw)
 

@@ -7,8 +7,8 @@ no effect on the solution.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -37,11 +37,11 @@ class DoseTable:
     def n_events(self) -> int:
         return self.time.shape[1]
 
-    def take(self, idx) -> "DoseTable":
+    def take(self, idx) -> DoseTable:
         """Rows ``idx`` (an index array or slice)."""
         return DoseTable(*(getattr(self, f)[idx] for f in FIELDS))
 
-    def broadcast(self, n: int) -> "DoseTable":
+    def broadcast(self, n: int) -> DoseTable:
         if self.n_subjects == n:
             return self
         if self.n_subjects != 1:

@@ -7,11 +7,12 @@ exact jump) and the rate step to the infusion input; at an observation the state
 Only those states are saved (no dense output, no interpolation). ``throw=False``: failures
 become per-subject status codes.
 
-Steady state (SS=1 on the first dose): the pre-dose state is the fixed point of the map
-"integrate one dosing interval starting with the dose", iterated to a relative change
-< 1e-12 (at most ``ss_max_iter`` intervals), as NONMEM does numerically for general models;
-gradients use the implicit function theorem instead of unrolling the iterations.
-The state is reset to it when the SS dose enters (dose time + ALAG).
+Steady state (SS=1 on the first dose; NONMEM: the pre-dose state after infinitely many
+identical doses ``ii`` apart): the root of ``flow(y) − y``, flow being "dose, then integrate one
+interval", found by Newton's method (``optimistix.root_find``), as NONMEM does numerically for
+general models; gradients by the implicit function theorem (``optimistix.ImplicitAdjoint``)
+instead of unrolling iterations. The state is reset to it when the SS dose enters
+(dose time + ALAG); see `_steady_state`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import diffrax
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 
 from insilico.engine import _status
 from insilico.engine._records import dose_records
@@ -31,6 +33,12 @@ _SOLVERS = {
 }
 
 
+DEFAULT_RTOL = 1e-8
+"""Default relative tolerance of the ODE path (step-size control and steady-state Newton test)."""
+DEFAULT_ATOL = 1e-10
+"""Default absolute tolerance of the ODE path, in state units (mg for amounts)."""
+
+
 @dataclass(frozen=True)
 class SolverOptions:
     """Numerical choices for the ODE path.
@@ -38,15 +46,17 @@ class SolverOptions:
     solver : ``tsit5`` (default, explicit), ``dopri5``, ``dopri8``, or a stiff implicit solver
         ``kvaerno3``/``kvaerno5``.
     rtol, atol : PID step-size controller tolerances (atol in state units, mg).
+        The steady-state Newton iteration stops when ``|flow(y) − y| < atol + rtol·|y|``.
     max_steps : per segment between events; exceeding it gives status ``MAX_STEPS``.
-    ss_max_iter : maximum dosing intervals iterated to reach steady state.
+    ss_max_iter : maximum Newton steps for a steady state (SS=1); typically 2–5 are taken.
+        Exceeding it gives status ``MAX_STEPS``.
     """
 
     solver: str = "tsit5"
-    rtol: float = 1e-8
-    atol: float = 1e-10
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
     max_steps: int = 4096
-    ss_max_iter: int = 2000
+    ss_max_iter: int = 64
 
     def __post_init__(self):
         from insilico.errors import SpecError
@@ -56,8 +66,10 @@ class SolverOptions:
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise SpecError(f"solver.{f}", f"must be > 0, got {v!r}")
-        if not (isinstance(self.max_steps, int) and self.max_steps > 0):
-            raise SpecError("solver.max_steps", f"must be a positive integer, got {self.max_steps!r}")
+        for f in ("max_steps", "ss_max_iter"):
+            v = getattr(self, f)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+                raise SpecError(f"solver.{f}", f"must be a positive integer, got {v!r}")
 
 
 def _vector_field(model):
@@ -73,19 +85,19 @@ def _code(result):
                                _status.SOLVER_FAILED))
 
 
-def _integrate(model, p, opts, y, rate, t0, t1):
+def _integrate(model, p, opts, y, rate, t0, t1, adjoint=diffrax.RecursiveCheckpointAdjoint()):
     """Integrate one interval between consecutive events; returns (y(t1), status)."""
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_vector_field(model)), _SOLVERS[opts.solver](), t0, t1, dt0=None, y0=y,
         args=(p, rate), saveat=diffrax.SaveAt(t1=True),
         stepsize_controller=diffrax.PIDController(rtol=opts.rtol, atol=opts.atol),
-        max_steps=opts.max_steps, throw=False,
+        max_steps=opts.max_steps, throw=False, adjoint=adjoint,
     )
     return sol.ys[-1], _code(sol.result)
 
 
 def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
-                 reset_at=None, y_reset=None):
+                 reset_at=None, y_reset=None, adjoint=diffrax.RecursiveCheckpointAdjoint()):
     """Scan over the merged, time-sorted records and observations.
 
     Each step integrates from the previous event time to this one, then records the state
@@ -111,7 +123,7 @@ def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
     def body(carry, xs):
         y, rate, status = carry
         t0, t1, b, dr, reset = xs
-        y, code = _integrate(model, p, opts, y, rate, t0, t1)
+        y, code = _integrate(model, p, opts, y, rate, t0, t1, adjoint)
         if y_reset is not None:
             y = jnp.where(reset, y_reset, y)
         seen = y  # an observation at t1 sees the state before any record placed after it
@@ -123,59 +135,91 @@ def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
     return out, y_end, status
 
 
-def _one_interval(model, opts, y, theta):
-    """State after one dosing interval that starts with the dose entering."""
+def _one_interval(model, opts, adjoint, y, theta):
+    """State at the end of one dosing interval [0, ii] that starts with the dose entering at 0
+    (bolus ``b0``, or infusion ``dr0`` for ``dur0`` h), and the worst integration status."""
     p, b0, dr0, dur0, ii0 = theta
     t = jnp.stack([0.0, dur0])
-    _, y1, _ = _run_records(model, p, opts, y, t, jnp.stack([b0, jnp.zeros_like(b0)]),
-                            jnp.stack([dr0, -dr0]), None, False)
-    y1, _ = _integrate(model, p, opts, y1, jnp.zeros_like(y1), dur0, ii0)
-    return y1
+    _, y1, code = _run_records(model, p, opts, y, t, jnp.stack([b0, jnp.zeros_like(b0)]),
+                               jnp.stack([dr0, -dr0]), None, False, adjoint=adjoint)
+    y1, code1 = _integrate(model, p, opts, y1, jnp.zeros_like(y1), dur0, ii0, adjoint)
+    return y1, jnp.maximum(code, code1)
 
 
-@functools.lru_cache(maxsize=None)
-def _fixed_point_fn(model, opts):
-    """Steady state ``y = flow(y)`` by fixed-point iteration, with an implicit-function VJP:
-    ``dy*/dθ = (I − ∂flow/∂y)^{-1} ∂flow/∂θ`` (reverse mode only, no unrolled iterations)."""
-    flow = functools.partial(_one_interval, model, opts)
+def _ss_residual(model, opts, y, args):
+    """Weighted residual ``w · g(y)``, ``g(y) = flow(y; θ) − y``, whose root is the pre-dose steady state.
 
-    @jax.custom_vjp
-    def fixed_point(y0, theta):
-        def cond(state):
-            k, y, prev = state
-            change = jnp.max(jnp.abs(y - prev) / (jnp.abs(y) + opts.atol))
-            return (k < opts.ss_max_iter) & ((k == 0) | (change > 1e-12))
+    Written as the first-order expansion about ``ȳ = stop_gradient(y)``:
+    ``g(y) = flow(ȳ; θ) + Φ(ȳ)(y − ȳ) − y`` with ``Φ = ∂flow/∂y`` — equal to ``flow(y) − y`` in
+    value and in first derivatives. ``Φ`` comes from forward-mode AD through the interval
+    (``diffrax.ForwardMode``) and the θ-dependence from the default reverse-mode adjoint
+    (``RecursiveCheckpointAdjoint``). Newton linearises ``g`` in ``y`` (forward mode) and the
+    implicit adjoint both materialises and transposes ``∂g/∂y`` (forward and reverse mode); in this
+    form ``y`` enters linearly, so every mode works, whereas no diffrax adjoint supports both cheaply
+    (``DirectAdjoint`` runs ``max_steps`` steps under ``vmap``). Second derivatives through the
+    steady state are therefore not available.
 
-        def body(state):
-            k, y, _ = state
-            return k + 1, flow(y, theta), y
+    ``w = atol / (atol + rtol·|ȳ|)`` measures the residual in units of the ODE tolerance, so that
+    Newton's absolute test ``|w·g| < atol`` reads ``|g| < atol + rtol·|y|``; a positive diagonal
+    factor changes neither the root nor ``dy*/dθ``. Subjects without an SS dose solve
+    ``y_init − y = 0`` instead (root ``y_init``).
+    """
+    theta, y_init, active = args
+    sg = jax.lax.stop_gradient
+    y_bar, theta_bar = sg(y), sg(theta)
+    phi = jax.jacfwd(lambda yy: _one_interval(model, opts, diffrax.ForwardMode(), yy, theta_bar)[0])(y_bar)
+    flow, code = _one_interval(model, opts, diffrax.RecursiveCheckpointAdjoint(), y_bar, theta)
+    g = jnp.where(active, flow + phi @ (y - y_bar) - y, y_init - y)
+    w = opts.atol / (opts.atol + opts.rtol * jnp.abs(y_bar))
+    return w * g, (jnp.where(active, code, _status.OK), phi)
 
-        return jax.lax.while_loop(cond, body, (0, y0, y0))[1]
 
-    def fwd(y0, theta):
-        y = fixed_point(y0, theta)
-        return y, (y, theta)
+def _attracting(phi, squarings: int = 40, margin: float = 1e-9):
+    """True when the fixed point attracts repeated dosing: spectral radius ``ρ(Φ) < 1 − margin``
+    for the one-interval Jacobian ``Φ``, estimated as ``‖Φ^N‖^(1/N)`` with ``N = 2^40 ≈ 1e12``
+    (repeated squaring, rescaled at each step against overflow; no eigenvalue routine, so it
+    also runs on GPU). ``‖Φ^N‖ ≈ C ρ^N`` so the estimate is off by ``|log C|/N`` (< 1e-10 for any
+    reasonable C), well inside the margin; a steady state with ``ρ > 1 − 1e-9`` would take over
+    1e9 intervals to approach. A root of ``flow(y) = y`` that repeated doses do not approach is no
+    NONMEM steady state: beyond the elimination capacity of a Michaelis–Menten model Newton
+    either lands on an unstable negative root (ρ > 1) or runs off to amounts so large that the
+    elimination is saturated and the relative test passes (ρ = 1 to machine precision)."""
+    log_norm = jnp.zeros(())
+    for _ in range(squarings):
+        phi = phi @ phi
+        s = jnp.max(jnp.abs(phi))
+        phi = phi / jnp.where(s > 0, s, 1.0)
+        log_norm = 2.0 * log_norm + jnp.log(s)
+    return log_norm / 2.0 ** squarings < jnp.log1p(-margin)
 
-    def bwd(res, v):
-        y, theta = res
-        J = jax.jacrev(lambda yy: flow(yy, theta))(y)
-        w = jnp.linalg.solve((jnp.eye(y.shape[0]) - J).T, v)
-        _, vjp = jax.vjp(lambda th: flow(y, th), theta)
-        return jnp.zeros_like(y), vjp(w)[0]
 
-    fixed_point.defvjp(fwd, bwd)
-    return fixed_point
+def _newton_code(result):
+    return jnp.where(result == optx.RESULTS.successful, _status.OK,
+                     jnp.where(result == optx.RESULTS.nonlinear_max_steps_reached, _status.MAX_STEPS,
+                               _status.SOLVER_FAILED))
 
 
 def _steady_state(model, p, opts, y0, b0, dr0, dur0, ii0, active):
-    """Pre-dose steady state for a dose (bolus b0, infusion dr0 for dur0) every ii0 h.
-    Subjects without an SS dose iterate a dose-free map (converges at once) and keep y0."""
+    """Pre-dose steady state for a dose (bolus b0, infusion dr0 for dur0 h) every ii0 h.
+
+    NONMEM SS=1: the state just before the dose, after infinitely many identical doses ii0 apart,
+    i.e. the root of ``g(y) = flow(y) − y`` (flow: dose, then integrate one interval). Found by
+    ``optimistix.root_find`` with ``optimistix.Newton`` (at most ``opts.ss_max_iter`` steps) from
+    the model's initial state ``y0``, a point from which the interval map is well defined; for
+    linear models Newton lands on the root in one step. Gradients: ``optimistix.ImplicitAdjoint``
+    (implicit function theorem, ``dy*/dθ = −(∂g/∂y)^{-1} ∂g/∂θ``), no unrolled iterations.
+    Non-convergence or an integration failure inside an interval become a status code, never
+    an exception (``throw=False``): MAX_STEPS when Newton ran out of steps, else SOLVER_FAILED.
+    Subjects without an SS dose (``active`` False) get ``y0`` and status OK.
+    """
     theta = (p, jnp.where(active, b0, 0.0), jnp.where(active, dr0, 0.0), jnp.where(active, dur0, 0.0),
              jnp.where(active, ii0, 1.0))
-    y_ss = _fixed_point_fn(model, opts)(y0, theta)
-    resid = _one_interval(model, opts, y_ss, jax.lax.stop_gradient(theta)) - y_ss
-    converged = jnp.max(jnp.abs(resid) / (jnp.abs(y_ss) + opts.atol)) < 1e-8
-    return y_ss, jnp.where(active & ~converged, _status.MAX_STEPS, _status.OK)
+    sol = optx.root_find(functools.partial(_ss_residual, model, opts), optx.Newton(rtol=opts.rtol, atol=opts.atol),
+                         y0, (theta, y0, active), has_aux=True, max_steps=opts.ss_max_iter, throw=False)
+    code, phi = sol.aux
+    code = jnp.maximum(code, _newton_code(sol.result))
+    code = jnp.where((code == _status.OK) & ~_attracting(phi), _status.SOLVER_FAILED, code)
+    return sol.value, jnp.where(active, code, _status.OK)
 
 
 def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverOptions = SolverOptions(),

@@ -8,7 +8,7 @@ observation times. Memory is bounded by the chunk size whatever N is.
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
