@@ -90,7 +90,10 @@ def spec_error(err, prefix: str = "") -> SpecError:
     loc = ".".join(str(p) for p in e["loc"] if _is_field(p, models))
     field = ".".join(p for p in (prefix, loc) if p)
     msg = e["msg"].removeprefix("Value error, ")
-    if e.get("type") == "extra_forbidden":
+    inner = (e.get("ctx") or {}).get("error")
+    if isinstance(inner, SpecError):   # a shared rule (e.g. insilico.dosing.check_dose) names its own field
+        field, msg = ".".join(p for p in (field, inner.field) if p), inner.message
+    elif e.get("type") == "extra_forbidden":
         msg = "unknown field (not part of the schema)"
     elif e.get("type") != "missing" and "input" in e and not isinstance(e["input"], (dict, list)):
         msg += f" (got {e['input']!r})"

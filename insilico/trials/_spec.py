@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from insilico.config import apply_overrides, read_mapping, validate
+from insilico.dosing import check_dose
+from insilico.engine import DEFAULT_ATOL, DEFAULT_RTOL
 from insilico.errors import SpecError
 from insilico.stats import RULE_KEYS
 
@@ -46,27 +48,24 @@ class ModelSpec(_Strict):
 
 
 class DoseSpec(_Strict):
-    """One dosing record (NONMEM semantics); ``n`` doses ``ii`` apart is shorthand for ADDL = n - 1."""
+    """One dosing record (NONMEM semantics); ``n`` doses ``ii`` apart is shorthand for ADDL = n - 1.
+    The rules are `insilico.dosing.check_dose`'s (the one home of dose rules)."""
 
-    amt: NonNegFloat
-    time: NonNegFloat = 0.0
+    amt: float
+    time: float = 0.0
     cmt: str | int | None = None
-    rate: NonNegFloat = 0.0
-    duration: PositiveFloat | None = None
-    ii: NonNegFloat = 0.0
-    addl: Annotated[int, Field(ge=0)] = 0
-    n: Annotated[int, Field(ge=1)] | None = None
-    ss: Literal[0, 1] = 0
+    rate: float = 0.0
+    duration: float | None = None
+    ii: float = 0.0
+    addl: int = 0
+    n: int | None = None
+    ss: int = 0
     per: str | None = None
 
     @model_validator(mode="after")
     def _check(self):
-        if self.n is not None and self.addl:
-            raise ValueError("give either n (number of doses) or addl, not both")
-        if self.rate and self.duration:
-            raise ValueError("give either rate or duration, not both")
-        if ((self.n or 1) > 1 or self.addl or self.ss) and not self.ii > 0:
-            raise ValueError("ii (dosing interval, h) must be > 0 for repeated or steady-state doses")
+        check_dose(amt=self.amt, time=self.time, rate=self.rate, duration=self.duration, ii=self.ii,
+                   addl=self.addl, n=self.n, ss=self.ss, where="")
         return self
 
 
@@ -237,8 +236,8 @@ class ExecutionSpec(_Strict):
     chunk_size: Annotated[int, Field(ge=1)] = 4096
     method: Literal["auto", "exact", "ode"] = "auto"
     solver: Literal["tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5"] = "tsit5"
-    rtol: PositiveFloat = 1e-6
-    atol: PositiveFloat = 1e-9
+    rtol: PositiveFloat = DEFAULT_RTOL    # the engine's defaults (one source)
+    atol: PositiveFloat = DEFAULT_ATOL
     grid_step: PositiveFloat = 0.5
     save_profiles: bool = True
 
