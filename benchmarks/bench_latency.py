@@ -64,7 +64,10 @@ t0 = time.perf_counter(); simulate(model, params(), reg, t); first = time.perf_c
 times = []
 for _ in range(20):
     p = params()
-    t0 = time.perf_counter(); ds = simulate(model, p, reg, t); float(ds["conc"][0, -1]); times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    ds = simulate(model, p, reg, t)
+    float(ds["conc"][0, -1])
+    times.append(time.perf_counter() - t0)
 print(json.dumps({"first_s": first, "warm_median_s": sorted(times)[len(times) // 2], "warm_min_s": min(times)}))
 """
 
@@ -114,7 +117,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     res = {"help": bench_help(a.repeat), "simulate": bench_simulate(), "trial": bench_trial(a.repeat)}
-    med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
+    med = lambda rows, k: statistics.median(r[k] for r in rows)
     h, s, t = res["help"], res["simulate"], res["trial"]
     lines = [
         ("insilico --help", f"{h['help_median_s']:.2f} s", "<= 0.5 s"),

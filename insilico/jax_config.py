@@ -31,7 +31,7 @@ def configure() -> None:
         try:
             os.makedirs(cache, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)   # small kernels too
         except OSError:  # read-only home: run without a persistent cache
             pass
     _done = True

@@ -17,8 +17,8 @@ import zarr
 
 from insilico import store
 from insilico.campaigns._spec import load_campaign_spec, scenarios
-from insilico.errors import SpecError
 from insilico.cluster import using
+from insilico.errors import SpecError
 from insilico.trials import load_trial_spec
 from insilico.trials import run as run_trial
 
@@ -26,7 +26,7 @@ from insilico.trials import run as run_trial
 def _finished(path: Path) -> bool:
     try:
         return "analysis" in store.read_attrs(path)
-    except Exception:  # noqa: BLE001 - absent or unreadable store: not finished
+    except Exception:
         return False
 
 
@@ -70,7 +70,7 @@ def run_campaign(path, out, *, cluster=None, resume: bool = False, overwrite: bo
                     run_trial(base, target, overrides=overrides, resume=target.exists(), cluster=c,
                               progress=progress)
                 rows += _summary_rows(name, overrides[len(spec.set):], store.open_results(target))
-            except Exception as e:  # noqa: BLE001 - a failed scenario must not stop the campaign
+            except Exception as e:
                 reason = f"{e}" if isinstance(e, SpecError) else f"{type(e).__name__}: {e}"
                 rows.append({"scenario": name, "overrides": "; ".join(overrides[len(spec.set):]), "status": "failed",
                              "reason": reason})

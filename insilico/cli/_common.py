@@ -9,7 +9,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,15 +29,15 @@ def handle_errors(fn):
             raise
         except SpecError as e:
             err_console.print(f"[bold red]invalid input[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except Exception as e:  # runtime failure
             if os.environ.get("INSILICO_DEBUG"):
                 raise
             err_console.print(f"[bold red]error[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -73,22 +73,22 @@ def cluster_from_flags(scheduler=None, workers=None, processes=False, kind="loca
 
 
 # cluster options shared by `insilico run` and `insilico campaign`
-Scheduler = Annotated[Optional[str], typer.Option(
+Scheduler = Annotated[str | None, typer.Option(
     "--scheduler", help="Address of an existing Dask scheduler (tcp://… or tls://… with --tls-dir).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="LocalCluster workers/threads.")]
+Workers = Annotated[int | None, typer.Option("--workers", help="LocalCluster workers/threads.")]
 Processes = Annotated[bool, typer.Option("--processes", help="LocalCluster with worker processes.")]
 Cluster = Annotated[str, typer.Option(
     "--cluster", help="local (LocalCluster), slurm or pbs (batch jobs via dask-jobqueue).")]
-Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Batch: number of worker jobs (default 1).")]
-Cores = Annotated[Optional[int], typer.Option("--cores", help="Batch: cores per job.")]
-Memory = Annotated[Optional[str], typer.Option("--memory", help="Batch: memory per job, e.g. 4GB.")]
-Walltime = Annotated[Optional[str], typer.Option("--walltime", help="Batch: job walltime, e.g. 01:00:00.")]
-Queue = Annotated[Optional[str], typer.Option("--queue", help="Batch: Slurm partition or PBS queue.")]
-Account = Annotated[Optional[str], typer.Option("--account", help="Batch: account/project to charge.")]
+Jobs = Annotated[int | None, typer.Option("--jobs", help="Batch: number of worker jobs (default 1).")]
+Cores = Annotated[int | None, typer.Option("--cores", help="Batch: cores per job.")]
+Memory = Annotated[str | None, typer.Option("--memory", help="Batch: memory per job, e.g. 4GB.")]
+Walltime = Annotated[str | None, typer.Option("--walltime", help="Batch: job walltime, e.g. 01:00:00.")]
+Queue = Annotated[str | None, typer.Option("--queue", help="Batch: Slurm partition or PBS queue.")]
+Account = Annotated[str | None, typer.Option("--account", help="Batch: account/project to charge.")]
 Tls = Annotated[bool, typer.Option("--tls/--no-tls", help="Batch: mutual TLS between scheduler, workers "
                                    "and client (default on).")]
-TlsDir = Annotated[Optional[Path], typer.Option(
+TlsDir = Annotated[Path | None, typer.Option(
     "--tls-dir", help="TLS credentials (ca.pem, cert.pem, key.pem; generated when absent). "
     "Default $INSILICO_TLS_DIR or ~/.config/insilico/tls.")]
-Dashboard = Annotated[Optional[str], typer.Option(
+Dashboard = Annotated[str | None, typer.Option(
     "--dashboard", help="Batch: scheduler dashboard address (default 127.0.0.1:8787; 'none' for no dashboard).")]

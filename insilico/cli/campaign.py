@@ -5,8 +5,25 @@ from pathlib import Path
 
 import typer
 
-from insilico.cli._common import (Account, Cluster, Cores, Dashboard, Jobs, Memory, Processes, Queue, Scheduler,
-                                   Tls, TlsDir, Walltime, Workers, cluster_from_flags, console, handle_errors, print_table)
+from insilico.cli._common import (
+    Account,
+    Cluster,
+    Cores,
+    Dashboard,
+    Jobs,
+    Memory,
+    Processes,
+    Queue,
+    Scheduler,
+    Tls,
+    TlsDir,
+    Walltime,
+    Workers,
+    cluster_from_flags,
+    console,
+    handle_errors,
+    print_table,
+)
 
 
 @handle_errors

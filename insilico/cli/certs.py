@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ from insilico.errors import SpecError
 
 @handle_errors
 def certs_command(
-    dir_: Optional[Path] = typer.Option(None, "--dir", help="Where to write ca.pem, cert.pem, key.pem "
+    dir_: Path | None = typer.Option(None, "--dir", help="Where to write ca.pem, cert.pem, key.pem "
                                         "(default $INSILICO_TLS_DIR or ~/.config/insilico/tls)."),
     days: int = typer.Option(365, "--days", help="Validity in days."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing credentials."),

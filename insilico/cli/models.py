@@ -1,15 +1,13 @@
 """`insilico models`: built-in models with their parameters and units."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from insilico.cli._common import console, handle_errors
 
 
 @handle_errors
-def models_command(name: Optional[str] = typer.Argument(None, help="Describe one model in detail.")):
+def models_command(name: str | None = typer.Argument(None, help="Describe one model in detail.")):
     """List built-in models (or describe one: states, parameters with units, outputs)."""
     from insilico.models import builtin_model_names, get_model
     if name:

@@ -2,22 +2,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from insilico.cli._common import (Account, Cluster, Cores, Dashboard, Jobs, Memory, Processes, Queue, Scheduler,
-                                   Tls, TlsDir, Walltime, Workers, cluster_from_flags, console, handle_errors)
+from insilico.cli._common import (
+    Account,
+    Cluster,
+    Cores,
+    Dashboard,
+    Jobs,
+    Memory,
+    Processes,
+    Queue,
+    Scheduler,
+    Tls,
+    TlsDir,
+    Walltime,
+    Workers,
+    cluster_from_flags,
+    console,
+    handle_errors,
+)
 
 
 @handle_errors
 def run_command(
     spec: Path = typer.Argument(..., help="Trial spec (YAML)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results store (default results/<name>.zarr)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results store (default results/<name>.zarr)."),
     scheduler: Scheduler = None,
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run: only missing chunks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results store."),
-    set_: List[str] = typer.Option([], "--set", help="Override a spec value: key.path=value (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a spec value: key.path=value (repeatable)."),
     workers: Workers = None,
     processes: Processes = False,
     cluster: Cluster = "local",
@@ -33,8 +48,8 @@ def run_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ):
     """Run a trial spec: cohort -> simulation -> endpoints -> Zarr store -> analysis."""
-    from insilico.trials import run
     from insilico.cli.summary import show_summary
+    from insilico.trials import run
     where = cluster_from_flags(scheduler, workers, processes, cluster, jobs, cores, memory, walltime, queue,
                                account, tls, tls_dir, dashboard)
     ds = run(spec, out, cluster=where, resume=resume, overwrite=overwrite, overrides=set_, progress=not quiet)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -12,11 +11,10 @@ from insilico.cli._common import console, handle_errors
 @handle_errors
 def validate_command(
     spec: Path = typer.Argument(..., help="Trial spec (YAML)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a spec value: key.path=value."),
+    set_: list[str] = typer.Option([], "--set", help="Override a spec value: key.path=value."),
 ):
     """Validate a trial spec (schema, model, cohort, regimens, endpoints); exit 2 if invalid."""
-    from insilico.trials import load_trial_spec
-    from insilico.trials import prepare
+    from insilico.trials import load_trial_spec, prepare
     s, base = load_trial_spec(spec, set_)
     ctx = prepare(s, base)
     console.print(f"[green]valid[/] {s.name}: model {ctx.model.name}, {len(s.arms)} arms, N = {s.n}, "

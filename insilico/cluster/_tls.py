@@ -59,10 +59,11 @@ def generate_credentials(directory: str | os.PathLike | None = None, *, days: in
         raise ValueError("days must be at least 1")
     d, present = _present(directory)
     if present and not overwrite:
-        raise FileExistsError(f"{d} already holds {', '.join(present)}; replace them with overwrite=True (`insilico certs --overwrite`)")
+        raise FileExistsError(f"{d} already holds {', '.join(present)}; replace them with overwrite=True "
+                              "(`insilico certs --overwrite`)")
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "insilico"),

@@ -75,6 +75,13 @@ class CompiledCohort:
     def occasions(self) -> int:
         return self.population.occasions
 
+    def subject_variables(self) -> dict[str, tuple[np.dtype, dict]]:
+        """The per-subject variables (dims ``subject`` only) a draw of this cohort holds —
+        covariates, ``eta_*``, parameters — with their dtype and CF attributes, without drawing."""
+        pop = self.population
+        names = list(self.order) + [f"eta_{n}" for n in pop.bsv_names] + list(pop.names)
+        return {n: (np.dtype(np.int64 if n in self.categories else np.float64), dict(self.attrs[n])) for n in names}
+
     def output_names(self) -> list[str]:
         pop = self.population
         return (list(self.order) + [f"eta_{n}" for n in pop.bsv_names] + [f"kappa_{n}" for n in pop.iov_names]

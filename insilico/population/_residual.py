@@ -14,6 +14,7 @@ The matching likelihood is :func:`~insilico.population.log_density`.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -40,12 +41,21 @@ def residual_root_key(key_or_seed) -> jax.Array:
     return jnp.asarray(k, dtype=jnp.uint32)
 
 
-@jax.jit
-def _standard_normals(root, subjects, observations):
-    """(n, 2) N(0, 1) draws, row r from ``fold_in(fold_in(root, subjects[r]), observations[r])``."""
+@functools.partial(jax.jit, static_argnames=("kind",))
+def _noisy(f, root, subjects, observations, kind: str, additive, proportional, exponential):
+    """Observations ``f`` (flat) with residual error of type ``kind``; eps of row r from
+    ``normal(fold_in(fold_in(root, subjects[r]), observations[r]), (2,))``."""
     def draw(i, j):
         return jax.random.normal(jax.random.fold_in(jax.random.fold_in(root, i), j), (2,))
-    return jax.vmap(draw)(subjects, observations)
+    eps = jax.vmap(draw)(subjects, observations)
+    e1, e2 = eps[:, 0], eps[:, 1]
+    if kind == "additive":
+        return f + additive * e1
+    if kind == "proportional":
+        return f * (1.0 + proportional * e1)
+    if kind == "combined":
+        return f * (1.0 + proportional * e1) + additive * e2
+    return f * jnp.exp(exponential * e1)
 
 
 def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or_seed,
@@ -64,30 +74,25 @@ def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or
         broadcastable to ``values``.
 
     Returns the noisy observations (same shape). Pure JAX: usable under ``jit`` when
-    ``error_spec`` is static.
+    ``error_spec`` is static. Concrete inputs run one compiled kernel padded to a power-of-two
+    number of rows (`insilico.batching.bucket_size`), so new shapes rarely recompile.
     """
     spec = error_spec if isinstance(error_spec, ResidualErrorSpec) else \
         validate(ResidualErrorSpec, dict(error_spec), "residual_error")
     root = residual_root_key(key_or_seed)
-    f = jnp.asarray(values, dtype=float)
-    subj = jnp.asarray(subject_index)
+    traced = any(isinstance(x, jax.core.Tracer) for x in (values, subject_index, obs_index))
+    xp = jnp if traced else np        # host arithmetic for concrete inputs: no eager device ops
+    f = xp.asarray(values, dtype=float)
+    subj = xp.asarray(subject_index)
     if f.ndim != subj.ndim + 1 or f.shape[:-1] != subj.shape:
         raise ValueError(f"values shape {f.shape} must be subject_index shape {subj.shape} + (n_obs,)")
-    n_obs = f.shape[-1]
-    obs = jnp.arange(n_obs) if obs_index is None else jnp.asarray(obs_index)
-    obs = jnp.broadcast_to(obs, f.shape)
-    flat_s = jnp.broadcast_to(subj[..., None], f.shape).reshape(-1).astype(jnp.uint32)
-    flat_o = obs.reshape(-1).astype(jnp.uint32)
-    n, pad = flat_s.size, bucket_size(flat_s.size) - flat_s.size
+    obs = xp.arange(f.shape[-1]) if obs_index is None else xp.asarray(obs_index)
+    flat_f = f.reshape(-1)
+    flat_s = xp.broadcast_to(subj[..., None], f.shape).reshape(-1).astype(np.uint32)
+    flat_o = xp.broadcast_to(obs, f.shape).reshape(-1).astype(np.uint32)
+    n, pad = flat_f.size, bucket_size(flat_f.size) - flat_f.size
     if pad:   # one compiled shape per power of two, whatever the number of observations
-        flat_s, flat_o = (jnp.concatenate([a, jnp.zeros(pad, jnp.uint32)]) for a in (flat_s, flat_o))
-    eps = _standard_normals(root, flat_s, flat_o)[:n]
-    e1 = eps[:, 0].reshape(f.shape)
-    e2 = eps[:, 1].reshape(f.shape)
-    if spec.type == "additive":
-        return f + spec.additive * e1
-    if spec.type == "proportional":
-        return f * (1.0 + spec.proportional * e1)
-    if spec.type == "combined":
-        return f * (1.0 + spec.proportional * e1) + spec.additive * e2
-    return f * jnp.exp(spec.exponential * e1)
+        flat_f, flat_s, flat_o = (xp.concatenate([a, xp.zeros(pad, a.dtype)]) for a in (flat_f, flat_s, flat_o))
+    out = _noisy(flat_f, root, flat_s, flat_o, spec.type, spec.additive or 0.0, spec.proportional or 0.0,
+                 spec.exponential or 0.0)
+    return out[:n].reshape(f.shape)

@@ -53,9 +53,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from insilico.errors import SpecError
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use (it costs ~0.5 s at import)."""
+    from scipy import stats
+    return stats
+
 
 __all__ = [
     "summarise",
@@ -125,7 +131,7 @@ def _check_positive(v: np.ndarray, what: str) -> None:
 
 
 def _zcrit(alpha: float) -> float:
-    return float(stats.norm.isf(alpha / 2.0))
+    return float(_scipy_stats().norm.isf(alpha / 2.0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,8 +170,8 @@ def _t_interval(estimate, se, df, alpha: float) -> dict:
     """Two-sided t test of estimate = 0 and the (1 − alpha) interval, vectorised."""
     with np.errstate(invalid="ignore", divide="ignore"):
         t = estimate / se
-        p = 2.0 * stats.t.sf(np.abs(t), df)
-        q = stats.t.isf(alpha / 2.0, df)
+        p = 2.0 * _scipy_stats().t.sf(np.abs(t), df)
+        q = _scipy_stats().t.isf(alpha / 2.0, df)
         lo = estimate - q * se
         hi = estimate + q * se
     return {"estimate": estimate, "se": se, "df": df, "statistic": t, "p_value": p,
@@ -213,8 +219,8 @@ def _fisher_two_sided(x1, n1, x0, n0) -> np.ndarray:
     kmax = int(n1.max())
     k = np.arange(kmax + 1)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        pk = stats.hypergeom.pmf(k, total[:, None], succ[:, None], n1[:, None])
-        pobs = stats.hypergeom.pmf(x1, total, succ, n1)
+        pk = _scipy_stats().hypergeom.pmf(k, total[:, None], succ[:, None], n1[:, None])
+        pobs = _scipy_stats().hypergeom.pmf(x1, total, succ, n1)
     pk = np.where(np.isnan(pk), 0.0, pk)
     p = np.sum(np.where(pk <= pobs[:, None] * (1.0 + 1e-7), pk, 0.0), axis=1)
     out = np.where(total > 0, np.minimum(p, 1.0), np.nan)
@@ -239,7 +245,7 @@ def _two_proportions(x1, n1, x0, n0, alpha: float) -> dict:
         use_fisher = min_expected < 5.0
         pbar = succ / total
         z2 = d * d / (pbar * (1.0 - pbar) * (1.0 / n1 + 1.0 / n0))
-        p_chi = stats.chi2.sf(z2, 1)
+        p_chi = _scipy_stats().chi2.sf(z2, 1)
     valid = (n1 > 0) & (n0 > 0)
     p = np.where(use_fisher, np.nan, p_chi)
     if np.any(use_fisher & valid):
@@ -279,7 +285,7 @@ def _paired_proportions(a, b, c, d, alpha: float) -> dict:
         lo = est - np.sqrt(np.maximum(dl1 ** 2 - 2 * phi * dl1 * du2 + du2 ** 2, 0.0))
         hi = est + np.sqrt(np.maximum(du1 ** 2 - 2 * phi * du1 * dl2 + dl2 ** 2, 0.0))
         m = b + c
-        pv = np.where(m > 0, np.minimum(1.0, 2.0 * stats.binom.cdf(np.minimum(b, c), m, 0.5)), 1.0)
+        pv = np.where(m > 0, np.minimum(1.0, 2.0 * _scipy_stats().binom.cdf(np.minimum(b, c), m, 0.5)), 1.0)
     valid = n > 0
     nan = np.full(est.shape, np.nan)
     return {

@@ -3,10 +3,11 @@
 The engine is evaluated on a grid that contains, inside every endpoint window, a regular step
 (``execution.grid_step``), each dose time plus 1e-9 h (so the post-dose value of a bolus is on
 the grid while the value *at* the dose time stays the pre-dose trough) and a geometric set of
-points in the 6 h after each dose; plus time 0, the nominal sampling times and endpoint times. Cmax/Tmax/Cmin are taken on that grid; time above/below a
-threshold interpolates the crossing times linearly. Interval midpoints are evaluated too, so AUC
-uses Simpson's rule (error O(h⁴) between kinks; dose times are grid points). Endpoints whose time range reaches past a
-subject's dropout are missing (NaN).
+points in the 6 h after each dose; plus time 0, the nominal sampling times and endpoint times.
+Cmax/Tmax/Cmin are taken on that grid; time above/below a threshold interpolates the crossing
+times linearly. Interval midpoints are evaluated too, so AUC uses Simpson's rule (error O(h⁴)
+between kinks; dose times are grid points). Endpoints whose time range reaches past a subject's
+dropout are missing (NaN).
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class TrialContext:
 
 def _regimen(arm, i) -> Regimen:
     doses = []
-    for j, d in enumerate(arm.regimen):
+    for d in arm.regimen:
         addl = (d.n - 1) if d.n is not None else d.addl
         doses.append(Dose(amt=d.amt, time=d.time, cmt=d.cmt, rate=d.rate, duration=d.duration, ii=d.ii,
                           addl=addl, ss=d.ss, per=d.per))

@@ -9,15 +9,14 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
-
 from insilico import store, units
 from insilico.cluster import using
+from insilico.cohorts import compile_spec
 from insilico.engine import status as engine_status
 from insilico.errors import SpecError
 from insilico.trials._prepare import TrialContext, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
-from insilico.trials._unit import compute_unit, draw_subjects, subject_range
+from insilico.trials._unit import compute_unit, subject_range
 
 _PACKAGES = ("insilico", "jax", "jaxlib", "diffrax", "equinox", "numpyro", "xarray", "zarr", "dask",
              "distributed", "numpy")
@@ -53,11 +52,10 @@ def _endpoint(e, out_units: dict) -> store.Endpoint:
 
 def _layout(ctx: TrialContext) -> store.Layout:
     """The results-store layout of a trial: the store's `trial_layout` fed from the spec, model and
-    cohort (variables and attributes of the cohort taken from a one-subject draw)."""
+    compiled cohort (no draw needed)."""
     spec, model = ctx.spec, ctx.model
-    cohort, params, _, _ = draw_subjects(ctx, 0, np.arange(1))
-    subject_vars = {k: (cohort[k].dtype, dict(cohort[k].attrs)) for k in cohort.data_vars
-                    if cohort[k].dims == ("subject",) and k != "attempt" and k not in params}
+    params = [k for k in model.parameter_names if k in ctx.cohort_params or k in ctx.fixed]
+    subject_vars = {k: v for k, v in compile_spec(ctx.cohort).subject_variables().items() if k not in params}
     outputs = {o.name: (o.units, o.long_name) for o in model.outputs}
     observed = {}
     if spec.execution.save_profiles and getattr(ctx.cohort, "residual_error", None) is not None \

@@ -171,7 +171,7 @@ def test_scancel_worker_job_mid_campaign(tmp_path, local_client):
         def target():
             try:
                 result["summary"] = run_campaign(campaign, out, cluster=c)
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:
                 result["error"] = e
         t = threading.Thread(target=target)
         t.start()
@@ -179,7 +179,7 @@ def test_scancel_worker_job_mid_campaign(tmp_path, local_client):
         while time.time() < deadline and t.is_alive():
             try:
                 done = int(zarr.open_array(str(watched), mode="r")[...].sum())
-            except Exception:  # noqa: BLE001 - store not created yet
+            except Exception:
                 done = 0
             if done >= 2:
                 break

@@ -63,7 +63,7 @@ def test_tls_scheduler_runs_trial_identically_and_refuses_strangers(tmp_path):
                       protocol="tls://", security=sec, dashboard_address=None) as lc:
         assert lc.scheduler_address.startswith("tls://")
         # the CLI path: --scheduler tls://… --tls-dir DIR
-        ds = run(BASE, tmp_path / "tls.zarr", overrides=SMALL, 
+        ds = run(BASE, tmp_path / "tls.zarr", overrides=SMALL,
                  cluster=ClusterOptions(scheduler=lc.scheduler_address, tls_dir=tmp_path / "tls"))
         with Client(lc.scheduler_address, security=sec, timeout=10) as c:
             assert all(a.startswith("tls://") for a in c.scheduler_info()["workers"])

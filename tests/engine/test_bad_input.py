@@ -5,7 +5,6 @@ import pytest
 from insilico.dosing import Dose, Regimen
 from insilico.engine import SolverOptions, simulate
 from insilico.errors import SpecError
-from insilico.models import get_model
 
 P = dict(CL=3.0, V=25.0)
 T = np.array([1.0, 2.0])
@@ -49,9 +48,3 @@ def test_bad_solver_options():
         SolverOptions(solver="rk99")
     with pytest.raises(SpecError, match="solver.rtol"):
         SolverOptions(rtol=0.0)
-
-
-def test_model_parameter_validation_lists_known_names():
-    with pytest.raises(SpecError) as e:
-        get_model("2cmt_oral").validate_params({"CL": 1, "V": 2})
-    assert "parameters.V" in str(e.value) and "V1" in str(e.value)

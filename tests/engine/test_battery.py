@@ -65,12 +65,3 @@ def test_vmap_equals_loop_and_chunking(name):
     chunked = simulate(m, p, REG, T, chunk_size=2)
     for o in m.output_names:
         np.testing.assert_allclose(chunked[o].values, batch[o].values, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("name", ["3cmt_iv", "3cmt_oral", "2cmt_oral+ke0+sigmoid_emax"])
-def test_closed_form_eigenvalues_match_numpy(name):
-    m = get_model(name)
-    p = params_for(m)
-    lam = np.sort(np.asarray(m.eigenvalues(p)))
-    ref = np.sort(np.linalg.eigvals(np.asarray(m.system_matrix(p))).real)
-    np.testing.assert_allclose(lam, ref, rtol=1e-10)
