@@ -11,7 +11,8 @@ def run(spec, out=None, **kwargs):
     return _run(spec, out, **kwargs)
 
 
-def open_results(path):
-    """Open a results store as an xarray Dataset; see `insilico.store.open_results`."""
+def open_results(path, **kwargs):
+    """Open a results store as an xarray Dataset; see `insilico.store.open_results` (``partial=True``
+    opens a store whose run has not finished)."""
     from insilico.store import open_results as _open
-    return _open(path)
+    return _open(path, **kwargs)

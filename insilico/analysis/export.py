@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -387,15 +386,18 @@ def to_parquet(ds, path, replicate: int | None = None, overwrite: bool = False,
     """Write `tables` (or, with ``adam=True``, `to_adam`) as one Parquet file per table in the
     directory ``path`` (``<table>.parquet``). Schema metadata: ``insilico.label``,
     ``insilico.simulated`` (``"true"``), ``insilico.trial``, ``insilico.spec`` (JSON)."""
-    path = Path(path)
-    _prepare_out(path, overwrite)
+    path = store.check_out(path, folder=True)
     tabs = to_adam(ds, replicate) if adam else tables(ds, replicate)
+    _prepare_out(path, overwrite)
     path.mkdir(parents=True)
+    files = []
     for name, df in tabs.items():
-        _write_parquet(df, path / f"{name.lower() if adam else name}.parquet",
+        files.append(path / f"{name.lower() if adam else name}.parquet")
+        _write_parquet(df, files[-1],
                        {"insilico.label": df.attrs.get("label", SIMULATED_LABEL), "insilico.simulated": "true",
                         "insilico.trial": str(ds.attrs.get("trial", "")),
                         "insilico.spec": str(ds.attrs.get("spec", ""))})
+    store.write_manifest(path, "export", files)
     return path
 
 
@@ -417,13 +419,9 @@ def read_parquet(path) -> dict[str, pd.DataFrame]:
 
 # -- dispatcher (CLI) -----------------------------------------------------------------------
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise SpecError("--out", f"{out} already exists (use --overwrite to replace it)")
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+    """Refuse an existing ``out`` unless ``overwrite``, and then remove it only when it is an
+    earlier insilico export (`insilico.store.replace_owned`)."""
+    store.replace_owned(out, "export", overwrite=overwrite)
 
 
 def export(results, fmt: str, out, *, replicate: int | None = None, dv: str | None = None,
@@ -436,9 +434,12 @@ def export(results, fmt: str, out, *, replicate: int | None = None, dv: str | No
     """
     if fmt not in FORMATS:
         raise SpecError("--format", f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise SpecError("--out", f"{out} already exists (use --overwrite to replace it)")
+    out = store.check_out(out, folder=fmt != "nonmem")
+    if out.exists():
+        if not overwrite:
+            raise SpecError("--out", f"{out} already exists (use --overwrite to replace it)")
+        if store.recognise(out) != "export":
+            store.replace_owned(out, "export", overwrite=True)     # refuses, naming --out
     if isinstance(results, (str, Path)):
         from insilico.store import open_results
         ds = open_results(results)
@@ -457,4 +458,5 @@ def export(results, fmt: str, out, *, replicate: int | None = None, dv: str | No
         df.to_csv(out / f"{name.lower()}.csv", index=False, float_format="%.12g")
     (out / "labels.json").write_text(json.dumps({n.lower(): df.attrs["label"] for n, df in tabs.items()},
                                                 ensure_ascii=False, indent=1) + "\n")
+    store.write_manifest(out, "export", [f"{n.lower()}.csv" for n in tabs] + ["labels.json"])
     return out

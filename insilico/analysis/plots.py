@@ -473,19 +473,29 @@ def figures(ds: xr.Dataset, *, n_individual: int = 20, seed: int = 0):
 
 
 def plot_all(ds: xr.Dataset, out_dir: str | Path, *, dpi: int = 110, n_individual: int = 20,
-             seed: int = 0) -> list[Path]:
+             seed: int = 0, overwrite: bool = False) -> list[Path]:
     """Write a PNG into ``out_dir`` (created if needed) for every applicable plot; returns the paths:
     ``profiles_<output>.png`` (and ``profiles_conc_log.png``), ``endpoint_<name>.png``,
-    ``exposure_response_<y>_vs_<x>.png``, ``pta.png``, ``power.png``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``exposure_response_<y>_vs_<x>.png``, ``pta.png``, ``power.png``.
+
+    The folder may hold other files; the PNGs written are listed in its manifest
+    (`insilico.store.MANIFEST`). An existing PNG of the same name is refused (``SpecError``
+    naming ``--out``) unless ``overwrite``, which replaces only the PNGs of an earlier
+    `plot_all` (those in the manifest) and refuses files insilico did not write."""
+    out_dir = store.check_out(out_dir, folder=True)
     ds = _loaded(ds)
-    paths = []
-    for name, _title, make in figures(ds, n_individual=n_individual, seed=seed):
-        fig = make()
-        path = out_dir / f"{_slug(name)}.png"
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
+    figs = list(figures(ds, n_individual=n_individual, seed=seed))
+    paths = [out_dir / f"{_slug(name)}.png" for name, _title, _make in figs]
+    store.clear_owned_files(out_dir, "plots", [p.name for p in paths], overwrite=overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        for path, (_name, _title, make) in zip(paths, figs):
+            fig = make()
+            fig.savefig(path, dpi=dpi)
+            written.append(path)
+    finally:
+        store.write_manifest(out_dir, "plots", written)
     return paths
 
 

@@ -286,6 +286,7 @@ def render_report(ds: xr.Dataset, *, plots: bool = True, dpi: int = 90, n_indivi
     body = "\n".join(f'<section id="{sid}"><h2>{_e(t)}</h2>\n{content}</section>' for sid, t, content in sections)
     desc = f"<p>{_e(spec.description)}</p>" if spec is not None and spec.description else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="generator" content="insilico {_e(_version())}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>insilico report: {_e(trial)}</title><style>{_CSS}</style></head>\n"
             f"<body><h1>insilico trial report: {_e(trial)}</h1>{desc}<nav>{nav}</nav>\n{body}\n"
@@ -296,15 +297,17 @@ def write_report(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False, p
                  dpi: int = 90, n_individual: int = 20, seed: int = 0) -> Path:
     """Write the self-contained HTML report of results store ``ds`` to ``path``.
 
-    Refuses to replace an existing file unless ``overwrite`` (``SpecError``: the CLI exits 2).
+    Refuses to replace an existing file unless ``overwrite``, and even then anything but an
+    insilico report (recognised by its ``<meta name="generator" content="insilico …">``):
+    ``SpecError`` naming ``--out`` (the CLI exits 2), nothing touched.
     ``dpi``, ``n_individual`` and ``seed`` are passed to the figures; ``plots=False`` leaves
     them out (tables only).
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise SpecError("--out", f"{path} already exists; use --overwrite to replace it")
+    path = store.check_out(path, folder=False)
     if path.suffix.lower() not in (".html", ".htm"):
         raise SpecError("--out", f"the report is an HTML file; expected a .html path, got {path}")
+    if path.exists():
+        store.replace_owned(path, "report", overwrite=overwrite)
     text = render_report(ds, plots=plots, dpi=dpi, n_individual=n_individual, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -16,14 +16,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from insilico.config import read_mapping, validate
+from insilico.config import SpecModel, read_mapping, validate
 from insilico.errors import SpecError
 
+MAX_SCENARIOS = 10_000   # grid points of one campaign
 
-class CampaignSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class CampaignSpec(SpecModel):
 
     name: str = Field(min_length=1)
     base: str
@@ -38,6 +39,11 @@ def load_campaign_spec(path) -> tuple[CampaignSpec, Path]:
     for key, values in spec.grid.items():
         if not values:
             raise SpecError(f"grid.{key}", "needs at least one value")
+    total = 1
+    for values in spec.grid.values():
+        total *= len(values)
+    if total > MAX_SCENARIOS:
+        raise SpecError("grid", f"{total} scenarios (at most {MAX_SCENARIOS})")
     return spec, base
 
 

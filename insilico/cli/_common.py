@@ -1,13 +1,20 @@
-"""Shared CLI plumbing: exit codes and error reporting.
+"""Shared CLI plumbing: exit codes, signals and error reporting.
 
-Exit codes: 0 ok, 2 invalid input (one line naming the field and the problem, no traceback,
-nothing written), 1 runtime failure. Set ``INSILICO_DEBUG=1`` to see tracebacks.
+Exit codes: 0 ok; 2 invalid input (one line naming the field or option and the problem, no
+traceback, nothing written); 1 runtime failure (disk, network, cluster: ``error …``) or an
+internal error (a bug: ``internal error, please report …``), each with the path of a log file
+holding the traceback (``$INSILICO_LOG_DIR``, default ``~/.cache/insilico/logs``); 130 Ctrl-C;
+143 SIGTERM. An interrupted run leaves a store that ``--resume`` finishes. Set
+``INSILICO_DEBUG=1`` to see tracebacks instead.
 """
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -19,10 +26,55 @@ from insilico.errors import SpecError
 console = Console()
 err_console = Console(stderr=True)
 
+# failures of the machine or the network rather than of insilico: reported as `error`, not as a bug
+RUNTIME_FAILURES = (OSError, MemoryError, RuntimeError)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler: shuts a command down like Ctrl-C (locks released, store
+    left resumable), exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def log_dir() -> Path:
+    """Where tracebacks of failed commands are written: ``$INSILICO_LOG_DIR`` or
+    ``$XDG_CACHE_HOME/insilico/logs`` (default ``~/.cache/insilico/logs``)."""
+    if os.environ.get("INSILICO_LOG_DIR"):
+        return Path(os.environ["INSILICO_LOG_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "insilico" / "logs"
+
+
+def write_log(exc: BaseException) -> Path | None:
+    """Write the traceback of ``exc`` (and the command line) to a new file in `log_dir`; its path,
+    or None when it cannot be written."""
+    try:
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"insilico-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        path.write_text(f"command: {' '.join(sys.argv)}\n\n{text}")
+        return path
+    except OSError:
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
 
 def handle_errors(fn):
+    """Run a command with insilico's exit codes (module docstring) and SIGTERM → exit 143."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:            # not the main thread: leave signals alone
+            previous = None
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -30,14 +82,26 @@ def handle_errors(fn):
         except SpecError as e:
             err_console.print(f"[bold red]invalid input[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Terminated:
+            err_console.print("terminated (SIGTERM); --resume finishes the run")
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
-        except Exception as e:  # runtime failure
+        except Exception as e:
             if os.environ.get("INSILICO_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            log = write_log(e)
+            where = f" (traceback in {log})" if log else ""
+            if isinstance(e, RUNTIME_FAILURES) and not isinstance(e, (NotImplementedError, RecursionError)):
+                err_console.print(f"[bold red]error[/] {_one_line(e)}{where}", highlight=False, soft_wrap=True)
+            else:
+                err_console.print(f"[bold red]internal error, please report:[/] {_one_line(e)}{where}",
+                                  highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper
 
 
@@ -75,12 +139,12 @@ def cluster_from_flags(scheduler=None, workers=None, processes=False, kind="loca
 # cluster options shared by `insilico run` and `insilico campaign`
 Scheduler = Annotated[str | None, typer.Option(
     "--scheduler", help="Address of an existing Dask scheduler (tcp://… or tls://… with --tls-dir).")]
-Workers = Annotated[int | None, typer.Option("--workers", help="LocalCluster workers/threads.")]
+Workers = Annotated[int | None, typer.Option("--workers", min=1, help="LocalCluster workers/threads.")]
 Processes = Annotated[bool, typer.Option("--processes", help="LocalCluster with worker processes.")]
 Cluster = Annotated[str, typer.Option(
     "--cluster", help="local (LocalCluster), slurm or pbs (batch jobs via dask-jobqueue).")]
-Jobs = Annotated[int | None, typer.Option("--jobs", help="Batch: number of worker jobs (default 1).")]
-Cores = Annotated[int | None, typer.Option("--cores", help="Batch: cores per job.")]
+Jobs = Annotated[int | None, typer.Option("--jobs", min=1, help="Batch: number of worker jobs (default 1).")]
+Cores = Annotated[int | None, typer.Option("--cores", min=1, help="Batch: cores per job.")]
 Memory = Annotated[str | None, typer.Option("--memory", help="Batch: memory per job, e.g. 4GB.")]
 Walltime = Annotated[str | None, typer.Option("--walltime", help="Batch: job walltime, e.g. 01:00:00.")]
 Queue = Annotated[str | None, typer.Option("--queue", help="Batch: Slurm partition or PBS queue.")]
@@ -92,3 +156,18 @@ TlsDir = Annotated[Path | None, typer.Option(
     "Default $INSILICO_TLS_DIR or ~/.config/insilico/tls.")]
 Dashboard = Annotated[str | None, typer.Option(
     "--dashboard", help="Batch: scheduler dashboard address (default 127.0.0.1:8787; 'none' for no dashboard).")]
+Partial = Annotated[bool, typer.Option(
+    "--partial", help="Read a store whose run did not finish (only the work units written so far).")]
+
+
+def open_store(results: Path, *, partial: bool, verify: bool = False):
+    """Open results store ``results`` for a reading command (`insilico.store.open_results`):
+    refuses an unfinished run unless ``partial`` (then says how much is there) and, with
+    ``verify``, a damaged store."""
+    from insilico.store import done_units, open_results
+    ds = open_results(results, partial=partial, verify=verify)
+    if partial and not ds.insilico.complete:
+        done = done_units(results, tolerant=True)
+        err_console.print(f"[yellow]partial results[/]: {int(done.sum())} of {done.size} work units done",
+                          highlight=False)
+    return ds

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from insilico.cli._common import console, handle_errors
+from insilico.cli._common import Partial, console, handle_errors, open_store
 
 
 @handle_errors
@@ -15,8 +15,9 @@ def report_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Tables only, no figures."),
     dpi: int = typer.Option(90, "--dpi", min=30, max=600, help="Resolution of the embedded figures."),
+    partial: Partial = False,
 ):
     """Write an HTML report (spec, cohort validation, endpoint tables, PoS/PTA/power, figures)."""
-    from insilico.store import open_results
-    path = open_results(results).insilico.report(out, overwrite=overwrite, plots=not no_plots, dpi=dpi)
+    ds = open_store(results, partial=partial, verify=True)
+    path = ds.insilico.report(out, overwrite=overwrite, plots=not no_plots, dpi=dpi)
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)

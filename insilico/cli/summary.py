@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from insilico.cli._common import handle_errors, print_table
+from insilico.cli._common import Partial, handle_errors, open_store, print_table
 
 COLUMNS = {
     "summary": ["arm", "n", "n_missing", "mean", "sd", "median", "q05", "q95", "responders", "proportion",
@@ -43,7 +43,6 @@ def show_summary(ds) -> None:
 
 
 @handle_errors
-def summary_command(results: Path = typer.Argument(..., help="Results store (.zarr).")):
+def summary_command(results: Path = typer.Argument(..., help="Results store (.zarr)."), partial: Partial = False):
     """Print per-arm endpoint summaries, comparisons, PoS, PTA and power from a results store."""
-    from insilico.store import open_results
-    show_summary(open_results(results))
+    show_summary(open_store(results, partial=partial))

@@ -12,13 +12,51 @@ Options not given here fall back to the user's dask-jobqueue configuration
 """
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
+
+from insilico.errors import SpecError
 
 SYSTEMS = ("slurm", "pbs")
 DEFAULTS = {"cores": 1, "memory": "2GB", "walltime": "00:30:00"}
+SUBMIT = {"slurm": "sbatch", "pbs": "qsub"}           # the command each system submits jobs with
+STATUS = {"slurm": ["squeue", "-h", "-o", "%i %T %r", "-j"], "pbs": ["qstat", "-f"]}
+
+
+def check_batch_system(system: str) -> None:
+    """Raise `SpecError` naming ``--cluster`` when ``system``'s submit command is not on PATH."""
+    if shutil.which(SUBMIT[system]) is None:
+        raise SpecError("--cluster", f"{system}: the batch command {SUBMIT[system]!r} is not on PATH; run on a "
+                                     f"{system} login node, or use --cluster local / --scheduler ADDRESS")
+
+
+def job_states(system: str, job_ids: list[str]) -> dict[str, str]:
+    """``job id -> state`` as the batch system reports it (Slurm: ``PENDING (Resources)``; PBS:
+    ``job_state = Q``); a job it no longer knows is ``gone``; empty when the status command fails."""
+    if not job_ids or shutil.which(STATUS[system][0]) is None:
+        return {}
+    try:
+        if system == "slurm":
+            res = subprocess.run([*STATUS[system], ",".join(job_ids)], capture_output=True, text=True, timeout=10)
+            found = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in res.stdout.splitlines() if ln.strip()}
+            return {j: found.get(j, "gone") for j in job_ids}
+        out = {}
+        for j in job_ids:
+            res = subprocess.run([*STATUS[system], j], capture_output=True, text=True, timeout=10)
+            state = [ln.split("=", 1)[1].strip() for ln in res.stdout.splitlines() if "job_state" in ln]
+            out[j] = f"job_state = {state[0]}" if state else "gone"
+        return out
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def _job_ids(cluster) -> list[str]:
+    return [str(j) for j in (getattr(w, "job_id", None) for w in cluster.workers.values()) if j]
 
 
 def node_address() -> str:
@@ -86,20 +124,37 @@ def batch_client(system: str = "slurm", jobs: int = 1, *, timeout: float = 120, 
 
     if jobs < 1:
         raise ValueError("jobs must be at least 1")
+    if system in SYSTEMS:
+        check_batch_system(system)
     logs = options.setdefault("log_directory", tempfile.mkdtemp(prefix=f"insilico-{system}-"))
     cluster = batch_cluster(system, **options)
     try:
         cluster.scale(jobs=jobs)
         client = Client(cluster, security=cluster.security)
         try:
-            try:
-                client.wait_for_workers(jobs, timeout=timeout)
-            except TimeoutError:
-                n = len(client.scheduler_info()["workers"])
-                raise RuntimeError(f"only {n} of {jobs} {system} worker jobs connected within {timeout:g}s; "
-                                   f"see the job logs in {logs}") from None
+            _wait_for_jobs(client, cluster, system, jobs, timeout, logs)
             yield client
         finally:
             client.close()
     finally:
         cluster.close()
+
+
+def _wait_for_jobs(client, cluster, system: str, jobs: int, timeout: float, logs) -> None:
+    """Wait until ``jobs`` workers connect; RuntimeError naming the jobs' states when they have all
+    left the queue without connecting (at once) or at ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(jobs, timeout=min(2.0, max(deadline - time.monotonic(), 0.1)))
+            return
+        except TimeoutError:
+            pass
+        states = job_states(system, _job_ids(cluster))
+        gone = bool(states) and all(s == "gone" for s in states.values())
+        if gone or time.monotonic() >= deadline:
+            n = len(client.scheduler_info()["workers"])
+            seen = "; ".join(f"job {j}: {s}" for j, s in states.items()) or "no job state available"
+            why = "every job left the queue" if gone else f"within {timeout:g}s"
+            raise RuntimeError(f"only {n} of {jobs} {system} worker jobs connected ({why}; {seen}); "
+                               f"see the job logs in {logs}")

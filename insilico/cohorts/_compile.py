@@ -225,7 +225,32 @@ def _dist_node(name, c, where, categories, known) -> DistNode:
             deps |= e.names
             fn = e.compile(categories)
             params[key] = ParamGetter(fn=(lambda env, fn=fn: jnp.log(fn(env))) if log else fn)
+    if c.dist == "truncnormal":
+        _check_truncation(params, where, categories.get(c.given, ()))
     return DistNode(name, c.dist, params, c.given, (), (), None, frozenset(deps))
+
+
+# NumPyro's truncated-normal inverse CDF is exact to ~37 SD (float64 Phi underflows past 37.5)
+MAX_TRUNCATION_SD = 35.0
+
+
+def _check_truncation(params: dict, where: str, labels) -> None:
+    """SpecError when a truncnormal's [low, high] lies more than MAX_TRUNCATION_SD standard
+    deviations from its mean (no probability mass left to draw from), for each category of
+    ``given``; parameters that are expressions are checked when drawn (`check_draw`)."""
+    if any(g.fn is not None for g in params.values()):
+        return
+    rows = range(len(labels)) if any(g.table is not None for g in params.values()) else [None]
+    for r in rows:
+        v = {k: g.const if g.const is not None else g.table[r] for k, g in params.items()}
+        a, b = (v["low"] - v["mean"]) / v["sd"], (v["high"] - v["mean"]) / v["sd"]
+        gap = max(a, -b, 0.0)
+        if gap > MAX_TRUNCATION_SD:
+            at = "" if r is None else f" (category {labels[r]!r})"
+            raise SpecError(f"{where}.low" if a > 0 else f"{where}.high",
+                            f"truncnormal interval [{v['low']:g}, {v['high']:g}] lies {gap:.3g} SD from the mean "
+                            f"{v['mean']:g}{at}: no probability mass left to draw from (at most "
+                            f"{MAX_TRUNCATION_SD:g} SD)")
 
 
 def _category_table(v: dict, f: str, fw: str, given: str, categories, log: bool) -> tuple[float, ...]:

@@ -186,8 +186,12 @@ class ExprNode:
     kind: str = field(default="expr")
     categorical: bool = False
 
-    def sample(self, env, copula=None):
-        return numpyro.deterministic(self.name, jnp.asarray(self.fn(env), dtype=float))
+    def sample(self, env, copula=None, n_subjects: int = 1):
+        """The expression's value per subject (a constant expression is broadcast to the
+        ``n_subjects`` of the plate)."""
+        value = jnp.asarray(self.fn(env), dtype=float)
+        return numpyro.deterministic(self.name, jnp.broadcast_to(value, jnp.broadcast_shapes(value.shape,
+                                                                                          (n_subjects,))))
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,41 @@ def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool
     else:
         attempt, by_level = _reject(c, run, seed, idx, strat, values, n, min_acceptance,
                                     max_attempts, batch_size)
+    _check_draws(c, values, idx)
     return _dataset(c, values, idx, attempt, seed, start, rejection, by_level)
+
+
+def _first_bad(bad: np.ndarray, idx: np.ndarray) -> str:
+    return f"{int(bad.sum())} subject(s) (first: subject {int(idx[int(np.flatnonzero(bad)[0])])})"
+
+
+def _check_draws(c: CompiledCohort, values: dict, idx: np.ndarray) -> None:
+    """SpecError naming the field when a distribution parameter given by an expression is invalid
+    for some subjects (``sd``/``sdlog`` <= 0, ``low`` >= ``high``), or a truncnormal draw lies
+    outside its [low, high] — the interval had no probability mass left for that subject
+    (constant parameters are checked when the spec is compiled)."""
+    for name, node in c.nodes.items():
+        if getattr(node, "dist", None) in (None, "categorical"):
+            continue
+        x = np.asarray(values[name], float)
+        p = {k: np.broadcast_to(np.asarray(v, float), x.shape) for k, v in node.p(values).items()}
+        for k in ("sd", "sdlog"):
+            if k in p and not np.all(p[k] > 0):
+                raise SpecError(f"covariates.{name}.{k}", f"must be > 0; not so for {_first_bad(~(p[k] > 0), idx)}")
+        if "low" in p and not np.all(p["low"] < p["high"]):
+            raise SpecError(f"covariates.{name}.high", f"must be > low; not so for "
+                                                       f"{_first_bad(~(p['low'] < p['high']), idx)}")
+        if node.dist != "truncnormal":
+            continue
+        bad = ~((x >= p["low"]) & (x <= p["high"]))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            at = {k: float(v[i]) for k, v in p.items()}
+            gap = max(at["low"] - at["mean"], at["mean"] - at["high"]) / at["sd"]
+            raise SpecError(f"covariates.{name}", f"truncnormal has no probability mass left in [low, high] for "
+                                                  f"{int(bad.sum())} subject(s) (first: subject {int(idx[i])}, "
+                                                  f"interval [{at['low']:.4g}, {at['high']:.4g}] {gap:.3g} SD from "
+                                                  f"the mean {at['mean']:.4g})")
 
 
 def _store(values, out, where, n):

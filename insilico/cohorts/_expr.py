@@ -5,7 +5,9 @@ Expressions are parsed with :mod:`ast` and compiled to a closure over ``jax.nump
 numbers, covariate names, ``+ - * / **``, comparisons (chained allowed), ``and/or/not`` and
 the functions in :data:`FUNCTIONS` (with the number of arguments in :data:`ARITY`) are
 accepted. A string literal may only be compared with a
-categorical covariate and is replaced by that category's integer code.
+categorical covariate and is replaced by that category's integer code. An expression is at most
+:data:`MAX_CHARS` characters, :data:`MAX_NODES` syntax-tree nodes and :data:`MAX_DEPTH` levels
+of nesting (a pathological expression is a spec error, not a recursion error).
 """
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ import jax.numpy as jnp
 
 from insilico.errors import SpecError
 
-__all__ = ["ARITY", "FUNCTIONS", "Expr", "parse_expr"]
+__all__ = ["ARITY", "FUNCTIONS", "MAX_CHARS", "MAX_DEPTH", "MAX_NODES", "Expr", "parse_expr"]
+
+MAX_CHARS = 2000    # characters of one expression
+MAX_NODES = 500     # syntax-tree nodes of one expression
+MAX_DEPTH = 100     # nesting levels of one expression's syntax tree (a chain a + b + ... nests per term)
 
 FUNCTIONS: dict[str, Callable] = {
     "exp": jnp.exp, "log": jnp.log, "log10": jnp.log10, "sqrt": jnp.sqrt, "abs": jnp.abs,
@@ -52,10 +58,15 @@ def parse_expr(source: str, field_: str) -> Expr:
     """Parse ``source``; raise :class:`SpecError` naming ``field_`` on anything not allowed."""
     if not isinstance(source, str) or not source.strip():
         raise SpecError(field_, "expression must be a non-empty string")
+    if len(source) > MAX_CHARS:
+        raise SpecError(field_, f"expression of {len(source)} characters (at most {MAX_CHARS})")
     try:
         tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as e:
         raise SpecError(field_, f"invalid expression {source!r}: {e.msg}") from None
+    except (RecursionError, MemoryError):
+        raise SpecError(field_, f"expression nested too deeply (at most {MAX_DEPTH} levels)") from None
+    _check_size(tree, field_)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -83,6 +94,19 @@ def parse_expr(source: str, field_: str) -> Expr:
             raise SpecError(field_, f"unsupported constant {node.value!r} in {source!r}")
     is_bool = isinstance(tree, _BOOLISH) or (isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.Not))
     return Expr(source, field_, tree, frozenset(names), is_bool)
+
+
+def _check_size(tree: ast.expr, field_: str) -> None:
+    """SpecError when ``tree`` has more than MAX_NODES nodes or MAX_DEPTH levels (iterative walk)."""
+    todo, count = [(tree, 1)], 0
+    while todo:
+        node, depth = todo.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise SpecError(field_, f"expression too large (more than {MAX_NODES} syntax nodes)")
+        if depth > MAX_DEPTH:
+            raise SpecError(field_, f"expression nested too deeply (more than {MAX_DEPTH} levels)")
+        todo.extend((c, depth + 1) for c in ast.iter_child_nodes(node))
 
 
 def _compile(node: ast.expr, fld: str, src: str, cats: Mapping[str, list[str]]) -> Callable:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +34,19 @@ def _kind(path) -> str:
     raise SpecError("path", f"unsupported cohort file type {Path(p).suffix or p!r}: use .zarr, .csv or .parquet")
 
 
-def save_cohort(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+def save_cohort(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write a cohort Dataset to ``path`` (format from the suffix); returns the path.
-    Overwrites an existing file/store."""
+
+    An existing ``path`` is replaced only with ``overwrite`` and only when it is a cohort
+    insilico saved (a Zarr store marked ``insilico_store: cohort``, a CSV with its insilico
+    sidecar, a Parquet file with insilico's metadata); anything else raises ``SpecError``
+    naming ``--out`` and is left untouched (`insilico.store.replace_owned`)."""
+    from insilico.store import KIND_ATTR, check_out, replace_owned
     kind = _kind(path)
-    path = Path(path)
+    path = check_out(path, folder=kind == "zarr")
+    replace_owned(path, "cohort", overwrite=overwrite)
     if kind == "zarr":
-        if path.exists():
-            shutil.rmtree(path)
-        ds.to_zarr(path, mode="w", consolidated=False)
+        ds.assign_attrs({KIND_ATTR: "cohort"}).to_zarr(path, mode="w", consolidated=False)
         return path
     df, meta = _to_table(ds)
     text = json.dumps(meta)
@@ -62,13 +65,16 @@ def save_cohort(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def load_cohort(path: str | os.PathLike) -> xr.Dataset:
     """Read a cohort written by :func:`save_cohort` (format from the suffix)."""
+    from insilico.store import KIND_ATTR
     kind = _kind(path)
     path = Path(path)
     if not path.exists():
         raise SpecError("path", f"no such cohort file: {path}")
     if kind == "zarr":
         with xr.open_zarr(path, consolidated=False) as ds:
-            return ds.load()
+            out = ds.load()
+        out.attrs.pop(KIND_ATTR, None)      # the ownership marker (save_cohort), not cohort data
+        return out
     if kind == "csv":
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
         side = Path(str(path) + ".json")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpyro
 
 from insilico.cohorts._compile import CompiledCohort, compile_spec
-from insilico.cohorts._covariates import StratumNode
+from insilico.cohorts._covariates import ExprNode, StratumNode
 from insilico.population import sample_parameters
 
 __all__ = ["cohort_model", "criteria_mask"]
@@ -48,6 +48,8 @@ def cohort_model(spec) -> Callable[..., dict]:
                 node = c.nodes[name]
                 if isinstance(node, StratumNode):
                     env[name] = node.sample(env, copula, stratum)
+                elif isinstance(node, ExprNode):
+                    env[name] = node.sample(env, copula, n_subjects)
                 else:
                     env[name] = node.sample(env, copula)
             like = jnp.zeros(n_subjects) if not env else jnp.zeros(jnp.shape(env[c.order[0]]))

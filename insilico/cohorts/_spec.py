@@ -22,8 +22,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -32,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from insilico.config import read_mapping, validate
+from insilico.config import SpecModel, read_mapping, validate
 from insilico.population import (
     BSVSpec,
     EffectSpec,
@@ -109,8 +107,8 @@ ParamValue = Annotated[Any, PlainValidator(_param_value), PlainSerializer(lambda
 Probability = Annotated[float, AfterValidator(_probability)]
 
 
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Base(SpecModel):
+    """Strict types, finite floats, unknown fields refused (`insilico.config.SpecModel`)."""
 
 
 class CovariateSpec(_Base):

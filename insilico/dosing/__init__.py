@@ -1,7 +1,7 @@
 """Dosing regimens (NONMEM event semantics), per-subject dose tables, NONMEM data import."""
 from insilico.dosing._nonmem import NonmemData, read_nonmem
 from insilico.dosing._regimen import Dose, Regimen
-from insilico.dosing._rules import check_dose
+from insilico.dosing._rules import MAX_DOSES, check_dose
 from insilico.dosing._table import DoseTable, dose_table
 
-__all__ = ["Dose", "Regimen", "check_dose", "DoseTable", "dose_table", "NonmemData", "read_nonmem"]
+__all__ = ["Dose", "Regimen", "MAX_DOSES", "check_dose", "DoseTable", "dose_table", "NonmemData", "read_nonmem"]

@@ -8,9 +8,22 @@ Every other column is kept as a covariate (its first value per subject).
 EVID (NONMEM): 0 observation, 1 dose, 2 other (an output time without an observation);
 3 (reset) and 4 (reset + dose) are rejected with a clear error. Without an EVID column a
 record with AMT > 0 is a dose, otherwise an observation.
+
+Data are never changed silently; every problem is a `SpecError` naming the column (``data.TIME``)
+and the 1-based data row (the header is not counted): an empty or missing ``ID``; a value that is
+not a number or not finite (``inf``, ``nan``); a fractional ``ADDL``, ``SS``, ``EVID``, ``MDV`` or
+``CMT``; ``TIME`` decreasing within an individual (NONMEM requires non-decreasing times between
+resets) and an ID that reappears after another individual's records; columns whose names differ
+only in case; an empty, binary, UTF-16 or non-UTF-8 file. A ``.`` is NM-TRAN's null item, read as
+0 (NONMEM Users Guide Part IV, NM-TRAN: "a data item consisting of a single period is a null
+item ... translated to 0"): so in ``AMT``, ``RATE``, ``II``, ``ADDL``, ``SS``, ``MDV`` it is 0 and in
+``CMT`` it is the default compartment; in ``DV`` it marks a missing observation (NaN), in a
+covariate a missing value (NaN); it is refused in ``ID``, ``TIME`` and ``EVID``.
 """
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +37,9 @@ from insilico.errors import SpecError
 __all__ = ["NonmemData", "read_nonmem"]
 
 STANDARD = ("ID", "TIME", "AMT", "RATE", "CMT", "EVID", "II", "ADDL", "SS", "MDV", "DV")
+_INTEGER = ("CMT", "EVID", "ADDL", "SS", "MDV")
+_NULL_IS_ZERO = ("AMT", "RATE", "II", "ADDL", "SS", "MDV")   # NM-TRAN: "." reads as 0
+_NULL_REFUSED = ("ID", "TIME", "EVID")
 
 
 @dataclass(frozen=True)
@@ -42,53 +58,153 @@ class NonmemData:
     covariates: pd.DataFrame
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The CSV at ``path`` as strings (no value interpreted yet), or SpecError ``data``."""
+    if path.is_dir():
+        raise SpecError("data", f"{path} is a directory; expected a CSV file")
+    if not path.exists():
+        raise SpecError("data", f"file not found: {path}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise SpecError("data", f"{path} is empty")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SpecError("data", f"{path} is UTF-16 text; save it as UTF-8 CSV")
+    if b"\x00" in raw:
+        raise SpecError("data", f"{path} is a binary file, not CSV text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise SpecError("data", f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line})") from None
+    header = [h.strip() for h in next(csv.reader(io.StringIO(text)))]
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        raise SpecError("data", f"{path} is not a readable CSV table: {str(e).strip().splitlines()[0]}") from None
+    return _columns(df, header) if len(header) == len(df.columns) else df
+
+
+def _columns(df: pd.DataFrame, names) -> pd.DataFrame:
+    """``df`` with upper-case, stripped column names; SpecError on names equal but for case."""
+    upper = [str(c).strip().upper() for c in names]
+    seen: dict[str, str] = {}
+    for orig, u in zip(names, upper):
+        if u in seen:
+            raise SpecError(f"data.{u}", f"columns {seen[u]!r} and {orig!r} differ only in case (or are "
+                                         "repeated); give each column once")
+        seen[u] = str(orig)
+    df = df.copy()
+    df.columns = upper
+    return df
+
+
+def _bad(where: str, mask, values, message: str):
+    row = int(np.flatnonzero(np.asarray(mask))[0])
+    return SpecError(f"data.{where}", f"row {row + 1}: {message} (got {values[row]!r})")
+
+
+def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    """Column ``col`` as finite floats: ``.``/empty per the NM-TRAN rule (0, NaN or refused),
+    anything else that is not a finite number (or, for integer items, not an integer) refused."""
+    raw = df[col].to_numpy(dtype=object)
+    null = np.array([v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in (".", "")
+                     for v in raw])
+    if col in _NULL_REFUSED and null.any():
+        raise _bad(col, null, raw, f"{col} is missing")
+    vals = pd.to_numeric(pd.Series(np.where(null, np.nan, raw), dtype=object), errors="coerce").to_numpy(float)
+    bad = ~null & ~np.isfinite(vals)
+    if bad.any():
+        raise _bad(col, bad, raw, f"{col} must be a finite number")
+    if col in _INTEGER:
+        frac = ~null & (vals != np.round(vals))
+        if frac.any():
+            raise _bad(col, frac, raw, f"{col} must be an integer")
+    if col in _NULL_IS_ZERO:
+        vals = np.where(null, 0.0, vals)
+    return vals
+
+
+def _covariate(values: pd.Series) -> pd.Series:
+    """A covariate column: numbers (``.``/empty as NaN) when every value is one, else as given."""
+    s = values.astype(object)
+    null = s.map(lambda v: v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in (".", ""))
+    num = pd.to_numeric(s.where(~null, np.nan), errors="coerce")
+    return num if (num.notna() | null).all() else s
+
+
+def _check_order(df: pd.DataFrame) -> None:
+    """TIME non-decreasing within each individual, and each individual's records contiguous."""
+    ids = df["ID"].to_numpy(dtype=object)
+    t = df["TIME"].to_numpy(float)
+    new = np.r_[True, ids[1:] != ids[:-1]]
+    seen: set = set()
+    for i in np.flatnonzero(new):
+        if ids[i] in seen:
+            raise SpecError("data.ID", f"row {i + 1}: ID {ids[i]!r} appears again after other IDs; keep each "
+                                       "individual's records together")
+        seen.add(ids[i])
+    back = ~new & (np.r_[np.inf, np.diff(t)] < 0)
+    if back.any():
+        row = int(np.flatnonzero(back)[0])
+        raise SpecError("data.TIME", f"row {row + 1}: TIME {t[row]:g} is before the previous record's "
+                                     f"{t[row - 1]:g} for ID {ids[row]!r}; NONMEM needs non-decreasing times "
+                                     "within an individual")
+
+
 def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
-    """Read a NONMEM data set (CSV path or DataFrame) for ``model``."""
+    """Read a NONMEM data set (CSV path or DataFrame) for ``model`` (a `Model` or a model name)."""
+    if isinstance(model, str):
+        from insilico.models import get_model
+        model = get_model(model)
     if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.exists():
-            raise SpecError("data", f"file not found: {path}")
-        df = pd.read_csv(path, na_values=["."])
+        df = _read_csv(Path(data))
+    elif isinstance(data, pd.DataFrame):
+        df = data
     else:
-        df = data.copy()
-    df.columns = [str(c).strip().upper() for c in df.columns]
+        raise SpecError("data", f"expected a CSV path or a pandas DataFrame, got {type(data).__name__}")
+    df = _columns(df, list(df.columns))
     for req in ("ID", "TIME"):
         if req not in df.columns:
             raise SpecError(f"data.{req}", "required column missing")
     if df.empty:
         raise SpecError("data", "no records")
+    ids = df["ID"].to_numpy(dtype=object)
+    null_id = np.array([v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in (".", "")
+                        for v in ids])
+    if null_id.any():
+        raise _bad("ID", null_id, ids, "ID is missing")
+    num_id = pd.to_numeric(pd.Series(ids, dtype=object), errors="coerce")
+    out = pd.DataFrame({"ID": num_id if num_id.notna().all() else pd.Series(ids, dtype=object)}, index=df.index)
+    for c in STANDARD[1:]:
+        if c in df.columns:
+            out[c] = _numeric(df, c)
+    df = pd.concat([out.reset_index(drop=True),
+                    pd.DataFrame({c: _covariate(df[c]).to_numpy() for c in df.columns if c not in STANDARD})],
+                   axis=1)
     for col, default in (("AMT", 0.0), ("RATE", 0.0), ("II", 0.0), ("ADDL", 0), ("SS", 0), ("MDV", 0)):
         if col not in df.columns:
             df[col] = default
     if "EVID" not in df.columns:
-        df["EVID"] = np.where(df["AMT"].fillna(0) > 0, 1, 0)
-    numeric = [c for c in STANDARD if c in df.columns and c not in ("ID", "DV")]
-    for c in numeric:
-        bad = pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.values)[0])
-            raise SpecError(f"data.{c}", f"row {row}: not a number ({df[c].iloc[row]!r})")
-        df[c] = pd.to_numeric(df[c])
-    if df["TIME"].isna().any() or (df["TIME"] < 0).any():
-        row = int(np.flatnonzero((df["TIME"].isna() | (df["TIME"] < 0)).values)[0])
-        raise SpecError("data.TIME", f"row {row}: TIME must be a number >= 0")
-    reset = df["EVID"].isin([3, 4])
+        df["EVID"] = np.where(df["AMT"] > 0, 1, 0)
+    if (df["TIME"] < 0).any():
+        raise _bad("TIME", (df["TIME"] < 0).to_numpy(), df["TIME"].to_numpy(), "TIME must be >= 0")
+    reset = df["EVID"].isin([3, 4]).to_numpy()
     if reset.any():
-        raise SpecError("data.EVID", f"row {int(np.flatnonzero(reset.values)[0])}: EVID 3/4 (reset) is not supported")
-    unknown = ~df["EVID"].isin([0, 1, 2])
+        raise _bad("EVID", reset, df["EVID"].to_numpy(), "EVID 3/4 (reset) is not supported")
+    unknown = (~df["EVID"].isin([0, 1, 2])).to_numpy()
     if unknown.any():
-        raise SpecError("data.EVID", f"row {int(np.flatnonzero(unknown.values)[0])}: EVID must be 0, 1 or 2")
+        raise _bad("EVID", unknown, df["EVID"].to_numpy(), "EVID must be 0, 1 or 2")
+    _check_order(df)
 
     cov_cols = [c for c in df.columns if c not in STANDARD]
     ids, regimens, obs_times, obs_dv, obs_flag = [], [], [], [], []
     for sid, g in df.groupby("ID", sort=False):
-        g = g.sort_values("TIME", kind="stable")
         doses = []
         for row_idx, r in g[g["EVID"] == 1].iterrows():
-            cmt = None if "CMT" not in g.columns or pd.isna(r.get("CMT")) else int(r["CMT"])
+            cmt = None if "CMT" not in g.columns or pd.isna(r.get("CMT")) or r["CMT"] == 0 else int(r["CMT"])
             d = Dose(amt=float(r["AMT"]), time=float(r["TIME"]), cmt=cmt, rate=float(r["RATE"]),
                      ii=float(r["II"]), addl=int(r["ADDL"]), ss=int(r["SS"]))
-            d.validate(f"data.row{row_idx}")
+            d.validate(f"data.row{row_idx + 1}")
             doses.append(d)
         obs = g[g["EVID"].isin([0, 2])]
         t = obs["TIME"].to_numpy(float)

@@ -18,7 +18,9 @@ from numbers import Integral, Real
 
 from insilico.errors import SpecError
 
-__all__ = ["check_dose"]
+__all__ = ["MAX_DOSES", "check_dose"]
+
+MAX_DOSES = 100_000   # doses one record may expand to (addl + 1, or n): more is refused, not allocated
 
 
 def _field(where: str, name: str) -> str:
@@ -42,7 +44,8 @@ def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None
     ``where`` is empty) for the first rule the dosing record breaks.
 
     amt (mg) >= 0, > 0 for an infusion given by rate; time (h) >= 0; rate (mg/h) >= 0 (0 for a bolus);
-    duration (h) > 0 and not together with rate; addl >= 0 or n >= 1 (not both); ss 0 or 1;
+    duration (h) > 0 and not together with rate; addl >= 0 or n >= 1 (not both), at most
+    `MAX_DOSES` doses in all; ss 0 or 1;
     ii (h) > 0 for repeated or steady-state doses; a steady-state infusion ends within one
     interval (duration <= ii; both solvers' steady state assumes it). All numbers finite.
     """
@@ -70,6 +73,11 @@ def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None
         _integer(where, "n", n, 1, "n (number of doses)")
         if addl:
             raise SpecError(_field(where, "n"), "give either n (number of doses) or addl, not both")
+    total = n if n is not None else addl + 1
+    if total > MAX_DOSES:
+        name = "n" if n is not None else "addl"
+        raise SpecError(_field(where, name), f"{total} doses from one record (at most {MAX_DOSES}); "
+                                             "a longer regimen cannot be expanded into a dose table")
     if isinstance(ss, bool) or ss not in (0, 1):
         raise SpecError(_field(where, "ss"), f"must be 0 or 1 (SS=2 is not supported), got {ss!r}")
     if ((n or 1) > 1 or addl > 0 or ss) and not ii > 0:

@@ -13,7 +13,6 @@ exact superposition solution instead of an ODE solver.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -275,9 +274,3 @@ class Model:
             lines.append(f"  output {o.name} [{o.units}] {o.long_name}")
         return "\n".join(lines)
 
-
-def unit_vector(n: int, i: int):
-    return jnp.zeros(n).at[i].set(1.0)
-
-
-LN2 = math.log(2.0)

@@ -14,17 +14,18 @@ import math
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from insilico.config import SpecModel
 from insilico.units import is_valid_units
 
 __all__ = ["BSVSpec", "EffectSpec", "IOVSpec", "ParameterSpec", "ResidualErrorSpec", "cholesky_factor", "required",
            "correlation_matrix", "square_matrix", "units_value"]
 
 
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Base(SpecModel):
+    """Strict types, finite floats, unknown fields refused (`insilico.config.SpecModel`)."""
 
 
 def required(message: str) -> PydanticCustomError:

@@ -1,5 +1,7 @@
 """Results storage: the trial-store layout, one Zarr store per trial written region by region,
-completion records, reading helpers and the ``ds.insilico`` xarray accessor (registered on import)."""
+completion records, reading helpers, the ``ds.insilico`` xarray accessor (registered on import), and
+the data-safety rules every writer follows (ownership markers, ``--out`` checks, the writer's lock,
+input digests: `insilico.store._safety`)."""
 from insilico.store import _accessor  # noqa: F401  (registers ds.insilico)
 from insilico.store._layout import EVERY_ARM, NOT_ALLOCATED, NOT_SIMULATED, Endpoint, Layout, Variable, trial_layout
 from insilico.store._results import (
@@ -15,14 +17,32 @@ from insilico.store._results import (
                                      stored_json,
                                      subject_variable_names,
 )
+from insilico.store._safety import (
+                                     KIND_ATTR,
+                                     MANIFEST,
+                                     DamagedStore,
+                                     IncompleteResults,
+                                     changed_inputs,
+                                     check_out,
+                                     clear_owned_files,
+                                     digest,
+                                     lock_path,
+                                     recognise,
+                                     replace_owned,
+                                     write_manifest,
+                                     writer_lock,
+)
 from insilico.store._zarr import (
                                      create_store,
+                                     creating_path,
+                                     damaged_chunks,
                                      done_units,
                                      finalize,
                                      mark_done,
                                      open_results,
                                      read_attrs,
                                      remove_store,
+                                     reset_units,
                                      write_region,
 )
 
@@ -31,5 +51,7 @@ __all__ = [
     "analysis_tables", "arm_values", "covariate_names", "endpoint_names", "is_complete", "observed_names",
     "output_names", "parameter_names", "simulated_pairs", "stored_json", "subject_variable_names",
     "create_store", "write_region", "mark_done", "done_units", "finalize", "open_results", "read_attrs",
-    "remove_store",
+    "remove_store", "creating_path", "damaged_chunks", "reset_units",
+    "KIND_ATTR", "MANIFEST", "DamagedStore", "IncompleteResults", "changed_inputs", "check_out",
+    "clear_owned_files", "digest", "lock_path", "recognise", "replace_owned", "write_manifest", "writer_lock",
 ]

@@ -4,10 +4,18 @@ Metadata (shapes, chunking, attributes, Zarr fill values) is written first with
 ``compute=False``; each work unit then writes whole Zarr chunks with ``to_zarr(region=...)`` and
 sets its entry of the completion record ``_done``; metadata is consolidated once at the end.
 A chunk no unit has written reads as the variable's fill value (NaN, −1 "not simulated",
-−2 "not allocated", 0 "not done").
+−2 "not allocated", 0 "not done"). Units write every chunk of their region, even one equal to
+the fill value, so a done unit whose chunk file is missing is recognisably damaged
+(`damaged_chunks`); variables over (replicate, subject) are written by the arm-0 unit.
+
+A store is created whole or not at all: its metadata is written in a hidden sibling folder
+(``.<name>.creating``) that is renamed to ``path`` once complete, so a run killed while creating
+leaves no store (``--resume`` then starts it afresh).
 """
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -19,11 +27,25 @@ import zarr
 
 from insilico.errors import SpecError
 from insilico.store._layout import Layout
+from insilico.store._safety import KIND_ATTR, DamagedStore, IncompleteResults
 
 
-def create_store(path: Path, layout: Layout, attrs: dict) -> None:
-    """Write the metadata of an empty store with ``layout`` and dataset attributes ``attrs``.
-    Each variable's Zarr ``fill_value`` is its layout fill, so unwritten chunks read as missing."""
+def creating_path(path: Path) -> Path:
+    """The hidden sibling a store at ``path`` is created in before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.creating")
+
+
+def create_store(path: Path, layout: Layout, attrs: dict, *, kind: str = "trial") -> None:
+    """Write the metadata of an empty store with ``layout`` and dataset attributes ``attrs``
+    (plus the ownership marker ``insilico_store: kind``), atomically: built in `creating_path`
+    and renamed to ``path`` (which must not exist). Each variable's Zarr ``fill_value`` is its
+    layout fill, so unwritten chunks read as missing."""
+    path = Path(path)
+    tmp = creating_path(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)                     # left by a run killed while creating
+    attrs = {KIND_ATTR: kind, **attrs}
     sizes = layout.sizes
     data, encoding = {}, {}
     for name, var in layout.variables.items():
@@ -32,13 +54,14 @@ def create_store(path: Path, layout: Layout, attrs: dict) -> None:
         data[name] = (var.dims, da.full(shape, var.fill, dtype=var.dtype, chunks=chunks), var.attrs)
         encoding[name] = {"chunks": chunks, "fill_value": var.dtype.type(var.fill)}
     ds = xr.Dataset(data, coords=layout.coords, attrs=attrs)
-    ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+    ds.to_zarr(tmp, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+    os.rename(tmp, path)
 
 
 def write_region(path: Path, variables: dict, region: dict) -> None:
     """Write numpy variables ``{name: (dims, array)}`` into ``region`` (whole chunks)."""
     ds = xr.Dataset({k: v for k, v in variables.items()})
-    ds.to_zarr(path, mode="r+", region=region, consolidated=False)
+    ds.to_zarr(path, mode="r+", region=region, consolidated=False, write_empty_chunks=True)
 
 
 def mark_done(path: Path, replicate: int, arm: int, chunk: int) -> None:
@@ -47,9 +70,22 @@ def mark_done(path: Path, replicate: int, arm: int, chunk: int) -> None:
     arr[replicate, arm, chunk] = 1
 
 
-def done_units(path: Path) -> np.ndarray:
-    """The completion record, (replicate, arm, chunk) of 0/1."""
-    return zarr.open_array(str(Path(path) / "_done"), mode="r")[...]
+def done_units(path: Path, *, tolerant: bool = False) -> np.ndarray:
+    """The completion record, (replicate, arm, chunk) of 0/1. ``tolerant``: an entry whose chunk
+    cannot be read counts as not done (instead of raising), so a resume recomputes that unit."""
+    arr = zarr.open_array(str(Path(path) / "_done"), mode="r")
+    try:
+        return arr[...]
+    except Exception:
+        if not tolerant:
+            raise
+    out = np.zeros(arr.shape, np.int8)
+    for idx in np.ndindex(*arr.shape):      # one unit per chunk
+        try:
+            out[idx] = arr[idx]
+        except Exception:
+            out[idx] = 0
+    return out
 
 
 def finalize(path: Path, attrs: dict) -> None:
@@ -66,22 +102,82 @@ def read_attrs(path: Path) -> dict:
     return dict(zarr.open_group(str(path), mode="r").attrs)
 
 
-def open_results(path, *, dask: bool = True) -> xr.Dataset:
+def open_results(path, *, dask: bool = True, partial: bool = False, verify: bool = False) -> xr.Dataset:
     """Open a trial's results store as a lazy xarray Dataset: dask-backed, or with ``dask=False``
-    lazily indexed Zarr arrays (faster to load whole in one process: no task per chunk)."""
+    lazily indexed Zarr arrays (faster to load whole in one process: no task per chunk).
+
+    A store whose run did not finish raises `IncompleteResults` (a `SpecError`: units done /
+    total and how to resume) unless ``partial=True``; then ``ds.insilico.complete`` is False and
+    units not run read as missing. ``verify=True`` also reads every chunk of the done units and
+    raises `DamagedStore` naming the variables and chunks that are missing or unreadable."""
     kw = {} if dask else {"chunks": None}
     path = Path(path)
     if not path.exists():
         raise SpecError("results", f"no results store at {path}")
     try:
         try:
-            return xr.open_zarr(path, consolidated=True, **kw)
+            ds = xr.open_zarr(path, consolidated=True, **kw)
         except (KeyError, ValueError, FileNotFoundError):  # not consolidated yet (run unfinished)
-            return xr.open_zarr(path, consolidated=False, **kw)
+            ds = xr.open_zarr(path, consolidated=False, **kw)
     except Exception as e:  # not a zarr store or unreadable
         raise SpecError("results", f"cannot open {path} as a results store: {e}") from None
+    if "_done" in ds.variables and not partial:
+        try:
+            done = done_units(path)
+        except Exception as e:
+            raise DamagedStore(path, [("_done", (), None)]) from e
+        if not done.all():
+            raise IncompleteResults(path, int(done.sum()), done.size)
+    if verify:
+        damage = damaged_chunks(path)
+        if damage:
+            raise DamagedStore(path, damage)
+    return ds
+
+
+def _chunk_ranges(arr, dims, unit) -> list[tuple[int, ...]] | None:
+    """Chunk indices of array ``arr`` (dimension names ``dims``) written by ``unit`` = (replicate,
+    arm, chunk); None when the unit writes none of it (subject variables: only the arm-0 unit)."""
+    r, a, k = unit
+    if "arm" not in dims and a != 0:
+        return None
+    fixed = {"replicate": r, "arm": a, "subject": k, "chunk": k}
+    axes = [[fixed[d]] if d in fixed else range(n) for d, n in zip(dims, arr.cdata_shape)]
+    return list(itertools.product(*axes))
+
+
+def damaged_chunks(path: Path, units=None) -> list[tuple[str, tuple[int, ...], tuple[int, int, int]]]:
+    """Chunks of the done work units (or of ``units``) that are missing or cannot be decoded:
+    ``(variable, chunk index, unit)``. Reads every such chunk once."""
+    group = zarr.open_group(str(path), mode="r")
+    if units is None:
+        units = [tuple(int(i) for i in u) for u in np.argwhere(done_units(path, tolerant=True) == 1)]
+    out = []
+    for name, arr in group.arrays():
+        dims = tuple(arr.metadata.dimension_names or ())
+        if name == "_done" or not {"replicate", "subject"} <= set(dims):
+            continue
+        for unit in units:
+            for c in _chunk_ranges(arr, dims, unit) or []:
+                key = "/".join(["c", *map(str, c)])
+                if not (Path(path) / name / key).is_file():
+                    out.append((name, c, unit))
+                    continue
+                try:
+                    arr.blocks[c]
+                except Exception:   # any codec/decompression error: the chunk is unreadable
+                    out.append((name, c, unit))
+    return out
+
+
+def reset_units(path: Path, units) -> None:
+    """Mark work units (replicate, arm, chunk) as not done, so a resume recomputes them."""
+    arr = zarr.open_array(str(Path(path) / "_done"), mode="r+")
+    for r, a, k in units:
+        arr[r, a, k] = 0
 
 
 def remove_store(path: Path) -> None:
+    """Delete the store at ``path`` (no check of what it is: see `insilico.store.replace_owned`)."""
     if Path(path).exists():
         shutil.rmtree(path)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from insilico.batching import bucket_size
+from insilico.errors import SpecError
 from insilico.streams import JITTER, stream_id
 
 
@@ -75,12 +76,27 @@ def _uniform(seed: int, stream: str, replicate: int, idx: np.ndarray, m: int) ->
     return np.asarray(u)[: idx.size, :m]
 
 
+MAX_BLOCK = 10_000   # subjects in one randomisation block
+
+
 def allocation_block(ratios: list[float]) -> np.ndarray:
-    """Arm indices of one randomisation block: ratios reduced to the smallest integers."""
+    """Arm indices of one randomisation block: each ratio the nearest fraction with denominator
+    <= 100, then all reduced to the smallest integers. A ratio that rounds to 0 (an arm that would
+    never be allocated) or a block over `MAX_BLOCK` subjects is a `SpecError` naming
+    ``arms.<i>.ratio``."""
     fr = [Fraction(r).limit_denominator(100) for r in ratios]
-    den = np.lcm.reduce([f.denominator for f in fr])
-    ints = np.array([int(f * den) for f in fr])
-    ints //= np.gcd.reduce(ints)
+    for i, f in enumerate(fr):
+        if f <= 0:
+            raise SpecError(f"arms.{i}.ratio", f"ratio {ratios[i]!r} rounds to 0 (ratios are taken to the nearest "
+                                               "fraction with denominator <= 100): this arm would get no subjects")
+    den = int(np.lcm.reduce([f.denominator for f in fr]))
+    ints = [int(f * den) for f in fr]
+    g = int(np.gcd.reduce(ints))
+    ints = [k // g for k in ints]
+    if sum(ints) > MAX_BLOCK:
+        i = int(np.argmax(ints))
+        raise SpecError(f"arms.{i}.ratio", f"ratios {list(ratios)} need a randomisation block of {sum(ints)} "
+                                           f"subjects (integers {ints}; at most {MAX_BLOCK}); use simpler ratios")
     return np.repeat(np.arange(len(ratios)), ints)
 
 
@@ -132,7 +148,7 @@ def doses_taken(spec, seed: int, replicate: int, idx: np.ndarray, n_doses: int) 
     u = _uniform(seed, "adherence", replicate, idx, 2 * n_doses)
     taken = u[:, :n_doses] < spec.probability
     if spec.missed_run:
-        L = int(spec.missed_run["length"])
+        L = min(int(spec.missed_run["length"]), n_doses)   # a run longer than the regimen misses the rest
         starts = u[:, n_doses:] < spec.missed_run["start_probability"]
         in_run = np.zeros_like(starts)
         for lag in range(L):

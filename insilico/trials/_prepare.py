@@ -3,19 +3,38 @@
 `TrialContext` holds everything a work unit needs (model, cohort spec, regimens, nominal
 times, parameter sources). It is rebuilt from the spec's JSON on every worker, so work units
 are pure functions of (spec, replicate, arm, chunk).
+
+`prepare` refuses, before any store exists: names that clash with the store's own variables and
+coordinates (`reserved_names`) or with each other; designs that leave an arm without subjects;
+and specs whose memory would exceed the machine (`estimate_resources`, `check_resources`: the
+peak memory of one work unit's dense endpoint grid, the arrays the analysis holds) — each with the
+estimate and the field to change.
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
+import os
+import shutil
+import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from insilico.cohorts import load_cohort_spec
-from insilico.dosing import Dose, Regimen
+from insilico import store
+from insilico.cohorts import compile_spec, load_cohort_spec
+from insilico.dosing import MAX_DOSES, Dose, Regimen
 from insilico.errors import SpecError
+from insilico.trials._design import allocate, allocation_block
+from insilico.trials._endpoints import POST_DOSE_OFFSETS
 from insilico.trials._spec import TrialSpec, resolve_model
+
+MAX_TIMES = 1_000_000        # nominal sampling times of a trial
+MAX_SUBJECTS = 2**32         # subject indices are uint32 in the random streams
+MEMORY_FRACTION = 0.5        # a work unit or the analysis may use at most this fraction of the RAM
 
 
 @dataclass
@@ -43,6 +62,9 @@ class TrialContext:
 
 
 def _regimen(arm, i) -> Regimen:
+    total = sum(d.n if d.n is not None else d.addl + 1 for d in arm.regimen)
+    if total > MAX_DOSES:
+        raise SpecError(f"arms.{i}.regimen", f"{total} doses in the arm (at most {MAX_DOSES})")
     doses = []
     for d in arm.regimen:
         addl = (d.n - 1) if d.n is not None else d.addl
@@ -60,6 +82,10 @@ def nominal_times(spec: TrialSpec) -> np.ndarray:
     else:
         if t.stop <= t.start:
             raise SpecError("observations.times.stop", "must be greater than start")
+        count = math.floor((t.stop - t.start) / t.step) + 1
+        if count > MAX_TIMES:
+            raise SpecError("observations.times.step", f"{count} sampling times from {t.start:g} to {t.stop:g} h "
+                                                       f"every {t.step:g} h (at most {MAX_TIMES})")
         arr = np.arange(t.start, t.stop + 1e-9 * t.step, t.step)
     if arr.size == 0:
         raise SpecError("observations.times", "no sampling times")
@@ -70,7 +96,9 @@ def nominal_times(spec: TrialSpec) -> np.ndarray:
 
 def prepare(spec: TrialSpec, base: Path) -> TrialContext:
     """Resolve model and cohort and check that they fit together (raises SpecError)."""
-    model = resolve_model(spec.model)
+    if spec.n > MAX_SUBJECTS:
+        raise SpecError("n", f"at most {MAX_SUBJECTS} subjects (subject indices are 32-bit), got {spec.n}")
+    model = resolve_model(spec.model, base)
     if isinstance(spec.cohort, str):
         cpath = (base / spec.cohort) if not Path(spec.cohort).is_absolute() else Path(spec.cohort)
         if not cpath.exists():
@@ -118,12 +146,180 @@ def prepare(spec: TrialSpec, base: Path) -> TrialContext:
                                                      f"{list(model.output_names)}")
         if e.name in reserved:
             raise SpecError(f"endpoints.{i}.name", f"{e.name!r} clashes with an output, parameter or covariate")
+        if e.window is not None and e.window[1] - e.window[0] > MAX_TIMES * spec.execution.grid_step:
+            raise SpecError(f"endpoints.{i}.window", f"window of {e.window[1] - e.window[0]:g} h at grid_step "
+                                                     f"{spec.execution.grid_step:g} h needs more than {MAX_TIMES} "
+                                                     "grid points; raise execution.grid_step or shorten the window")
         if e.type == "trough" and e.dose is not None:
             for a, reg in enumerate(regimens):
                 if e.dose >= len(reg.expanded()) and reg.doses:
                     raise SpecError(f"endpoints.{i}.dose", f"arm {spec.arms[a].name!r} has only "
                                                            f"{len(reg.expanded())} doses")
-    return TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params)
+    ctx = TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params)
+    check_names(ctx)
+    check_allocation(spec)
+    check_resources(ctx)
+    return ctx
+
+
+@functools.lru_cache(maxsize=1)
+def reserved_names() -> frozenset[str]:
+    """Names of the results store's own variables and coordinates (``time``, ``status``, ``_done``,
+    ``dose_amt``, …), read from `insilico.store.trial_layout` with every optional variable on; no
+    covariate, parameter, output or endpoint may take one."""
+    layout = store.trial_layout(arms=["a"], n_subjects=1, n_replicates=1, times=[0.0], chunk_size=1,
+                                subject_variables={}, parameters={}, outputs={}, observed={}, endpoints=[],
+                                status_meanings={0: "ok"}, states=["x"], n_doses=1, infusions=True,
+                                steady_state=True, jittered=True)
+    return frozenset(layout.variables) | frozenset(layout.coords)
+
+
+def check_names(ctx: TrialContext) -> None:
+    """SpecError when a name the trial stores (cohort variable, parameter, output, endpoint) is one
+    of `reserved_names` or is used by two different things."""
+    reserved = reserved_names()
+    owner: dict[str, str] = {}
+
+    def claim(name: str, field: str, what: str) -> None:
+        if name in reserved:
+            raise SpecError(field, f"{what} name {name!r} is reserved by the results store (reserved: "
+                                   f"{', '.join(sorted(reserved))})")
+        if name in owner and owner[name] != what:
+            raise SpecError(field, f"{what} name {name!r} is also a {owner[name]}; names must be distinct")
+        owner[name] = what
+
+    params = set(ctx.model.parameter_names)
+    for name in compile_spec(ctx.cohort).subject_variables():
+        claim(name, "model.parameters" if name in params else f"cohort.covariates.{name}",
+              "parameter" if name in params else "cohort variable")
+    for name in ctx.model.parameter_names:
+        claim(name, "model", "parameter")
+    for name in ctx.outputs:
+        claim(name, "observations.outputs", "output")
+        claim(f"{name}_obs", "observations.outputs", "output")
+    for i, e in enumerate(ctx.spec.endpoints):
+        claim(e.name, f"endpoints.{i}.name", "endpoint")
+
+
+def check_allocation(spec: TrialSpec) -> None:
+    """Refuse a parallel design that leaves an arm without subjects (ratios that round to 0, fewer
+    subjects than arms, an arm empty in some replicate when N is below one randomisation block);
+    warn when the block's integer ratios differ from the spec's by more than 1 %."""
+    if spec.design != "parallel":
+        return
+    ratios = [a.ratio for a in spec.arms]
+    block = allocation_block(ratios)
+    counts = np.bincount(block, minlength=len(ratios))
+    achieved = counts / counts.sum()
+    wanted = np.array(ratios) / sum(ratios)
+    if np.any(np.abs(achieved / wanted - 1) > 0.01):
+        warnings.warn(f"arms.*.ratio: ratios {ratios} are allocated as {counts.tolist()} per block of "
+                      f"{len(block)} (fractions {np.round(achieved, 4).tolist()} instead of "
+                      f"{np.round(wanted, 4).tolist()})", UserWarning, stacklevel=2)
+    if spec.n < len(ratios):
+        raise SpecError("n", f"{spec.n} subject(s) cannot fill {len(ratios)} arms in a parallel design")
+    if spec.n >= len(block):
+        return
+    for r in range(spec.replicates.n):
+        got = np.bincount(allocate(spec.seed, r, np.arange(spec.n), ratios), minlength=len(ratios))
+        if np.any(got == 0):
+            a = int(np.flatnonzero(got == 0)[0])
+            raise SpecError("n", f"arm {spec.arms[a].name!r} gets no subjects in replicate {r}: n = {spec.n} is "
+                                 f"less than one randomisation block ({len(block)} subjects for ratios "
+                                 f"{[str(Fraction(x).limit_denominator(100)) for x in ratios]})")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Estimated sizes (bytes) of a trial: ``store`` (uncompressed results store), ``unit`` (peak
+    working memory of one work unit: dense endpoint grid and profiles), ``analysis`` (per-subject
+    arrays the analysis holds in memory); ``grid_points`` of the densest arm's endpoint grid."""
+
+    store: int
+    unit: int
+    analysis: int
+    grid_points: int
+
+
+def _grid_points(spec: TrialSpec, dose_times: np.ndarray, n_times: int) -> tuple[int, int]:
+    """(upper bound of the points of `endpoint_grid` for doses at ``dose_times`` (h), of which from
+    endpoint windows), counted without building it."""
+    windowed = 0
+    for e in spec.endpoints:
+        if e.window is not None:
+            w0, w1 = e.window
+            windowed += math.ceil((w1 - w0) / spec.execution.grid_step) + 2
+            near = np.count_nonzero((dose_times >= w0 - POST_DOSE_OFFSETS[-1]) & (dose_times <= w1))
+            windowed += near * (1 + len(POST_DOSE_OFFSETS))
+    fixed = n_times + 2 + len(dose_times) + len(spec.endpoints)
+    return 2 * (fixed + windowed), 2 * windowed
+
+
+def _densest(ctx: TrialContext) -> tuple[int, int]:
+    """`_grid_points` of the arm with the largest endpoint grid."""
+    return max(_grid_points(ctx.spec, np.array([d.time for d in reg.expanded()], float), len(ctx.nominal))
+               for reg in ctx.regimens)
+
+
+def estimate_resources(ctx: TrialContext) -> Resources:
+    """Sizes of the trial's store, work unit and analysis (`Resources`), from the spec alone."""
+    spec, model = ctx.spec, ctx.model
+    R, A, N, T = spec.replicates.n, ctx.n_arms, spec.n, len(ctx.nominal)
+    D = max(len(reg.expanded()) for reg in ctx.regimens)
+    E = len(spec.endpoints)
+    n_out = len(ctx.outputs) * (2 if getattr(ctx.cohort, "residual_error", None) is not None else 1)
+    S = len(compile_spec(ctx.cohort).subject_variables()) + len(ctx.fixed) + 2
+    per_arm = (T * n_out * 8 if spec.execution.save_profiles else 0) + D * 35 + E * 8 + 5
+    per_subject = S * 8 + (T * 8 if spec.observations.jitter_sd > 0 else 0)
+    store_bytes = R * N * (A * per_arm + per_subject)
+    G, _ = _densest(ctx)
+    rows = min(spec.execution.chunk_size, N)
+    width = len(model.states) + len(model.output_names) + E
+    unit = rows * (3 * G * width + 4 * T * n_out + 4 * D) * 8
+    analysis = R * A * N * (E + 2) * 8
+    return Resources(int(store_bytes), int(unit), int(analysis), int(G))
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.3g} GiB"
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def check_resources(ctx: TrialContext, out: Path | None = None, *, memory: int | None = None,
+                    disk: int | None = None) -> Resources:
+    """`estimate_resources` and a SpecError naming the field to change when one work unit or the
+    analysis needs more than MEMORY_FRACTION of the RAM (``memory`` bytes, default this machine's),
+    or, with ``out``, when the uncompressed store exceeds the free disk space there (``disk``)."""
+    res = estimate_resources(ctx)
+    spec = ctx.spec
+    memory = _memory_bytes() if memory is None else memory
+    limit = MEMORY_FRACTION * memory
+    if res.unit > limit:
+        _, windowed = _densest(ctx)
+        field = "execution.grid_step" if windowed > len(ctx.nominal) else "observations.times"
+        raise SpecError(field, f"one work unit needs about {_gib(res.unit)} of memory ({res.grid_points} grid "
+                               f"points x {min(spec.execution.chunk_size, spec.n)} subjects); this machine allows "
+                               f"{_gib(limit)}: coarsen {field} or lower execution.chunk_size")
+    if res.analysis > limit:
+        field = "replicates.n" if spec.replicates.n > spec.n else "n"
+        raise SpecError(field, f"the analysis needs about {_gib(res.analysis)} of memory for "
+                               f"{spec.replicates.n} replicate(s) x {ctx.n_arms} arm(s) x {spec.n} subjects; this "
+                               f"machine allows {_gib(limit)}")
+    if out is not None:
+        where = Path(out).resolve()
+        while not where.exists():
+            where = where.parent
+        free = shutil.disk_usage(where).free if disk is None else disk
+        if res.store > free:
+            raise SpecError("n", f"the results store may need up to {_gib(res.store)} (uncompressed) but "
+                                 f"{where} has {_gib(free)} free")
+    return res
 
 
 def context_from_json(spec_json: str, base: str) -> TrialContext:

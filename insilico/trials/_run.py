@@ -3,9 +3,10 @@ Dask, write each unit's region of one Zarr store, then analyse and consolidate."
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
+import sys
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from insilico.cluster import using
 from insilico.cohorts import compile_spec
 from insilico.engine import status as engine_status
 from insilico.errors import SpecError
-from insilico.trials._prepare import TrialContext, context_from_json, prepare
+from insilico.trials._prepare import TrialContext, check_resources, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
 from insilico.trials._unit import compute_unit, subject_range
 
@@ -104,58 +105,111 @@ def _worker_layout(spec_json: str, base: str) -> store.Layout:
     return _layout(_worker_context(spec_json, base))
 
 
+def input_digests(spec_obj, base: Path, ctx: TrialContext, spec_json: str, overrides) -> dict:
+    """SHA-256 digests of everything a trial's stored results depend on: the resolved spec, the
+    seed, the ``--set`` overrides, the cohort spec (its file's bytes when it is a file, and as
+    resolved) and a user model's source file (``model.import``)."""
+    d = {"trial spec": store.digest(spec_json), "seed": store.digest(str(spec_obj.seed)),
+         "--set overrides": store.digest(json.dumps(list(overrides or []))),
+         "cohort spec": store.digest(ctx.cohort.model_dump_json(by_alias=True, exclude_none=True))}
+    if isinstance(spec_obj.cohort, str):
+        cpath = Path(spec_obj.cohort) if Path(spec_obj.cohort).is_absolute() else Path(base) / spec_obj.cohort
+        if cpath.is_file():
+            d["cohort spec file"] = store.digest(cpath.read_bytes())
+    target = getattr(spec_obj.model, "import_", None)
+    if target:
+        source = getattr(sys.modules.get(target.split(":", 1)[0]), "__file__", None)
+        if source and Path(source).is_file():
+            d["model source"] = store.digest(Path(source).read_bytes())
+    return d
+
+
+def _check_resumable(out: Path, inputs: dict) -> None:
+    """Refuse (SpecError) to resume ``out`` unless it is an insilico trial store written from the
+    same inputs; names the inputs that changed."""
+    if store.recognise(out) != "trial":
+        raise SpecError("--out", f"{out} exists but is not an insilico trial results store")
+    try:
+        attrs = store.read_attrs(out)
+    except Exception:
+        raise SpecError("--out", f"{out} exists but is not a readable results store") from None
+    recorded = attrs.get("inputs_sha256")
+    if recorded is not None:
+        changed = store.changed_inputs(json.loads(recorded), inputs)
+    else:   # a store written before per-input digests
+        changed = [] if attrs.get("spec_sha256") == inputs["trial spec"] else ["trial spec"]
+    if changed:
+        raise SpecError("--resume", f"{out} was written from a different spec: {', '.join(changed)} changed "
+                                    "since the run began; restore them, or use --overwrite to start again")
+
+
+def _repair(out: Path) -> None:
+    """Mark the done units whose chunks are missing or unreadable as not done (they are recomputed)."""
+    damage = store.damaged_chunks(out)
+    if damage:
+        units = sorted({u for _, _, u in damage})
+        names = ", ".join(sorted({f"{v} chunk {'.'.join(map(str, c))}" for v, c, _ in damage})[:5])
+        warnings.warn(f"{out} is damaged ({names}); recomputing {len(units)} work unit(s)", stacklevel=3)
+        store.reset_units(out, units)
+
+
 def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool = False,
         overrides: list[str] | None = None, progress: bool = False):
     """Run a trial spec (path, YAML text, mapping) and return its results as an xarray Dataset.
 
     ``out``: Zarr store path (default ``results/<name>.zarr``). An existing store is never
-    overwritten unless ``overwrite``; with ``resume`` only units not yet completed are run
-    (the store must come from the same spec). ``cluster``: a ``distributed.Client`` (used as is)
+    replaced unless ``overwrite`` (and then only an insilico trial store: anything else is
+    refused); with ``resume`` only units not yet completed are run, after checking that no
+    input changed (spec, seed, overrides, cohort file, model source; see `input_digests`) and
+    recomputing units whose chunks are damaged. While running, ``out`` is locked against other
+    writers (`insilico.store.writer_lock`). ``cluster``: a ``distributed.Client`` (used as is)
     or an `insilico.cluster.ClusterOptions` (default: a LocalCluster started here).
     """
     t_start = time.perf_counter()
     spec_obj, base = load_trial_spec(spec, overrides)
     ctx = prepare(spec_obj, base)
-    out = Path(out) if out is not None else Path("results") / f"{spec_obj.name}.zarr"
-    spec_json = ctx.spec_json()
-    digest = hashlib.sha256(spec_json.encode()).hexdigest()
     if resume and overwrite:
         raise SpecError("--resume", "use either --resume or --overwrite, not both")
-    fresh = True
-    if out.exists():
-        if resume:
-            try:
-                attrs = store.read_attrs(out)
-            except Exception:
-                raise SpecError("--out", f"{out} exists but is not a results store") from None
-            if attrs.get("spec_sha256") != digest:
-                raise SpecError("--resume", f"{out} was written from a different spec; use --overwrite")
-            fresh = False
-        elif not overwrite:
-            raise SpecError("--out", f"{out} already exists; use --overwrite to replace it or --resume to finish it")
-    # connect first: a cluster that cannot be reached leaves no store behind
-    with using(cluster) as c:
-        if fresh:
-            store.remove_store(out)
-            layout = _layout(ctx)
-            attrs = {"title": f"insilico trial {spec_obj.name}", "trial": spec_obj.name, "spec": spec_json,
-                     "spec_sha256": digest, "seed": spec_obj.seed, "model": ctx.model.name,
-                     "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
-                     "design": spec_obj.design, "versions": json.dumps(_versions()),
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            out.parent.mkdir(parents=True, exist_ok=True)
-            store.create_store(out, layout, attrs)
-        done = store.done_units(out)
-        todo = [(r, a, k) for r in range(spec_obj.replicates.n) for a in range(ctx.n_arms)
-                for k in range(ctx.n_chunks) if not done[r, a, k]]
-        unit_times = _execute(c, todo, spec_json, str(base), str(out), progress)
-    from insilico.store import open_results
-    from insilico.trials._analysis import analyse
-    analysis = analyse(open_results(out, dask=False), spec_obj)   # read here, not through the cluster
-    store.finalize(out, {"analysis": json.dumps(analysis), "timings": json.dumps({
-        "wall_seconds": time.perf_counter() - t_start, "units_run": len(unit_times),
-        "unit_seconds_total": float(sum(unit_times))})})
-    return open_results(out)
+    out = store.check_out(Path(out) if out is not None else Path("results") / f"{spec_obj.name}.zarr")
+    check_resources(ctx, out)     # free disk for the store, before anything is written
+    spec_json = ctx.spec_json()
+    inputs = input_digests(spec_obj, base, ctx, spec_json, overrides)
+    with store.writer_lock(out):
+        fresh = True
+        if out.exists():
+            if resume:
+                _check_resumable(out, inputs)
+                fresh = False
+            elif not overwrite:
+                raise SpecError("--out", f"{out} already exists; use --overwrite to replace it or --resume to "
+                                         "finish it")
+            elif store.recognise(out) != "trial":
+                store.replace_owned(out, "trial", overwrite=True)   # refuses, naming --out
+        # connect first: a cluster that cannot be reached leaves no store behind
+        with using(cluster) as c:
+            if fresh:
+                store.replace_owned(out, "trial", overwrite=overwrite)
+                layout = _layout(ctx)
+                attrs = {"title": f"insilico trial {spec_obj.name}", "trial": spec_obj.name, "spec": spec_json,
+                         "spec_sha256": inputs["trial spec"], "inputs_sha256": json.dumps(inputs),
+                         "seed": spec_obj.seed, "model": ctx.model.name,
+                         "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
+                         "design": spec_obj.design, "versions": json.dumps(_versions()),
+                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                out.parent.mkdir(parents=True, exist_ok=True)
+                store.create_store(out, layout, attrs)
+            else:
+                _repair(out)
+            done = store.done_units(out, tolerant=True)
+            todo = [(r, a, k) for r in range(spec_obj.replicates.n) for a in range(ctx.n_arms)
+                    for k in range(ctx.n_chunks) if not done[r, a, k]]
+            unit_times = _execute(c, todo, spec_json, str(base), str(out), progress)
+        from insilico.trials._analysis import analyse
+        analysis = analyse(store.open_results(out, dask=False), spec_obj)   # read here, not through the cluster
+        store.finalize(out, {"analysis": json.dumps(analysis), "timings": json.dumps({
+            "wall_seconds": time.perf_counter() - t_start, "units_run": len(unit_times),
+            "unit_seconds_total": float(sum(unit_times))})})
+    return store.open_results(out)
 
 
 def _execute(client, todo, spec_json, base, out, progress) -> list[float]:
