@@ -1,3 +1,14 @@
 import os
 
+import pytest
+
 os.environ.setdefault("INSILICO_JAX_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One real distributed LocalCluster (threads) per test process, shared by the tests that run trials."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c, \
+            Client(c) as cl:
+        yield cl

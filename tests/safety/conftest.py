@@ -9,15 +9,6 @@ SMALL = ["n=10", "replicates.n=1", "execution.chunk_size=5"]
 
 
 @pytest.fixture(scope="session")
-def client():
-    """One real distributed LocalCluster (threads) shared by the safety tests."""
-    from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c, \
-            Client(c) as cl:
-        yield cl
-
-
-@pytest.fixture(scope="session")
 def finished(tmp_path_factory, client):
     """A small finished trial store (2 arms × 2 chunks of 5 subjects)."""
     from insilico.trials import run

@@ -6,15 +6,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def client():
-    """One real distributed LocalCluster (threads) shared by the store tests."""
-    from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c, \
-            Client(c) as cl:
-        yield cl
-
-
-@pytest.fixture(scope="session")
 def trial_store(tmp_path_factory, client):
     """A small real trial (dose ranging: 4 arms, dropout, missed doses, residual error), 20 subjects,
     2 replicates, written to a real Zarr store."""
