@@ -118,10 +118,6 @@ def print_table(df, title: str) -> None:
     console.print(t)
 
 
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
 def cluster_from_flags(scheduler=None, workers=None, processes=False, kind="local", jobs=None, cores=None,
                        memory=None, walltime=None, queue=None, account=None, tls=True, tls_dir=None,
                        dashboard=None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from insilico.cluster._batch import SYSTEMS
@@ -63,10 +63,6 @@ class ClusterOptions:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise SpecError(f"--{f}", f"must be an integer >= 1, got {v!r}")
-
-    def with_(self, **changes) -> ClusterOptions:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
 
     def batch_options(self) -> dict:
         """Keyword arguments of `batch_client` (unset fields left to the jobqueue configuration)."""
