@@ -33,6 +33,7 @@ TRIAL = r"""
 import json, sys, time, tempfile
 t0 = time.perf_counter()
 import insilico
+import insilico.trials   # the libraries a run needs (JAX, NumPyro, Diffrax, xarray, Dask)
 t_import = time.perf_counter() - t0
 out = tempfile.mkdtemp()
 t1 = time.perf_counter()
@@ -131,7 +132,7 @@ def main() -> None:
         ("dose-ranging run(), same process, new dose", f"{med(t['warm'], 'second_run_s'):.2f} s", ""),
         ("  process wall incl. imports (cold / warm)",
          f"{med(t['cold'], 'wall_s'):.2f} s / {med(t['warm'], 'wall_s'):.2f} s", ""),
-        ("  import insilico + first use (warm)", f"{med(t['warm'], 'import_s'):.2f} s", ""),
+        ("  import of the numerical libraries (warm)", f"{med(t['warm'], 'import_s'):.2f} s", ""),
     ]
     w = max(len(x[0]) for x in lines)
     print(f"{'measure':<{w}}  {'median':>16}  target")

@@ -53,12 +53,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from insilico.errors import SpecError
 
 
 def _scipy_stats():
-    """scipy.stats, imported on first use (it costs ~0.5 s at import)."""
+    """scipy.stats, imported on first use (it costs ~0.5 s at import) and only for the exact
+    binomial tail; the normal, t and chi-square tails use scipy.special directly (the same
+    functions scipy.stats' ``sf``/``isf`` call), the hypergeometric pmf log-gamma."""
     from scipy import stats
     return stats
 
@@ -131,7 +134,7 @@ def _check_positive(v: np.ndarray, what: str) -> None:
 
 
 def _zcrit(alpha: float) -> float:
-    return float(_scipy_stats().norm.isf(alpha / 2.0))
+    return float(-special.ndtri(alpha / 2.0))   # = scipy.stats.norm.isf
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,8 +173,8 @@ def _t_interval(estimate, se, df, alpha: float) -> dict:
     """Two-sided t test of estimate = 0 and the (1 − alpha) interval, vectorised."""
     with np.errstate(invalid="ignore", divide="ignore"):
         t = estimate / se
-        p = 2.0 * _scipy_stats().t.sf(np.abs(t), df)
-        q = _scipy_stats().t.isf(alpha / 2.0, df)
+        p = 2.0 * special.stdtr(df, -np.abs(t))       # = 2 * scipy.stats.t.sf(|t|, df)
+        q = -special.stdtrit(df, alpha / 2.0)         # = scipy.stats.t.isf(alpha / 2, df)
         lo = estimate - q * se
         hi = estimate + q * se
     return {"estimate": estimate, "se": se, "df": df, "statistic": t, "p_value": p,
@@ -205,6 +208,21 @@ def _paired_t(md, vd, n, alpha: float) -> dict:
     return _t_interval(np.where(n >= 2, md, np.nan), se, df, alpha)
 
 
+def _log_comb(n, k):
+    return special.gammaln(n + 1.0) - special.gammaln(k + 1.0) - special.gammaln(n - k + 1.0)
+
+
+def _hypergeom_pmf(k, total, succ, draws):
+    """P(K = k) for K ~ Hypergeometric(total, succ, draws): C(succ, k) C(total−succ, draws−k) /
+    C(total, draws) from log-gamma (0 outside the support; matches scipy.stats.hypergeom.pmf to
+    ~1e-13 relative)."""
+    k, total, succ, draws = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (k, total, succ, draws)))
+    inside = (k >= np.maximum(0, draws + succ - total)) & (k <= np.minimum(succ, draws))
+    kk = np.where(inside, k, 0.0)
+    lp = _log_comb(succ, kk) + _log_comb(total - succ, draws - kk) - _log_comb(total, draws)
+    return np.where(inside, np.exp(lp), 0.0)
+
+
 def _fisher_two_sided(x1, n1, x0, n0) -> np.ndarray:
     """Two-sided Fisher exact p-value for the tables [[x1, n1−x1], [x0, n0−x0]], vectorised:
     the sum of hypergeometric probabilities of all tables with the same margins that are no
@@ -219,8 +237,8 @@ def _fisher_two_sided(x1, n1, x0, n0) -> np.ndarray:
     kmax = int(n1.max())
     k = np.arange(kmax + 1)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        pk = _scipy_stats().hypergeom.pmf(k, total[:, None], succ[:, None], n1[:, None])
-        pobs = _scipy_stats().hypergeom.pmf(x1, total, succ, n1)
+        pk = _hypergeom_pmf(k, total[:, None], succ[:, None], n1[:, None])
+        pobs = _hypergeom_pmf(x1, total, succ, n1)
     pk = np.where(np.isnan(pk), 0.0, pk)
     p = np.sum(np.where(pk <= pobs[:, None] * (1.0 + 1e-7), pk, 0.0), axis=1)
     out = np.where(total > 0, np.minimum(p, 1.0), np.nan)
@@ -245,7 +263,7 @@ def _two_proportions(x1, n1, x0, n0, alpha: float) -> dict:
         use_fisher = min_expected < 5.0
         pbar = succ / total
         z2 = d * d / (pbar * (1.0 - pbar) * (1.0 / n1 + 1.0 / n0))
-        p_chi = _scipy_stats().chi2.sf(z2, 1)
+        p_chi = special.chdtrc(1, z2)                 # = scipy.stats.chi2.sf(z2, 1)
     valid = (n1 > 0) & (n0 > 0)
     p = np.where(use_fisher, np.nan, p_chi)
     if np.any(use_fisher & valid):

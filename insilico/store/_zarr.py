@@ -51,7 +51,8 @@ def create_store(path: Path, layout: Layout, attrs: dict, *, kind: str = "trial"
     for name, var in layout.variables.items():
         shape = tuple(sizes[d] for d in var.dims)
         chunks = layout.chunks(name)
-        data[name] = (var.dims, da.full(shape, var.fill, dtype=var.dtype, chunks=chunks), var.attrs)
+        data[name] = (var.dims, da.broadcast_to(np.asarray(var.fill, dtype=var.dtype), shape, chunks=chunks),
+                      var.attrs)   # a lazy placeholder: compute=False writes metadata only
         encoding[name] = {"chunks": chunks, "fill_value": var.dtype.type(var.fill)}
     ds = xr.Dataset(data, coords=layout.coords, attrs=attrs)
     ds.to_zarr(tmp, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
@@ -59,9 +60,27 @@ def create_store(path: Path, layout: Layout, attrs: dict, *, kind: str = "trial"
 
 
 def write_region(path: Path, variables: dict, region: dict) -> None:
-    """Write numpy variables ``{name: (dims, array)}`` into ``region`` (whole chunks)."""
-    ds = xr.Dataset({k: v for k, v in variables.items()})
-    ds.to_zarr(path, mode="r+", region=region, consolidated=False, write_empty_chunks=True)
+    """Write numpy variables ``{name: (dims, array)}`` into ``region`` (``{dim: slice}``, whole
+    chunks; dims not named are written whole). Every chunk is written, also one equal to the fill
+    value, so a missing chunk of a finished unit means damage. The variables are written
+    concurrently through zarr's asynchronous API: the same chunk files as
+    ``Dataset.to_zarr(region=...)`` (the layout's variables are plain numeric arrays, no CF
+    encoding), at about half the cost per work unit."""
+    from zarr.core.sync import sync
+
+    sync(_write_region(str(path), variables, region))
+
+
+async def _write_region(path: str, variables: dict, region: dict) -> None:
+    import asyncio
+
+    import zarr.api.asynchronous as za
+
+    async def one(name, dims, values):
+        arr = (await za.open_array(store=path, path=name, mode="r+")).with_config({"write_empty_chunks": True})
+        await arr.setitem(tuple(region.get(d, slice(None)) for d in dims), np.asarray(values))
+
+    await asyncio.gather(*(one(k, dims, v) for k, (dims, v) in variables.items()))
 
 
 def mark_done(path: Path, replicate: int, arm: int, chunk: int) -> None:

@@ -150,7 +150,8 @@ def test_sigkill_during_store_creation_then_resume_is_identical(finished, tmp_pa
     assert not store.creating_path(out).exists() and not store.lock_path(out).exists()
 
 
-BIG = ["n=200", "replicates.n=1", "execution.chunk_size=10"]
+BIG = ["n=400", "replicates.n=1", "execution.chunk_size=10"]   # 80 work units (2 arms)
+BIG_UNITS = 80
 
 
 @pytest.fixture(scope="module")
@@ -181,23 +182,31 @@ def test_signal_mid_run_exit_code_and_identical_resume(big_ref, tmp_path, client
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
-    assert 0 < store.done_units(out).sum() < 40 and not store.lock_path(out).exists()
+    assert 0 < store.done_units(out).sum() < BIG_UNITS and not store.lock_path(out).exists()
     run(SPEC, out, overrides=BIG, cluster=client, resume=True)
     same(big_ref, out)
 
 
 def test_second_writer_refuses_while_the_first_runs(tmp_path):
+    """A real process holds the writer's lock of --out (as `insilico run` does while it writes);
+    a second `insilico run` on the same --out exits 2 naming the holder, and writes nothing."""
     out = tmp_path / "l.zarr"
-    first = _start_and_wait(out, units=1)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from insilico.store import writer_lock\n"
+        f"with writer_lock({str(out)!r}):\n"
+        "    print('locked', flush=True); sys.stdin.readline()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        second = subprocess.run(cli("run", SPEC, "--out", out, "--resume", "--quiet", *_sets(BIG)),
+        assert holder.stdout.readline().strip() == "locked"
+        second = subprocess.run(cli("run", SPEC, "--out", out, "--quiet", *_sets(BIG)),
                                 capture_output=True, text=True, timeout=180)
         assert second.returncode == 2, second.stderr
         assert "--out" in second.stderr and "another run" in second.stderr
-        assert f"pid {first.pid}" in second.stderr and socket.gethostname() in second.stderr
+        assert f"pid {holder.pid}" in second.stderr and socket.gethostname() in second.stderr
+        assert not out.exists()
     finally:
-        first.kill()
-        first.wait()
+        holder.kill()
+        holder.wait()
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
