@@ -29,6 +29,7 @@ from insilico.population._spec import ResidualErrorSpec
 __all__ = ["RESIDUAL_STREAM", "apply_residual_error", "residual_root_key"]
 
 RESIDUAL_STREAM = streams.RESIDUAL  # see insilico.streams
+MIN_ROWS = 4096   # observations padded to at least this many rows: one compiled shape for typical work units
 
 
 def residual_root_key(key_or_seed) -> jax.Array:
@@ -90,7 +91,7 @@ def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or
     flat_f = f.reshape(-1)
     flat_s = xp.broadcast_to(subj[..., None], f.shape).reshape(-1).astype(np.uint32)
     flat_o = xp.broadcast_to(obs, f.shape).reshape(-1).astype(np.uint32)
-    n, pad = flat_f.size, bucket_size(flat_f.size) - flat_f.size
+    n, pad = flat_f.size, bucket_size(flat_f.size, MIN_ROWS) - flat_f.size
     if pad:   # one compiled shape per power of two, whatever the number of observations
         flat_f, flat_s, flat_o = (xp.concatenate([a, xp.zeros(pad, a.dtype)]) for a in (flat_f, flat_s, flat_o))
     out = _noisy(flat_f, root, flat_s, flat_o, spec.type, spec.additive or 0.0, spec.proportional or 0.0,

@@ -19,6 +19,10 @@ from insilico.batching import bucket_size
 from insilico.errors import SpecError
 from insilico.streams import JITTER, stream_id
 
+# Columns (doses, samples, dropout intervals) are padded to at least 64 so that one compiled
+# shape serves dropout, adherence and sampling draws alike (column j never depends on m).
+MIN_COLUMNS = 64
+
 
 def _padded(idx: np.ndarray) -> np.ndarray:
     idx = np.asarray(idx, dtype=np.uint32)
@@ -72,7 +76,7 @@ def subject_keys(seed: int, stream: str, replicate: int, idx: np.ndarray):
 def _uniform(seed: int, stream: str, replicate: int, idx: np.ndarray, m: int) -> np.ndarray:
     """(n, m) uniforms; column j from fold_in(key_i, j), so columns do not depend on m."""
     idx = np.asarray(idx)
-    u = _uniform_kernel(*_args(seed, stream, replicate), _padded(idx), m=bucket_size(m, 8))
+    u = _uniform_kernel(*_args(seed, stream, replicate), _padded(idx), m=bucket_size(m, MIN_COLUMNS))
     return np.asarray(u)[: idx.size, :m]
 
 
@@ -172,7 +176,7 @@ def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarr
     actual = np.broadcast_to(nominal, (n, T)).copy()
     if spec.jitter_sd > 0:
         z = np.asarray(_normal_kernel(*_args(seed, "schedule", replicate), _padded(idx), np.uint32(JITTER),
-                                      m=bucket_size(T, 8)))[:n, :T]
+                                      m=bucket_size(T, MIN_COLUMNS)))[:n, :T]
         actual = np.sort(np.maximum(actual + spec.jitter_sd * z, 0.0), axis=1)
         gap = 1e-6
         actual = np.maximum.accumulate(actual - gap * np.arange(T), axis=1) + gap * np.arange(T)
