@@ -63,6 +63,21 @@ class ClusterOptions:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise SpecError(f"--{f}", f"must be an integer >= 1, got {v!r}")
+        # an option that the chosen kind of cluster would not use is refused, never ignored
+        local = {"workers": self.workers is not None, "processes": self.processes}
+        batch = {f: getattr(self, f) is not None for f in ("jobs", "cores", "memory", "walltime", "queue", "account")}
+        if self.scheduler:
+            unused = [f for f, given in {**local, **batch}.items() if given]
+            if unused:
+                raise SpecError(f"--{unused[0]}", "not used with --scheduler (an existing scheduler has its workers)")
+        elif self.kind == "local":
+            unused = [f for f, given in batch.items() if given]
+            if unused:
+                raise SpecError(f"--{unused[0]}", "applies to batch clusters only (--cluster slurm or pbs)")
+        else:
+            unused = [f for f, given in local.items() if given]
+            if unused:
+                raise SpecError(f"--{unused[0]}", f"applies to the local cluster only, not --cluster {self.kind}")
 
     def batch_options(self) -> dict:
         """Keyword arguments of `batch_client` (unset fields left to the jobqueue configuration)."""
