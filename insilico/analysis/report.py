@@ -2,8 +2,9 @@
 
 :func:`write_report` writes one HTML file with inline CSS and every figure embedded as a base64
 PNG data URI: no scripts, no external resources, so it can be mailed, archived or opened offline.
-Sections: trial (spec summary, arms, endpoints), cohort validation, endpoint summaries and
-comparisons, probability of success / target attainment / power, figures, provenance.
+Sections: trial (spec summary, arms, endpoints), cohort validation, flagged subjects (those without
+results and why), endpoint summaries and comparisons, probability of success / target attainment /
+power, figures, provenance.
 """
 from __future__ import annotations
 
@@ -98,14 +99,27 @@ def _png_data_uri(fig, dpi: int) -> str:
 # sections
 # ----------------------------------------------------------------------------------------------
 
-def _regimen_text(regimen) -> str:
+def _per_units(ds: xr.Dataset, per: str | None) -> str:
+    """Units of a dose amount: ``mg``, or ``mg/<units of the covariate>`` for a dose ``per`` it
+    (``{amt: 2, per: WT}`` is 2 mg/kg); compound units in parentheses (``mg/(mL/min)``)."""
+    if per is None:
+        return "mg"
+    units = ds[per].attrs.get("units") if per in ds.variables else None
+    if not units or units == "1":
+        return f"mg per unit of {per}"
+    return f"mg/({units})" if "/" in units or "*" in units.replace("**", "") else f"mg/{units}"
+
+
+def _regimen_text(regimen, ds: xr.Dataset) -> str:
+    """A regimen in words: ``2 mg/kg every 24 h × 3``, ``100 mg over 1 h``, …"""
     if not regimen:
         return "no drug"
     parts = []
     for d in regimen:
-        s = f"{d.amt:g} mg"
+        mg = _per_units(ds, d.per)
+        s = f"{d.amt:g} {mg}"
         if d.rate:
-            s += f" at {d.rate:g} mg/h"
+            s += f" at {d.rate:g} {mg} per h" if " per " in mg else f" at {d.rate:g} {mg}/h"
         elif d.duration:
             s += f" over {d.duration:g} h"
         n = d.n if d.n is not None else d.addl + 1
@@ -119,6 +133,44 @@ def _regimen_text(regimen) -> str:
             s += " (steady state)"
         parts.append(s)
     return "; ".join(parts)
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.3g} %"
+
+
+def _dropout_text(dropout) -> str:
+    """Dropout in words; interval probabilities are conditional on reaching the interval, and the
+    cumulative dropout by each interval's end is given too."""
+    from insilico.trials import cumulative_probabilities
+    if dropout is None:
+        return "none"
+    if dropout.hazard is not None:
+        if dropout.hazard == 0:
+            return "none (hazard 0)"
+        return (f"constant hazard {dropout.hazard:g} per h (exponential dropout times, median "
+                f"{math.log(2) / dropout.hazard:.4g} h)")
+    steps = dropout.interval_probabilities()
+    if not steps:
+        return "none"
+    cumulative = cumulative_probabilities([q for _, q in steps])
+    parts, start = [], 0.0
+    for (end, q), c in zip(steps, cumulative):
+        parts.append(f"{start:g}–{end:g} h: {_pct(q)} of those still in the trial (cumulative {_pct(c)})")
+        start = end
+    given = "cumulative targets" if dropout.cumulative is not None else "conditional interval probabilities"
+    return "; ".join(parts) + f"; none after {start:g} h (specified as {given})"
+
+
+def _adherence_text(adherence) -> str:
+    if adherence is None:
+        return "full"
+    s = f"each dose taken with probability {adherence.probability:g}"
+    if adherence.missed_run:
+        run = adherence.missed_run
+        s += (f"; a run of {int(run['length'])} missed doses starts at a dose with probability "
+              f"{run['start_probability']:g}")
+    return s
 
 
 def _trial_spec(ds: xr.Dataset):
@@ -151,9 +203,8 @@ def _trial_section(ds: xr.Dataset, spec) -> str:
              ("replicates", rep), ("seed", spec.seed),
              ("sampling times (h)", ", ".join(f"{t:g}" for t in times) if isinstance(times, list) else times),
              ("samples per subject", obs.per_subject or "all"),
-             ("dropout", spec.dropout.model_dump(exclude_none=True) if spec.dropout else "none"),
-             ("adherence", spec.adherence.model_dump(exclude_none=True) if spec.adherence else "full")]
-    arms = [{"arm": a.name, "ratio": a.ratio, "regimen": _regimen_text(a.regimen),
+             ("dropout", _dropout_text(spec.dropout)), ("adherence", _adherence_text(spec.adherence))]
+    arms = [{"arm": a.name, "ratio": a.ratio, "regimen": _regimen_text(a.regimen, ds),
              "N simulated": float(n_arm[i]) if i < len(n_arm) else None,
              "N status ok": float(ok_arm[i]) if i < len(ok_arm) else None}
             for i, a in enumerate(spec.arms)]
@@ -165,7 +216,7 @@ def _trial_section(ds: xr.Dataset, spec) -> str:
         if e.at is not None:
             detail.append(f"at {e.at:g} h")
         if e.dose is not None:
-            detail.append(f"dose #{e.dose}")
+            detail.append(f"before dose {e.dose + 1} (1-based; dose: {e.dose} in the spec is 0-based)")
         if e.of:
             detail.append(f"of {e.of}")
         if e.threshold is not None:
@@ -214,6 +265,27 @@ def _cohort_section(ds: xr.Dataset) -> str:
     return (note + _table(compact, cls="validation-summary")
             + "<details><summary>all validation checks</summary>"
             + _table(df, _VALIDATION_COLS, cls="validation") + "</details>")
+
+
+LISTED = 200   # flagged subject–arm pairs listed one by one in the report
+
+
+def _flagged_section(ds: xr.Dataset) -> str:
+    """How many simulated subject–arm pairs have no results (status > 0), by arm and reason, and
+    the first `LISTED` of them with the values that explain why (`insilico.store.flagged_subjects`)."""
+    flagged = store.flagged_subjects(ds)
+    total = int(store.simulated_pairs(ds).sum())
+    if flagged.empty:
+        return f"<p>All {total} simulated subject–arm pairs have results (status ok).</p>"
+    out = [f"<p><b>{len(flagged)}</b> of {total} simulated subject–arm pairs have no results (status &gt; 0): "
+           "their endpoints are missing (counted in <code>n_missing</code>) and they were not simulated or "
+           "the solver failed. The trial went on without them.</p>",
+           _table(store.flagged_counts(flagged), ["arm", "status", "reason", "n"], cls="flagged-counts")]
+    shown = flagged.head(LISTED)
+    more = (f" (first {LISTED} of {len(flagged)}; all: <code>ds.insilico.flagged</code>)"
+            if len(flagged) > LISTED else "")
+    out.append(f"<h3>Flagged subjects{more}</h3>" + _table(shown, cls="flagged"))
+    return "\n".join(out)
 
 
 def _analysis_sections(tables: dict) -> list[tuple[str, str, str]]:
@@ -267,7 +339,8 @@ def render_report(ds: xr.Dataset, *, plots: bool = True, dpi: int = 90, n_indivi
     spec = _trial_spec(ds)
     trial = ds.attrs.get("trial") or (spec.name if spec else "trial")
     sections = [("trial", "Trial", _trial_section(ds, spec)),
-                ("cohort", "Cohort validation", _cohort_section(ds))]
+                ("cohort", "Cohort validation", _cohort_section(ds)),
+                ("flagged", "Flagged subjects", _flagged_section(ds))]
     sections += _analysis_sections(ds.insilico.analysis)
     if plots:
         figs = []

@@ -1,11 +1,12 @@
-"""`insilico summary RESULTS`: endpoint and comparison tables per arm."""
+"""`insilico summary RESULTS`: endpoint and comparison tables per arm, and the subjects flagged
+without results (invalid inputs, solver failures)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
 
-from insilico.cli._common import Partial, handle_errors, open_store, print_table
+from insilico.cli._common import Partial, console, handle_errors, open_store, print_table
 
 COLUMNS = {
     "summary": ["arm", "n", "n_missing", "mean", "sd", "median", "q05", "q95", "responders", "proportion",
@@ -21,8 +22,30 @@ def _cols(df, kind: str):
     return df[[c for c in COLUMNS[kind] if c in df.columns]]
 
 
+LISTED = 20   # flagged subjects listed one by one (all of them: ds.insilico.flagged)
+
+
+def show_flagged(ds) -> None:
+    """Print how many simulated subject–arm pairs have no results (status > 0) by arm and reason,
+    and list the first `LISTED` of them (replicate, arm, subject, reason, detail)."""
+    from insilico.store import flagged_counts, simulated_pairs
+    flagged = ds.insilico.flagged
+    if flagged.empty:
+        return
+    name = ds.attrs.get("trial", "trial")
+    total = int(simulated_pairs(ds).sum())
+    console.print(f"{name}: {len(flagged)} of {total} simulated subject–arm pairs flagged (no results; "
+                  "missing from the tables above)", highlight=False)
+    print_table(flagged_counts(flagged).drop(columns="status"), f"{name}: flagged subjects by arm and reason")
+    shown = flagged.drop(columns="status").head(LISTED)
+    more = len(flagged) - len(shown)
+    print_table(shown, f"{name}: flagged subjects" + (f" (first {LISTED}; {more} more: ds.insilico.flagged)"
+                                                       if more else ""))
+
+
 def show_summary(ds) -> None:
-    """Print the analysis tables of results store ``ds`` (`ds.insilico.analysis`)."""
+    """Print the analysis tables of results store ``ds`` (`ds.insilico.analysis`) and the
+    subjects flagged without results (`show_flagged`)."""
     import insilico.store  # noqa: F401  (registers ds.insilico)
     tables = ds.insilico.analysis
     name = ds.attrs.get("trial", "trial")
@@ -40,9 +63,11 @@ def show_summary(ds) -> None:
                        ("pta", "probability of target attainment"), ("power", "power vs N per arm")):
         if key in tables:
             print_table(_cols(tables[key], key), f"{name}: {title}")
+    show_flagged(ds)
 
 
 @handle_errors
 def summary_command(results: Path = typer.Argument(..., help="Results store (.zarr)."), partial: Partial = False):
-    """Print per-arm endpoint summaries, comparisons, PoS, PTA and power from a results store."""
+    """Print per-arm endpoint summaries, comparisons, PoS, PTA and power from a results store, and
+    the subjects flagged without results (status > 0) with the reason."""
     show_summary(open_store(results, partial=partial))

@@ -113,8 +113,8 @@ def compile_spec(spec) -> CompiledCohort:
 
 
 def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
-    if not spec.covariates and spec.strata is None:
-        raise SpecError("covariates", "at least one covariate is required")
+    if not spec.covariates and spec.strata is None and not spec.parameters:
+        raise SpecError("parameters", "a cohort needs at least one covariate or parameter")
     names = _names(spec)
     categories = _categories(spec)
     known = frozenset(names) - frozenset(spec.parameters)

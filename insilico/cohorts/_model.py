@@ -63,7 +63,7 @@ def cohort_model(spec) -> Callable[..., dict]:
 def criteria_mask(c: CompiledCohort, env: dict) -> jnp.ndarray:
     """True where all inclusion criteria (global and the subject's stratum level) hold and no
     exclusion criterion holds."""
-    ok = jnp.ones(jnp.shape(env[c.order[0]]), dtype=bool)
+    ok = jnp.ones(jnp.shape(env[c.order[0] if c.order else c.population.names[0]]), dtype=bool)
     for _, f in c.inclusion:
         ok = ok & f(env)
     for _, f in c.exclusion:

@@ -254,11 +254,14 @@ class StrataSpec(_Base):
 
 
 class CohortSpec(_Base):
-    """A virtual cohort: covariates, dependencies, criteria, strata and the parameter model."""
+    """A virtual cohort: covariates, dependencies, criteria, strata and the parameter model.
+
+    ``covariates`` may be left out: a covariate-free cohort draws only the parameter model
+    (typical values with BSV/IOV), e.g. ``{name: c, parameters: {CL: {typical: 5}}, bsv: ...}``."""
 
     name: str
     description: str = ""
-    covariates: dict[str, CovariateSpec]
+    covariates: dict[str, CovariateSpec] = Field(default_factory=dict)
     derived: list[Literal["BMI", "BSA", "LBW", "CRCL", "EGFR"]] = Field(default_factory=list)
     correlation: CorrelationSpec | None = None
     strata: StrataSpec | None = None

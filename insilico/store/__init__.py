@@ -3,17 +3,21 @@ completion records, reading helpers, the ``ds.insilico`` xarray accessor (regist
 the data-safety rules every writer follows (ownership markers, ``--out`` checks, the writer's lock,
 input digests: `insilico.store._safety`)."""
 from insilico.store import _accessor  # noqa: F401  (registers ds.insilico)
+from insilico.store._fit import open_fit, write_fit
 from insilico.store._layout import EVERY_ARM, NOT_ALLOCATED, NOT_SIMULATED, Endpoint, Layout, Variable, trial_layout
 from insilico.store._results import (
                                      analysis_tables,
                                      arm_values,
                                      covariate_names,
                                      endpoint_names,
+                                     flagged_counts,
+                                     flagged_subjects,
                                      is_complete,
                                      observed_names,
                                      output_names,
                                      parameter_names,
                                      simulated_pairs,
+                                     status_meanings,
                                      stored_json,
                                      subject_variable_names,
 )
@@ -48,10 +52,12 @@ from insilico.store._zarr import (
 
 __all__ = [
     "EVERY_ARM", "NOT_ALLOCATED", "NOT_SIMULATED", "Endpoint", "Layout", "Variable", "trial_layout",
-    "analysis_tables", "arm_values", "covariate_names", "endpoint_names", "is_complete", "observed_names",
-    "output_names", "parameter_names", "simulated_pairs", "stored_json", "subject_variable_names",
+    "analysis_tables", "arm_values", "covariate_names", "endpoint_names", "flagged_counts", "flagged_subjects",
+    "is_complete", "observed_names", "output_names", "parameter_names", "simulated_pairs", "status_meanings",
+    "stored_json", "subject_variable_names",
     "create_store", "write_region", "mark_done", "done_units", "finalize", "open_results", "read_attrs",
     "remove_store", "creating_path", "damaged_chunks", "reset_units",
     "KIND_ATTR", "MANIFEST", "DamagedStore", "IncompleteResults", "changed_inputs", "check_out",
     "clear_owned_files", "digest", "lock_path", "recognise", "replace_owned", "write_manifest", "writer_lock",
+    "open_fit", "write_fit",
 ]

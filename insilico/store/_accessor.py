@@ -84,6 +84,12 @@ class InsilicoAccessor:
         """True when every work unit has been written (a run that can be resumed is not)."""
         return R.is_complete(self._ds)
 
+    @property
+    def flagged(self) -> pd.DataFrame:
+        """Subject–arm pairs without results (status > 0) and why: replicate, arm, subject,
+        status, reason, detail (`insilico.store.flagged_subjects`)."""
+        return R.flagged_subjects(self._ds)
+
     def arm_values(self, name: str, replicate=None, *, arm=None, ok_only: bool = False) -> pd.DataFrame:
         """Values of ``name`` for the simulated subject–arm pairs: a long DataFrame (replicate,
         arm, subject, [time,] value); see `insilico.store.arm_values`."""

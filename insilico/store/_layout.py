@@ -8,7 +8,9 @@ about trial, model or cohort objects. Dimensions:
   (work-unit index along ``subject``);
 * ``(replicate, subject)``: covariates, random effects, individual parameters,
   ``allocated_arm``, ``dropout_time``, ``obs_time`` (actual sampling times when jittered);
-* ``(replicate, arm, subject)``: endpoints, ``status``, ``doses_taken``;
+* ``(replicate, arm, subject)``: endpoints, ``status`` (−1 not simulated in this arm, 0 ok, > 0 the
+  reason a subject has no results: a solver failure or an invalid input of that subject),
+  ``doses_taken``;
 * ``(replicate, arm, subject, time)``: model outputs (and their ``*_obs`` residual-error copies);
 * ``(replicate, arm, subject, dose)``: the doses actually given: ``dose_time``, ``dose_amt``,
   ``dose_cmt``, and ``dose_rate`` (trials with an infusion) / ``dose_ss``, ``dose_ii``
@@ -111,9 +113,12 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
     """The layout of a trial results store.
 
     ``subject_variables``: cohort variables (covariates, random effects) ``name -> (dtype, attrs)``,
-    stored as given; ``parameters``, ``outputs`` (saved profiles; empty when profiles are not
-    saved) and ``observed`` (residual-error copies): ``name -> (units, long_name)``;
-    ``status_meanings``: the engine's status codes (``0`` ok, …); ``states``: the model's state
+    stored as given; ``parameters``: ``name -> (units, long_name[, constraint])`` (the model's
+    ``positive`` / ``nonnegative`` / ``real``, stored as the attribute ``constraint``);
+    ``outputs`` (saved profiles; empty when profiles are not saved) and ``observed``
+    (residual-error copies): ``name -> (units, long_name)``; ``status_meanings``: the status
+    codes (``0`` ok, the engine's and the trial's, `insilico.engine.status.TRIAL_MEANINGS`) and
+    their meanings, stored as ``flag_values`` / ``flag_meanings``; ``states``: the model's state
     names in order (``dose_cmt`` is the 1-based state number, NONMEM CMT); ``n_doses``: dose
     slots per subject (the most doses of any arm); ``infusions`` / ``steady_state``: whether any
     dose is an infusion / a steady-state dose (then ``dose_rate`` / ``dose_ss`` and ``dose_ii``
@@ -127,8 +132,10 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
         dtype = np.dtype(dtype)
         fill = np.nan if np.issubdtype(dtype, np.floating) else -1
         v[k] = Variable(rs, dtype, fill, dict(attrs))
-    for k, (units, long_name) in parameters.items():
-        v[k] = Variable(rs, np.dtype(np.float64), np.nan, _attrs(units, long_name, "parameter", f"parameters.{k}"))
+    for k, (units, long_name, *constraint) in parameters.items():
+        extra = {"constraint": constraint[0]} if constraint else {}
+        v[k] = Variable(rs, np.dtype(np.float64), np.nan,
+                        _attrs(units, long_name, "parameter", f"parameters.{k}", **extra))
     arm_codes = [NOT_ALLOCATED, EVERY_ARM, *range(len(arms))]
     v["allocated_arm"] = Variable(rs, np.dtype(np.int16), NOT_ALLOCATED, _attrs(
         one, "allocated arm index", "design",

@@ -124,6 +124,89 @@ def simulated_pairs(ds: xr.Dataset, *, ok_only: bool = False) -> xr.DataArray:
     return ds["status"] == 0 if ok_only else ds["status"] >= 0
 
 
+def status_meanings(ds: xr.Dataset) -> dict[int, str]:
+    """``{code: meaning}`` of the store's ``status`` (its CF ``flag_values`` / ``flag_meanings``,
+    words joined by ``_`` read back with spaces)."""
+    attrs = ds["status"].attrs
+    words = str(attrs.get("flag_meanings", "")).split()
+    return {int(c): w.replace("_", " ") for c, w in zip(attrs.get("flag_values", []), words)}
+
+
+_RULES = {"positive": (lambda v: v > 0, "must be > 0"), "nonnegative": (lambda v: v >= 0, "must be >= 0"),
+          "fraction": (lambda v: (v >= 0) & (v <= 1), "must be between 0 and 1")}
+
+
+def _fmt(name: str, v: float, units: str) -> str:
+    u = f" {units}" if units and units != "1" else ""
+    return f"{name} = {v:.4g}{u}"
+
+
+def _per_covariates(ds: xr.Dataset) -> list[set[str]]:
+    """Per arm (store order), the covariates its doses are given ``per`` (from the stored spec)."""
+    spec = stored_json(ds, "spec") or {}
+    arms = spec.get("arms", [])
+    return [{d["per"] for d in (arms[i].get("regimen") or []) if d.get("per")} if i < len(arms) else set()
+            for i in range(ds.sizes["arm"])]
+
+
+def _details(ds: xr.Dataset, r: np.ndarray, a: np.ndarray, s: np.ndarray) -> list[str]:
+    """Why each flagged pair (indices ``r``, ``a``, ``s``) is invalid, from its stored values:
+    non-finite covariates, covariates its arm doses ``per`` that are not > 0, and parameters
+    outside their stored ``constraint`` (or non-finite)."""
+    parts: list[list[str]] = [[] for _ in r]
+
+    def values(name):
+        da = ds[name].transpose(*SUBJECT_DIMS)
+        return np.asarray(da.values, dtype=float)[r, s], da.attrs.get("units", "")
+
+    per = _per_covariates(ds)
+    for name in covariate_names(ds):
+        if not np.issubdtype(ds[name].dtype, np.floating):
+            continue
+        v, units = values(name)
+        for k in np.flatnonzero(~np.isfinite(v)):
+            parts[k].append(_fmt(name, v[k], units))
+        dosed = np.array([name in arm for arm in per], dtype=bool)[a]
+        for k in np.flatnonzero(dosed & np.isfinite(v) & ~(v > 0)):
+            parts[k].append(f"dose per {_fmt(name, v[k], units)} (must be > 0)")
+    for name in parameter_names(ds):
+        v, units = values(name)
+        ok, rule = _RULES.get(ds[name].attrs.get("constraint"), (lambda x: np.ones_like(x, bool), ""))
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(v) | ~ok(v)
+        for k in np.flatnonzero(bad):
+            parts[k].append(_fmt(name, v[k], units) + (f" ({rule})" if np.isfinite(v[k]) and rule else ""))
+    return ["; ".join(p) for p in parts]
+
+
+def flagged_subjects(ds: xr.Dataset) -> pd.DataFrame:
+    """The subject–arm pairs simulated without results (``status > 0``): one row each, in
+    (replicate, arm, subject) order, with columns replicate, arm, subject, status (code),
+    reason (its ``flag_meanings`` entry, e.g. "invalid individual parameter") and detail (the
+    stored values that explain it, e.g. ``CL = -1.1 L/h (must be > 0)``; empty for solver
+    failures)."""
+    st = np.asarray(ds["status"].transpose(*PAIR_DIMS).values)
+    r, a, s = np.nonzero(st > 0)
+    meanings = status_meanings(ds)
+    codes = st[r, a, s].astype(int)
+    return pd.DataFrame({"replicate": np.asarray(ds["replicate"].values)[r],
+                         "arm": np.asarray(ds["arm"].values, dtype=object)[a],
+                         "subject": np.asarray(ds["subject"].values)[s], "status": codes,
+                         "reason": [meanings.get(int(c), f"status {int(c)}") for c in codes],
+                         "detail": _details(ds, r, a, s) if r.size else []})
+
+
+def flagged_counts(flagged: pd.DataFrame) -> pd.DataFrame:
+    """Counts of `flagged_subjects` rows by arm and reason (all replicates): columns arm,
+    status, reason, n; arms in store order, then by status code."""
+    if flagged.empty:
+        return pd.DataFrame({"arm": [], "status": [], "reason": [], "n": []})
+    g = flagged.groupby(["arm", "status", "reason"], sort=False).size().rename("n").reset_index()
+    order = {arm: i for i, arm in enumerate(pd.unique(flagged["arm"]))}
+    return g.sort_values(["arm", "status"], key=lambda c: c.map(order) if c.name == "arm" else c,
+                         ignore_index=True)
+
+
 def is_complete(ds: xr.Dataset) -> bool:
     """True when every work unit of the run has written its region (``_done`` all 1)."""
     return "_done" in ds.variables and bool(np.asarray(ds["_done"].values).all())

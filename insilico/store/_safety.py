@@ -33,7 +33,7 @@ from insilico.errors import SpecError
 KIND_ATTR = "insilico_store"
 MANIFEST = "insilico-manifest.json"
 GENERATOR = "insilico"
-STORE_KINDS = ("trial", "campaign", "cohort")
+STORE_KINDS = ("trial", "campaign", "cohort", "fit", "twin")
 NONMEM_HEADER_TAIL = ",ARM,ARMN,SUBJ,REP,NTIME"
 
 

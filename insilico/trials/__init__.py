@@ -3,6 +3,7 @@ from insilico import jax_config  # noqa: F401  (float64 and the compilation cach
 from insilico.trials._analysis import analyse
 from insilico.trials._prepare import prepare
 from insilico.trials._run import run
-from insilico.trials._spec import TrialSpec, load_trial_spec
+from insilico.trials._spec import TrialSpec, conditional_probabilities, cumulative_probabilities, load_trial_spec
 
-__all__ = ["TrialSpec", "analyse", "load_trial_spec", "prepare", "run"]
+__all__ = ["TrialSpec", "analyse", "conditional_probabilities", "cumulative_probabilities", "load_trial_spec",
+           "prepare", "run"]

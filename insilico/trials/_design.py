@@ -119,7 +119,8 @@ def dropout_times(spec, seed: int, replicate: int, idx: np.ndarray) -> np.ndarra
     """Dropout time (h) per subject, ``inf`` for completers.
 
     Constant hazard h: T = −ln(U)/h (exponential). Intervals: in interval k (from the previous
-    end) a subject still in the trial drops out with its probability, at a uniform time in it.
+    end) a subject still in the trial drops out with its conditional probability
+    (`DropoutSpec.interval_probabilities`, also for cumulative targets), at a uniform time in it.
     """
     n = len(idx)
     if spec is None:
@@ -129,11 +130,14 @@ def dropout_times(spec, seed: int, replicate: int, idx: np.ndarray) -> np.ndarra
             return np.full(n, np.inf)
         u = _uniform(seed, "dropout", replicate, idx, 1)[:, 0]
         return -np.log1p(-u) / spec.hazard
-    K = len(spec.intervals)
+    steps = spec.interval_probabilities()
+    K = len(steps)
+    if K == 0:
+        return np.full(n, np.inf)
     u = _uniform(seed, "dropout", replicate, idx, 2 * K)
-    starts = np.array([0.0] + [iv.end for iv in spec.intervals[:-1]])
-    ends = np.array([iv.end for iv in spec.intervals])
-    probs = np.array([iv.probability for iv in spec.intervals])
+    ends = np.array([end for end, _ in steps])
+    starts = np.concatenate([[0.0], ends[:-1]])
+    probs = np.array([p for _, p in steps])
     drop = u[:, :K] < probs
     first = np.where(drop.any(axis=1), drop.argmax(axis=1), -1)
     t = np.full(n, np.inf)

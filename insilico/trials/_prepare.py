@@ -5,10 +5,13 @@ times, parameter sources). It is rebuilt from the spec's JSON on every worker, s
 are pure functions of (spec, replicate, arm, chunk).
 
 `prepare` refuses, before any store exists: names that clash with the store's own variables and
-coordinates (`reserved_names`) or with each other; designs that leave an arm without subjects;
-and specs whose memory would exceed the machine (`estimate_resources`, `check_resources`: the
-peak memory of one work unit's dense endpoint grid, the arrays the analysis holds) — each with the
-estimate and the field to change.
+coordinates (`reserved_names`) or with each other; a dose ``per`` a covariate the cohort lacks or
+that is categorical; designs that leave an arm without subjects; specs whose memory would exceed
+the machine (`estimate_resources`, `check_resources`: the peak memory of one work unit's dense
+endpoint grid, the arrays the analysis holds) — each with the estimate and the field to change;
+and specs under which no subject of the first work unit can be simulated in some arm
+(`insilico.trials._screen.check_subjects`). Subjects invalid one by one are flagged, not refused
+(`insilico.trials._screen`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from insilico.dosing import MAX_DOSES, Dose, Regimen
 from insilico.errors import SpecError
 from insilico.trials._design import allocate, allocation_block
 from insilico.trials._endpoints import POST_DOSE_OFFSETS
+from insilico.trials._screen import check_subjects
 from insilico.trials._spec import TrialSpec, resolve_model
 
 MAX_TIMES = 1_000_000        # nominal sampling times of a trial
@@ -48,6 +52,7 @@ class TrialContext:
     outputs: list
     fixed: dict
     cohort_params: list
+    covariate_names: tuple = ()     # the cohort's covariates (drawn, derived, stratum), evaluation order
 
     @property
     def n_arms(self) -> int:
@@ -94,8 +99,10 @@ def nominal_times(spec: TrialSpec) -> np.ndarray:
     return arr
 
 
-def prepare(spec: TrialSpec, base: Path) -> TrialContext:
-    """Resolve model and cohort and check that they fit together (raises SpecError)."""
+def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext:
+    """Resolve model and cohort and check that they fit together (raises SpecError). With
+    ``screen``, also draw the first subjects and refuse a spec that leaves an arm with no valid
+    subject (`insilico.trials._screen.check_subjects`)."""
     if spec.n > MAX_SUBJECTS:
         raise SpecError("n", f"at most {MAX_SUBJECTS} subjects (subject indices are 32-bit), got {spec.n}")
     model = resolve_model(spec.model, base)
@@ -125,12 +132,17 @@ def prepare(spec: TrialSpec, base: Path) -> TrialContext:
         if k not in model.parameter_names:
             raise SpecError(f"replicates.uncertainty.{k}", f"unknown parameter for model {model.name!r}")
     regimens = []
-    cov_names = set(cohort.covariates) | set(getattr(cohort, "derived", []) or [])
+    compiled = compile_spec(cohort)
+    cov_names = set(compiled.covariates)
     for i, arm in enumerate(spec.arms):
         reg = _regimen(arm, i)
         for j, d in enumerate(reg.doses):
             if d.per is not None and d.per not in cov_names:
                 raise SpecError(f"arms.{i}.regimen.{j}.per", f"covariate {d.per!r} is not in the cohort")
+            if d.per is not None and d.per in compiled.categories:
+                raise SpecError(f"arms.{i}.regimen.{j}.per", f"covariate {d.per!r} is categorical "
+                                                             f"({', '.join(compiled.categories[d.per])}); a dose "
+                                                             "can only be per a continuous covariate (mg/kg: WT)")
             model.compartment_index(d.cmt if d.cmt is not None else model.default_dose_compartment,
                                     where=f"arms.{i}.regimen.{j}.cmt")
         regimens.append(reg)
@@ -155,10 +167,13 @@ def prepare(spec: TrialSpec, base: Path) -> TrialContext:
                 if e.dose >= len(reg.expanded()) and reg.doses:
                     raise SpecError(f"endpoints.{i}.dose", f"arm {spec.arms[a].name!r} has only "
                                                            f"{len(reg.expanded())} doses")
-    ctx = TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params)
+    ctx = TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params,
+                       tuple(compiled.covariates))
     check_names(ctx)
     check_allocation(spec)
     check_resources(ctx)
+    if screen:
+        check_subjects(ctx)
     return ctx
 
 
@@ -323,4 +338,5 @@ def check_resources(ctx: TrialContext, out: Path | None = None, *, memory: int |
 
 
 def context_from_json(spec_json: str, base: str) -> TrialContext:
-    return prepare(TrialSpec.model_validate(json.loads(spec_json)), Path(base))
+    """The context of a spec already prepared (and screened) by the run, rebuilt on a worker."""
+    return prepare(TrialSpec.model_validate(json.loads(spec_json)), Path(base), screen=False)

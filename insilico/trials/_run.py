@@ -66,11 +66,12 @@ def _layout(ctx: TrialContext) -> store.Layout:
     return store.trial_layout(
         arms=[a.name for a in spec.arms], n_subjects=spec.n, n_replicates=spec.replicates.n, times=ctx.nominal,
         chunk_size=spec.execution.chunk_size, subject_variables=subject_vars,
-        parameters={k: (model.parameter(k).units, model.parameter(k).description) for k in params},
+        parameters={k: (model.parameter(k).units, model.parameter(k).description, model.parameter(k).constraint)
+                    for k in params},
         outputs={o: outputs[o] for o in ctx.outputs} if spec.execution.save_profiles else {},
         observed=observed,
         endpoints=[_endpoint(e, {k: u for k, (u, _) in outputs.items()}) for e in spec.endpoints],
-        status_meanings=engine_status.MEANINGS, states=model.states,
+        status_meanings=engine_status.TRIAL_MEANINGS, states=model.states,
         n_doses=max(len(reg.expanded()) for reg in ctx.regimens),
         infusions=any(d.infusion_rate != 0 for d in doses), steady_state=any(d.ss for d in doses),
         jittered=spec.observations.jitter_sd > 0)

@@ -20,7 +20,7 @@ from insilico.engine import DEFAULT_ATOL, DEFAULT_RTOL
 from insilico.errors import SpecError
 from insilico.stats import RULE_KEYS
 
-__all__ = ["TrialSpec", "load_trial_spec"]
+__all__ = ["TrialSpec", "conditional_probabilities", "cumulative_probabilities", "load_trial_spec"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -96,26 +96,81 @@ class ObservationSpec(_Strict):
 
 
 class DropoutInterval(_Strict):
+    """An interval ending at ``end`` (h) and a ``probability``: conditional on reaching the
+    interval (``intervals``), or of having dropped out by ``end`` (``cumulative``)."""
+
     end: PositiveFloat
     probability: Probability
 
 
+def conditional_probabilities(cumulative) -> list[float]:
+    """Interval dropout probabilities, conditional on being in the trial at each interval's start,
+    that give the cumulative probabilities ``cumulative`` (C_1 <= C_2 <= ... of having dropped out
+    by the end of intervals 1, 2, ...): q_k = (C_k − C_{k−1}) / (1 − C_{k−1}), C_0 = 0, so that
+    1 − prod_{j<=k} (1 − q_j) = C_k. Once C_{k−1} = 1 nobody is left and q_k = 0."""
+    out, prev = [], 0.0
+    for c in cumulative:
+        out.append(0.0 if prev >= 1.0 else (c - prev) / (1.0 - prev))
+        prev = c
+    return out
+
+
+def cumulative_probabilities(conditional) -> list[float]:
+    """The inverse of `conditional_probabilities`: C_k = 1 − prod_{j<=k} (1 − q_j)."""
+    out, remaining = [], 1.0
+    for q in conditional:
+        remaining *= 1.0 - q
+        out.append(1.0 - remaining)
+    return out
+
+
 class DropoutSpec(_Strict):
-    """Constant hazard (1/h) or per-interval dropout probabilities (conditional on being in the
-    trial at the interval's start)."""
+    """Dropout, exactly one of:
+
+    * ``hazard`` (1/h): a constant hazard, exponential dropout times;
+    * ``intervals: [{end, probability}, ...]``: in each interval (from the previous ``end``, or 0,
+      to ``end``, h) a subject **still in the trial at the interval's start** drops out with
+      ``probability`` (a conditional probability; the cumulative dropout by the end of interval k
+      is 1 − prod_{j<=k} (1 − p_j));
+    * ``cumulative: [{end, probability}, ...]``: the probability of having dropped out by ``end``
+      (h), non-decreasing; converted exactly to the conditional interval probabilities above
+      (`conditional_probabilities`).
+
+    Within an interval the dropout time is uniform; after the last ``end`` (or with an empty
+    list) nobody drops out.
+    """
 
     hazard: NonNegFloat | None = None
     intervals: list[DropoutInterval] | None = None
+    cumulative: list[DropoutInterval] | None = None
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.hazard is None) == (self.intervals is None):
-            raise ValueError("give exactly one of hazard or intervals")
-        if self.intervals is not None:
-            ends = [i.end for i in self.intervals]
+        given = [k for k in ("hazard", "intervals", "cumulative") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of hazard, intervals or cumulative (got {', '.join(given) or 'none'})")
+        steps = self.intervals if self.intervals is not None else self.cumulative
+        if steps is not None:
+            ends = [i.end for i in steps]
             if ends != sorted(ends) or len(set(ends)) != len(ends):
                 raise ValueError("interval ends must be strictly increasing")
+        for k in range(1, len(self.cumulative or [])):
+            a, b = self.cumulative[k - 1], self.cumulative[k]
+            if b.probability < a.probability:
+                raise SpecError(f"cumulative.{k}.probability", f"cumulative dropout probabilities must not decrease: "
+                                                               f"{b.probability:g} by {b.end:g} h is below "
+                                                               f"{a.probability:g} by {a.end:g} h")
         return self
+
+    def interval_probabilities(self) -> list[tuple[float, float]]:
+        """``[(end h, probability conditional on reaching the interval), ...]`` of ``intervals``
+        or ``cumulative`` (converted by `conditional_probabilities`); empty for a hazard."""
+        if self.intervals is not None:
+            return [(i.end, i.probability) for i in self.intervals]
+        if self.cumulative is not None:
+            q = conditional_probabilities([i.probability for i in self.cumulative])
+            return [(i.end, p) for i, p in zip(self.cumulative, q)]
+        return []
 
 
 class AdherenceSpec(_Strict):

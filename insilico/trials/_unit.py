@@ -8,6 +8,7 @@ from insilico.dosing import dose_table
 from insilico.engine import SolverOptions, simulate
 from insilico.trials import _design
 from insilico.trials._endpoints import compute_endpoints, endpoint_grid
+from insilico.trials._screen import subject_problems, subject_status
 
 
 def replicate_seed(seed: int, replicate: int) -> int:
@@ -44,7 +45,9 @@ def draw_subjects(ctx, replicate: int, idx: np.ndarray):
 
 def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dict:
     """Simulate one unit; returns ``{"arm": {...}, "subject": {...} | None}`` numpy variables.
-    The doses given are recorded in ``n_doses`` slots per subject (`dose_record`)."""
+    The doses given are recorded in ``n_doses`` slots per subject (`dose_record`). Subjects of
+    the arm whose own inputs are invalid are not simulated: their status says why
+    (`insilico.trials._screen`), their values and doses stay empty."""
     spec = ctx.spec
     idx = subject_range(ctx, chunk)
     n, T = len(idx), len(ctx.nominal)
@@ -59,8 +62,13 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
     doses = _empty_doses(n, n_doses)
     mask, actual = _design.sampling(spec.observations, spec.seed, replicate, idx, ctx.nominal)
 
+    if sel.size:   # subjects whose own inputs are invalid are flagged, not simulated (`_screen`)
+        covs = {k: cohort[k].values[sel] for k in ctx.covariate_names}
+        status[sel] = subject_status(subject_problems(ctx, arm, covs, {k: v[sel] for k, v in params.items()}),
+                                     sel.size)
+        sel = sel[status[sel] == 0]
     if sel.size:
-        covs = {k: cohort[k].values[sel] for k in cohort.data_vars if cohort[k].dims == ("subject",)}
+        covs = {k: cohort[k].values[sel] for k in ctx.covariate_names}
         p = {k: v[sel] for k, v in params.items()}
         table = doses_given(spec, ctx.model, ctx.regimens[arm], arm, idx[sel], covs, replicate, dropout[sel])
         for k, v in dose_record(table).items():

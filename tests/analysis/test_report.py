@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -130,3 +131,60 @@ def test_cli_report_exit_code_subprocess(report):
     res = subprocess.run([sys.executable, "-m", "insilico.cli", "report", str(report.parent / "r.zarr"),
                           "--out", str(report)], check=False, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "already exists" in res.stderr
+
+
+def _text(html: str) -> str:
+    """The visible text of an HTML fragment, cells separated by ' | '."""
+    import html as h
+    html = re.sub(r"</?(b|code|span)\b[^>]*>", "", html)            # inline tags: no cell break
+    return h.unescape(re.sub(r"\s*\|\s*(\|\s*)+", " | ", re.sub(r"<[^>]+>", " | ", html)))
+
+
+def test_report_says_the_design_in_words(report):
+    text = _text(report.read_text(encoding="utf-8"))
+    assert "before dose 28 (1-based; dose: 27 in the spec is 0-based)" in text and "dose #" not in text
+    assert "dropout | constant hazard 0.0002 per h (exponential dropout times, median 3466 h)" in text
+    assert "adherence | each dose taken with probability 0.9" in text
+    assert "25 mg every 24 h × 28" in text
+    n = int(re.search(r"All (\d+) simulated subject–arm pairs have results", text).group(1))
+    assert n == 40                                      # parallel design: each subject in one arm
+
+
+@pytest.fixture(scope="module")
+def flagged_trial(tmp_path_factory, client):
+    """A trial with a mg/kg arm, cumulative dropout targets and subjects with WT <= 0 (flagged)."""
+    from insilico.trials import run
+    spec = {"name": "mgkg", "seed": 3, "n": 40, "model": {"name": "1cmt_oral"}, "design": "counterfactual",
+            "cohort": {"name": "c", "covariates": {"WT": {"dist": "normal", "mean": 10, "sd": 10}},
+                       "parameters": {"CL": {"typical": 5.0}, "V": {"typical": 40.0}, "KA": {"typical": 1.0}}},
+            "arms": [{"name": "weight-based", "regimen": [{"amt": 2, "per": "WT", "ii": 24, "n": 3}]},
+                     {"name": "flat", "regimen": [{"amt": 20, "duration": 1, "ii": 24, "n": 3}]}],
+            "observations": {"times": [1, 4, 24, 48, 72]},
+            "dropout": {"cumulative": [{"end": 24, "probability": 0.1}, {"end": 48, "probability": 0.2}]},
+            "endpoints": [{"name": "tr", "type": "trough", "dose": 2}]}
+    out = tmp_path_factory.mktemp("flagged") / "r.zarr"
+    run(spec, out, cluster=client)
+    return out
+
+
+def test_report_of_a_trial_with_flagged_subjects_in_chromium(flagged_trial, tmp_path):
+    from insilico import open_results
+    from insilico.analysis.report import write_report
+    ds = open_results(flagged_trial)
+    n_bad = int((ds["WT"].values <= 0).sum())
+    assert 0 < n_bad < 40
+    path = write_report(ds, tmp_path / "r.html", plots=False)
+    dom = _chromium("--dump-dom", path.resolve().as_uri(), user_data=tmp_path / "ud")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = _text(dom.stdout)
+    assert "weight-based | 1 | 2 mg/kg every 24 h × 3 |" in text
+    assert "flat | 1 | 20 mg over 1 h every 24 h × 3 |" in text
+    assert ("dropout | 0–24 h: 10 % of those still in the trial (cumulative 10 %); 24–48 h: 11.1 % of those "
+            "still in the trial (cumulative 20 %); none after 48 h (specified as cumulative targets)") in text
+    assert "before dose 3 (1-based; dose: 2 in the spec is 0-based)" in text
+    assert f"{n_bad} of 80 simulated subject–arm pairs have no results" in text
+    assert f"weight-based | 6 | dose covariate not positive | {n_bad} |" in text
+    rows = re.findall(r"\| 0 \| weight-based \| (\d+) \| 6 \| dose covariate not positive \| "
+                      r"dose per WT = (-?[0-9.e+-]+) kg \(must be > 0\)", text)
+    assert [int(s) for s, _ in rows] == np.flatnonzero(ds["WT"].values[0] <= 0).tolist()
+    np.testing.assert_allclose([float(v) for _, v in rows], ds["WT"].values[0][ds["WT"].values[0] <= 0], rtol=1e-3)

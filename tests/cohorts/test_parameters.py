@@ -58,3 +58,36 @@ def test_eta_statistics_full_omega(unconstrained, specs):
             # Var of a sample covariance of normals: (S_jk^2 + S_jj S_kk) / n
             se = math.sqrt((om[j, k] ** 2 + om[j, j] * om[k, k]) / n)
             assert abs(cov[j, k] - om[j, k]) < 5 * se, (j, k)
+
+
+BSV_ONLY = {"name": "bsv_only", "parameters": {"CL": {"typical": 5.0}, "V": {"typical": 40.0}, "KA": {"typical": 1.2}},
+            "bsv": {"parameters": ["CL", "V"], "cv_percent": [30, 20], "correlation": [[1, 0.5], [0.5, 1]]}}
+
+
+def test_covariate_free_cohort_draws_parameters_with_bsv_only():
+    """No covariates: P = TV exp(eta), eta ~ MVN(0, Omega); moments within 5 SE of Omega (N = 20,000)."""
+    from insilico.cohorts import draw_cohort
+    n = 20_000
+    ds = draw_cohort(BSV_ONLY, n=n, seed=11)
+    assert [k for k in ds.data_vars if ds[k].attrs.get("role") in ("covariate", "derived covariate")] == []
+    np.testing.assert_allclose(ds.CL.values, 5.0 * np.exp(ds.eta_CL.values), rtol=1e-14)
+    np.testing.assert_allclose(ds.V.values, 40.0 * np.exp(ds.eta_V.values), rtol=1e-14)
+    assert np.all(ds.KA.values == 1.2)
+    w = np.log1p(np.array([0.3, 0.2]) ** 2)
+    for name, var in zip(("eta_CL", "eta_V"), w):
+        x = ds[name].values
+        assert abs(x.mean()) <= 5 * math.sqrt(var / n)
+        assert abs(x.var() / var - 1) <= 5 * math.sqrt(2 / (n - 1))        # SE of a sample variance ratio
+    r = np.corrcoef(ds.eta_CL.values, ds.eta_V.values)[0, 1]
+    assert abs(r - 0.5) <= 5 * (1 - 0.5 ** 2) / math.sqrt(n)
+    # the same subject whatever N or start (keyed by subject index)
+    part = draw_cohort(BSV_ONLY, n=10, seed=11, start=100)
+    np.testing.assert_array_equal(part.CL.values, ds.CL.values[100:110])
+
+
+def test_a_cohort_with_nothing_to_draw_is_refused():
+    from insilico.cohorts import load_cohort_spec
+    from insilico.errors import SpecError
+    with pytest.raises(SpecError) as e:
+        load_cohort_spec({"name": "empty"})
+    assert e.value.field == "parameters" and "at least one covariate or parameter" in e.value.message

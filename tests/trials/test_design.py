@@ -1,11 +1,15 @@
 """Design randomness against its specification, with tolerances from the sample size."""
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
 from insilico.trials import _design
 from insilico.trials._spec import AdherenceSpec, DropoutSpec, ObservationSpec
 
+ROOT = Path(__file__).resolve().parents[2]
 N = 20_000
 IDX = np.arange(N)
 
@@ -32,6 +36,53 @@ def test_interval_dropout_probabilities_are_conditional():
     assert np.all(np.isinf(t[t >= 336]))
     first = t[t < 168]
     assert abs(first.mean() - 84) <= 5 * (168 / math.sqrt(12)) / math.sqrt(first.size)  # uniform in interval
+
+
+def test_cumulative_dropout_targets_convert_exactly_to_conditional_probabilities():
+    """q_k = (C_k - C_{k-1}) / (1 - C_{k-1}) against the direct computation of the cumulative
+    dropout 1 - prod (1 - q_j), in exact rational arithmetic."""
+    from fractions import Fraction
+
+    from insilico.trials import conditional_probabilities, cumulative_probabilities
+    targets = [0.1, 0.25, 0.25, 0.6, 1.0, 1.0]
+    q = conditional_probabilities(targets)
+    remaining = Fraction(1)
+    for qk, c in zip(q, targets):
+        remaining *= 1 - Fraction(qk)
+        assert abs(float(1 - remaining) - c) <= 1e-15
+    assert q[2] == 0.0 and q[4] == 1.0 and q[5] == 0.0          # flat step; everyone gone; nobody left
+    np.testing.assert_allclose(cumulative_probabilities(q), targets, rtol=0, atol=1e-15)
+    spec = DropoutSpec(cumulative=[{"end": 168, "probability": 0.1}, {"end": 336, "probability": 0.25}])
+    assert spec.interval_probabilities() == [(168.0, 0.1), (336.0, (0.25 - 0.1) / 0.9)]
+
+
+def test_cumulative_dropout_reaches_its_targets():
+    targets = {168.0: 0.1, 336.0: 0.25, 504.0: 0.3}
+    spec = DropoutSpec(cumulative=[{"end": e, "probability": p} for e, p in targets.items()])
+    t = _design.dropout_times(spec, 7, 0, IDX)
+    for end, c in targets.items():
+        assert within(np.mean(t <= end), c, N), end
+    assert np.all(np.isinf(t[t > 504]))
+    # same draws as the equivalent conditional intervals
+    same = DropoutSpec(intervals=[{"end": e, "probability": p} for e, p in spec.interval_probabilities()])
+    np.testing.assert_array_equal(_design.dropout_times(same, 7, 0, IDX), t)
+
+
+@pytest.mark.parametrize("dropout, field, words", [
+    ({"cumulative": [{"end": 168, "probability": 0.2}, {"end": 336, "probability": 0.1}]},
+     "dropout.cumulative.1.probability", "must not decrease"),
+    ({"cumulative": [{"end": 168, "probability": 1.2}]}, "dropout.cumulative.0.probability", "less than or equal"),
+    ({"cumulative": [{"end": 336, "probability": 0.1}, {"end": 168, "probability": 0.2}]}, "dropout",
+     "strictly increasing"),
+    ({"hazard": 0.1, "cumulative": [{"end": 1, "probability": 0.1}]}, "dropout", "exactly one of"),
+])
+def test_bad_cumulative_dropout_names_the_field(dropout, field, words):
+    from insilico.errors import SpecError
+    from insilico.trials import load_trial_spec
+    base = yaml.safe_load((ROOT / "trials/counterfactual_regimens.yaml").read_text())
+    with pytest.raises(SpecError) as e:
+        load_trial_spec({**base, "dropout": dropout})
+    assert e.value.field == field and words in e.value.message, e.value
 
 
 def test_adherence_probability_and_missed_runs():

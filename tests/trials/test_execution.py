@@ -103,3 +103,22 @@ def test_existing_scheduler_address(tmp_path):
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
             pytest.raises(RuntimeError, match="cannot connect"):
         run(SPEC, tmp_path / "t.zarr", overrides=["n=10"], cluster=ClusterOptions(scheduler="tcp://127.0.0.1:1"))
+
+
+def test_trial_with_a_covariate_free_cohort(tmp_path, client):
+    """A cohort of parameters with BSV only (no covariates) runs; AUC(0-inf) of a single oral dose
+    is dose / CL (1-compartment model), checked against the stored CL of every subject."""
+    spec = {"name": "bsv_only", "seed": 2, "n": 30, "model": {"name": "1cmt_oral"},
+            "cohort": {"name": "c", "parameters": {"CL": {"typical": 5.0}, "V": {"typical": 40.0},
+                                                   "KA": {"typical": 1.5}},
+                       "bsv": {"parameters": ["CL", "V"], "cv_percent": [30, 20]}},
+            "arms": [{"name": "a", "regimen": [{"amt": 100}]}], "observations": {"times": [1, 2, 4, 8]},
+            "endpoints": [{"name": "auc", "type": "auc", "window": [0, 400]}],
+            "execution": {"grid_step": 0.25}}
+    ds = run(spec, tmp_path / "r.zarr", cluster=client).load()
+    assert (ds["status"].values == 0).all()
+    assert ds.insilico.covariates == [] and {"CL", "V", "KA"} <= set(ds.insilico.parameters)
+    np.testing.assert_allclose(ds["CL"].values, 5.0 * np.exp(ds["eta_CL"].values), rtol=1e-14)
+    # the window ends after > 30 half-lives for every subject: AUC(0-400) = AUC(0-inf) to ~1e-9
+    assert (ds["CL"].values / ds["V"].values * 400 > 30).all()
+    np.testing.assert_allclose(ds["auc"].values[0, 0], 100 / ds["CL"].values[0], rtol=1e-4)
