@@ -7,6 +7,7 @@ from insilico.cli.campaign import campaign_command
 from insilico.cli.certs import certs_command
 from insilico.cli.cohort import cohort_command
 from insilico.cli.export import export_command
+from insilico.cli.fit import fit_command
 from insilico.cli.models import models_command
 from insilico.cli.plot import plot_command
 from insilico.cli.report import report_command
@@ -26,6 +27,7 @@ app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("campaign")(campaign_command)
 app.command("certs")(certs_command)
+app.command("fit")(fit_command)
 
 
 def main() -> None:

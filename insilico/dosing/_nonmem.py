@@ -47,7 +47,9 @@ class NonmemData:
     """Per-subject histories: ``ids`` (N,), ``doses`` (`DoseTable`), ``times`` (N, T) padded
     strictly increasing observation/output times, ``observed`` (N, T) True for real records,
     ``dv`` (N, T) with NaN where no observation, ``regimens`` (one `Regimen` per subject) and
-    ``covariates`` (DataFrame indexed by ID)."""
+    ``covariates`` (DataFrame indexed by ID: each subject's first value); ``varying``: the
+    covariate columns whose value changes within some ID (time-varying covariates, which
+    ``covariates`` does not represent: a consumer that cannot use them must refuse them)."""
 
     ids: np.ndarray
     doses: DoseTable
@@ -56,6 +58,7 @@ class NonmemData:
     dv: np.ndarray
     regimens: list
     covariates: pd.DataFrame
+    varying: tuple[str, ...] = ()
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -229,4 +232,5 @@ def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
         times[i, k:] = last + np.arange(1, T - k + 1)   # padding outputs, never observed
     covs = df.groupby("ID", sort=False)[cov_cols].first() if cov_cols else pd.DataFrame(index=pd.Index(ids, name="ID"))
     table = dose_table(regimens, model, len(ids), where="data")
-    return NonmemData(np.asarray(ids), table, times, observed, dvs, regimens, covs)
+    varying = tuple(c for c in cov_cols if (df.groupby("ID", sort=False)[c].nunique(dropna=False) > 1).any())
+    return NonmemData(np.asarray(ids), table, times, observed, dvs, regimens, covs, varying)

@@ -50,6 +50,12 @@ class SolverOptions:
     max_steps : per segment between events; exceeding it gives status ``MAX_STEPS``.
     ss_max_iter : maximum Newton steps for a steady state (SS=1); typically 2–5 are taken.
         Exceeding it gives status ``MAX_STEPS``.
+    adjoint : how derivatives pass through the ODE solve. ``reverse`` (default,
+        ``diffrax.RecursiveCheckpointAdjoint``): ``jax.grad``/``jax.jacrev``, cheapest for many
+        parameters. ``forward`` (``diffrax.ForwardMode``): ``jax.jvp``/``jax.jacfwd`` and so
+        ``jax.hessian`` and higher derivatives, cheapest for few parameters (sensitivities,
+        the per-subject eta Hessians of estimation and twins). A derivative of the other mode
+        raises JAX's error for that adjoint.
     """
 
     solver: str = "tsit5"
@@ -57,6 +63,7 @@ class SolverOptions:
     atol: float = DEFAULT_ATOL
     max_steps: int = 4096
     ss_max_iter: int = 64
+    adjoint: str = "reverse"
 
     def __post_init__(self):
         from insilico.errors import SpecError
@@ -66,10 +73,16 @@ class SolverOptions:
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise SpecError(f"solver.{f}", f"must be > 0, got {v!r}")
+        if self.adjoint not in ("reverse", "forward"):
+            raise SpecError("solver.adjoint", f"must be 'reverse' or 'forward', got {self.adjoint!r}")
         for f in ("max_steps", "ss_max_iter"):
             v = getattr(self, f)
             if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
                 raise SpecError(f"solver.{f}", f"must be a positive integer, got {v!r}")
+
+
+def _adjoint(opts: SolverOptions):
+    return diffrax.ForwardMode() if opts.adjoint == "forward" else diffrax.RecursiveCheckpointAdjoint()
 
 
 def _vector_field(model):
@@ -152,8 +165,8 @@ def _ss_residual(model, opts, y, args):
     Written as the first-order expansion about ``ȳ = stop_gradient(y)``:
     ``g(y) = flow(ȳ; θ) + Φ(ȳ)(y − ȳ) − y`` with ``Φ = ∂flow/∂y`` — equal to ``flow(y) − y`` in
     value and in first derivatives. ``Φ`` comes from forward-mode AD through the interval
-    (``diffrax.ForwardMode``) and the θ-dependence from the default reverse-mode adjoint
-    (``RecursiveCheckpointAdjoint``). Newton linearises ``g`` in ``y`` (forward mode) and the
+    (``diffrax.ForwardMode``) and the θ-dependence from the adjoint ``opts.adjoint`` selects
+    (``RecursiveCheckpointAdjoint`` by default). Newton linearises ``g`` in ``y`` (forward mode) and the
     implicit adjoint both materialises and transposes ``∂g/∂y`` (forward and reverse mode); in this
     form ``y`` enters linearly, so every mode works, whereas no diffrax adjoint supports both cheaply
     (``DirectAdjoint`` runs ``max_steps`` steps under ``vmap``). Second derivatives through the
@@ -168,7 +181,7 @@ def _ss_residual(model, opts, y, args):
     sg = jax.lax.stop_gradient
     y_bar, theta_bar = sg(y), sg(theta)
     phi = jax.jacfwd(lambda yy: _one_interval(model, opts, diffrax.ForwardMode(), yy, theta_bar)[0])(y_bar)
-    flow, code = _one_interval(model, opts, diffrax.RecursiveCheckpointAdjoint(), y_bar, theta)
+    flow, code = _one_interval(model, opts, _adjoint(opts), y_bar, theta)
     g = jnp.where(active, flow + phi @ (y - y_bar) - y, y_init - y)
     w = opts.atol / (opts.atol + opts.rtol * jnp.abs(y_bar))
     return w * g, (jnp.where(active, code, _status.OK), phi)
@@ -233,12 +246,14 @@ def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverO
     drate = onehot * dr_r[:, None]
     y0 = model.y0(p)
     if not has_ss:
-        out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t, obs_after_dose)
+        out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t, obs_after_dose,
+                                      adjoint=_adjoint(opts))
         return out, status
     active = ss[0] > 0
     y_ss, ss_code = _steady_state(model, p, opts, y0, bolus[0], drate[0], dur[0], ii[0], active)
     out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t,
-                                  obs_after_dose, reset_at=jnp.where(active, 0, -1), y_reset=y_ss)
+                                  obs_after_dose, reset_at=jnp.where(active, 0, -1), y_reset=y_ss,
+                                  adjoint=_adjoint(opts))
     if not obs_after_dose:  # an observation exactly at the SS dose entry sees the SS trough
         out = jnp.where((active & (obs_t == t_r[0]))[:, None], y_ss, out)
     return out, jnp.maximum(status, jnp.where(active, ss_code, _status.OK))

@@ -21,7 +21,7 @@ import numpy as np
 
 from insilico.errors import SpecError
 
-__all__ = ["PARAMETER_INFO", "Model", "Output", "Parameter", "ParameterInfo", "parameter_info"]
+__all__ = ["PARAMETER_INFO", "Model", "Output", "PDModel", "Parameter", "ParameterInfo", "parameter_info"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,35 @@ PARAMETER_INFO: dict[str, ParameterInfo] = {k: ParameterInfo(*v) for k, v in {
     "EMAX": ("1", "maximum effect (negative for inhibition)"),
     "EC50": ("mg/L", "concentration at half-maximal effect"),
     "SLOPE": ("L/mg", "slope"),
-    "GAMMA": ("1", "Hill coefficient"),
+    "GAMMA": ("1", "exponent (Hill coefficient; feedback exponent of myelosuppression)"),
     "KIN": ("1/h", "zero-order production rate of the response (response units/h)"),
     "KOUT": ("1/h", "first-order loss rate constant of the response"),
     "IMAX": ("1", "maximum fractional inhibition (0 < IMAX <= 1)"),
     "IC50": ("mg/L", "concentration at half-maximal inhibition"),
+    # target-mediated drug disposition: target and complex in drug-mass equivalents (mg/L)
+    "KON": ("L/(mg*h)", "second-order drug-target association rate constant"),
+    "KOFF": ("1/h", "drug-target complex dissociation rate constant"),
+    "KINT": ("1/h", "drug-target complex internalisation rate constant"),
+    "KSYN": ("mg/(L*h)", "target synthesis rate (drug-mass equivalents)"),
+    "KDEG": ("1/h", "free target degradation rate constant"),
+    "KSS": ("mg/L", "quasi-steady-state constant (KOFF + KINT)/KON"),
+    # parent-metabolite: metabolite amounts in parent-mass equivalents (mg)
+    "FM": ("1", "fraction of parent elimination forming the metabolite"),
+    "CLM": ("L/h", "metabolite clearance"),
+    "VM": ("L", "metabolite central volume"),
+    "QM": ("L/h", "metabolite intercompartmental clearance"),
+    "VM2": ("L", "metabolite peripheral volume"),
+    "MWR": ("1", "metabolite-to-parent molar mass ratio"),
+    # myelosuppression (Friberg 2002)
+    "CIRC0": ("10**9/L", "baseline circulating cell count (ANC)"),
+    "MTT": ("h", "mean transit time of maturing cells (KTR = 4/MTT)"),
+    # tumour growth inhibition (Simeoni 2004)
+    "W0": ("g", "initial tumour weight"),
+    "LAMBDA0": ("1/h", "exponential tumour growth rate constant"),
+    "LAMBDA1": ("g/h", "linear tumour growth rate"),
+    "PSI": ("1", "sharpness of the exponential-to-linear growth switch"),
+    "K1": ("1/h", "transit rate constant of damaged tumour cells"),
+    "K2": ("L/(mg*h)", "drug potency on proliferating tumour cells"),
 }.items()}
 
 
@@ -75,7 +99,8 @@ def parameter_info(name: str) -> ParameterInfo | None:
 class Parameter:
     """A model parameter.
 
-    ``constraint`` is one of ``"positive"`` (> 0), ``"nonnegative"`` (>= 0) or ``"real"``.
+    ``constraint`` is one of ``"positive"`` (> 0), ``"nonnegative"`` (>= 0), ``"fraction"``
+    (0 <= value <= 1) or ``"real"``.
     ``default`` is used when the parameter is not given (e.g. F = 1, ALAG = 0 h).
     """
 
@@ -98,6 +123,8 @@ class Parameter:
             raise SpecError(where, f"must be > 0 ({self.units}), got {_first_bad(value, value <= 0)}")
         if self.constraint == "nonnegative" and np.any(value < 0):
             raise SpecError(where, f"must be >= 0 ({self.units}), got {_first_bad(value, value < 0)}")
+        if self.constraint == "fraction" and np.any((value < 0) | (value > 1)):
+            raise SpecError(where, f"must be between 0 and 1, got {_first_bad(value, (value < 0) | (value > 1))}")
 
 
 def _first_bad(value: np.ndarray, bad: np.ndarray) -> str:
@@ -114,6 +141,25 @@ class Output:
     units: str
     long_name: str
     fn: Callable
+
+
+@dataclass(frozen=True, eq=False)
+class PDModel:
+    """A PD block, composed with a PK model by `compose`.
+
+    ``rhs(t, y, p, c)`` and output functions ``fn(y, p, c)`` see ``y``, the PD part of the state,
+    and ``c``, the driving concentration (mg/L). ``outputs`` are ``(name, units, long_name, fn)``;
+    ``state_units`` default to ``"1"``; ``initial_state(p)`` gives the PD states at t = 0
+    (default zeros)."""
+
+    name: str
+    states: tuple[str, ...]
+    parameters: tuple[Parameter, ...]
+    outputs: tuple[tuple[str, str, str, Callable], ...]
+    rhs: Callable | None = None
+    initial_state: Callable | None = None
+    description: str = ""
+    state_units: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,7 +315,7 @@ class Model:
         lines.append("  dose compartments: " + ", ".join(self.dose_compartments))
         for p in self.parameters:
             d = "" if p.default is None else f" (default {p.default:g})"
-            lines.append(f"  {p.name:6s} [{p.units}] {p.description}{d}")
+            lines.append(f"  {p.name:7s} [{p.units}] {p.description}{d}")
         for o in self.outputs:
             lines.append(f"  output {o.name} [{o.units}] {o.long_name}")
         return "\n".join(lines)

@@ -14,31 +14,23 @@ Indirect response models (Dayneka, Garg & Jusko 1993; output ``response``, R(0) 
   * ``irm2``: dR/dt = KIN − KOUT · (1 − IMAX·C/(IC50 + C)) · R   (inhibition of loss)
   * ``irm3``: dR/dt = KIN · (1 + EMAX·C/(EC50 + C)) − KOUT · R   (stimulation of production)
   * ``irm4``: dR/dt = KIN − KOUT · (1 + EMAX·C/(EC50 + C)) · R   (stimulation of loss)
+
+Oncology (see `insilico.models._oncology`): ``friberg`` / ``friberg_emax`` myelosuppression
+(Friberg et al. 2002, output ``ANC``) and ``simeoni`` tumour growth inhibition (Simeoni et al.
+2004, output ``TUMOR``).
+
+The driving concentration is the PK model's ``conc`` output, so target-mediated (TMDD) models,
+whose ``conc`` is the free drug, drive PD blocks too.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import jax.numpy as jnp
 
 from insilico.errors import SpecError
-from insilico.models._base import Model, Output, Parameter
-
-
-@dataclass(frozen=True, eq=False)
-class PDModel:
-    """A PD block: states (may be none), parameters, ``rhs(t, y, p, c)`` and outputs
-    ``fn(y, p, c)``; ``y`` is the PD part of the state, ``c`` the driving concentration."""
-
-    name: str
-    states: tuple[str, ...]
-    parameters: tuple[Parameter, ...]
-    outputs: tuple[tuple[str, str, str, Callable], ...]
-    rhs: Callable | None = None
-    initial_state: Callable | None = None
-    description: str = ""
-
+from insilico.models._base import Model, Output, Parameter, PDModel
+from insilico.models._oncology import friberg, simeoni
 
 _E0 = Parameter.standard("E0", "real")
 _EMAX = Parameter.standard("EMAX", "real")
@@ -97,16 +89,20 @@ PD_MODELS: dict[str, Callable[[], PDModel]] = {
         lambda p, c: p["E0"] + p["EMAX"] * c ** p["GAMMA"] / (p["EC50"] ** p["GAMMA"] + c ** p["GAMMA"]),
         "direct sigmoid Emax (Hill) effect"),
     **{f"irm{k}": (lambda k=k: _irm(k)) for k in (1, 2, 3, 4)},
+    "friberg": lambda: friberg("linear"),
+    "friberg_emax": lambda: friberg("emax"),
+    "simeoni": simeoni,
 }
 
 
 def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
     """Compose a PK model with a PD block driven by central or effect-site concentration.
 
-    The result is an ordinary `Model`: states = PK states (+ ``effect_site``) + PD states.
-    It stays linear (exact path) when the PK model is linear and the PD block has no states.
+    The central concentration is the PK model's ``conc`` output (mg/L). The result is an
+    ordinary `Model`: states = PK states (+ ``effect_site``) + PD states. It stays linear (exact
+    path) when the PK model is linear and the PD block has no states.
     """
-    if pk.meta.get("kind") != "pk":
+    if pk.meta.get("kind") not in ("pk", "tmdd"):
         raise SpecError("model", f"{pk.name!r} is not a PK model and cannot drive a PD model")
     pk_names = set(pk.parameter_names)
     extra = [Parameter.standard("KE0")] if effect_compartment else []
@@ -117,16 +113,18 @@ def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
     i_e = n_pk if effect_compartment else None
     n_pd0 = n_pk + (1 if effect_compartment else 0)
     states = pk.states + (("effect_site",) if effect_compartment else ()) + pd.states
-    units = pk.state_units + (("mg/L",) if effect_compartment else ()) + ("1",) * len(pd.states)
+    pd_units = pd.state_units or ("1",) * len(pd.states)
+    units = pk.state_units + (("mg/L",) if effect_compartment else ()) + tuple(pd_units)
+    conc = next(o.fn for o in pk.outputs if o.name == "conc")
 
     def driver(y, p):
-        return y[..., i_e] if effect_compartment else y[..., i_c] / p[vname]
+        return y[..., i_e] if effect_compartment else conc(y[..., :n_pk], p)
 
     def rhs(t, y, p):
         dy_pk = pk.rhs(t, y[:n_pk], p)
         parts = [dy_pk]
         if effect_compartment:
-            parts.append(jnp.stack([p["KE0"] * (y[i_c] / p[vname] - y[i_e])]))
+            parts.append(jnp.stack([p["KE0"] * (conc(y[:n_pk], p) - y[i_e])]))
         if pd.states:
             parts.append(pd.rhs(t, y[n_pd0:], p, driver(y, p)))
         return jnp.concatenate(parts)
@@ -136,7 +134,7 @@ def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
         if effect_compartment:
             parts.append(jnp.zeros(1))
         if pd.states:
-            parts.append(jnp.asarray(pd.initial_state(p)))
+            parts.append(jnp.asarray(pd.initial_state(p)) if pd.initial_state else jnp.zeros(len(pd.states)))
         return jnp.concatenate(parts)
 
     def pad(vec_fn, fill):
@@ -171,7 +169,7 @@ def compose(pk: Model, pd: PDModel, effect_compartment: bool = False) -> Model:
     return Model(
         name=name, states=states, parameters=params, rhs=rhs, outputs=tuple(outputs),
         dose_compartments=pk.dose_compartments, default_dose_compartment=pk.default_dose_compartment,
-        state_units=units, initial_state=y0 if (pd.states or pk.initial_state) else None,
+        state_units=units, initial_state=y0 if (pd.initial_state or pk.initial_state) else None,
         bioavailability=pad(pk.bioavailability, 1.0), lag=pad(pk.lag, 0.0),
         system_matrix=system_matrix, eigenvalues=eigenvalues,
         description=f"{pk.description}; {'effect compartment; ' if effect_compartment else ''}{pd.description}",

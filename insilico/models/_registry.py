@@ -1,9 +1,17 @@
 """Built-in model names and lookup.
 
-Names: ``{1,2,3}cmt_{iv,oral,transitN}[_mm|_mixed]`` for PK models, optionally followed by
-``+ke0`` (effect compartment) and ``+<pd>`` with ``<pd>`` in linear, emax, sigmoid_emax,
-irm1..irm4. Examples: ``2cmt_oral``, ``1cmt_iv_mm``, ``1cmt_transit4``,
-``2cmt_oral+ke0+sigmoid_emax``, ``1cmt_oral_mm+irm1``.
+A name is ``PK[+metN][+ke0][+PD]``:
+
+* ``PK`` = ``{1,2,3}cmt_{iv,oral,transitN}`` with an optional elimination suffix: ``_mm`` or
+  ``_mixed`` (Michaelis–Menten, linear + MM), or target-mediated disposition ``_tmdd`` (full),
+  ``_tmdd_qss`` (quasi-steady state) or ``_tmdd_mm`` (Michaelis–Menten approximation);
+* ``+met1`` / ``+met2``: a metabolite with 1 or 2 compartments formed from the parent (not after
+  a TMDD model);
+* ``+ke0``: an effect compartment;
+* ``+PD`` with PD in linear, emax, sigmoid_emax, irm1..irm4, friberg, friberg_emax, simeoni.
+
+Examples: ``2cmt_oral``, ``1cmt_iv_mm``, ``1cmt_transit4``, ``2cmt_oral+ke0+sigmoid_emax``,
+``1cmt_oral_mm+irm1``, ``1cmt_iv_tmdd_qss``, ``2cmt_oral+met1``, ``1cmt_iv+friberg``.
 """
 from __future__ import annotations
 
@@ -12,37 +20,54 @@ import re
 
 from insilico.errors import SpecError
 from insilico.models._base import Model
+from insilico.models._metabolite import add_metabolite
 from insilico.models._pd import PD_MODELS, compose
 from insilico.models._pk import pk_model
+from insilico.models._tmdd import tmdd_model
 
-_PK_RE = re.compile(r"^([123])cmt_(iv|oral|transit(\d+)?)(?:_(mm|mixed))?$")
+_PK_RE = re.compile(r"^([123])cmt_(iv|oral|transit(\d+)?)(?:_(mm|mixed|tmdd|tmdd_qss|tmdd_mm))?$")
+_TMDD = {"tmdd": "full", "tmdd_qss": "qss", "tmdd_mm": "mm"}
+_MET = {"met1": 1, "met2": 2}
+
+
+def _base_model(part: str, name: str) -> Model:
+    m = _PK_RE.match(part)
+    if not m:
+        raise SpecError("model", f"unknown model {name!r}; see `insilico models` for built-ins "
+                                 "(e.g. 2cmt_oral, 1cmt_iv_mm, 2cmt_oral+emax, 1cmt_iv_tmdd, 2cmt_oral+met1)")
+    absorption = "transit" if m.group(2).startswith("transit") else m.group(2)
+    n_cmt, n_transit, elim = int(m.group(1)), int(m.group(3) or 3), m.group(4) or "linear"
+    if elim in _TMDD:
+        return tmdd_model(n_cmt, absorption, _TMDD[elim], n_transit=n_transit)
+    return pk_model(n_cmt, absorption, elim, n_transit=n_transit)
 
 
 @functools.cache
 def get_model(name: str) -> Model:
     """Return the built-in model called ``name`` (cached: same name -> same object)."""
     parts = name.strip().split("+")
-    m = _PK_RE.match(parts[0])
-    if not m:
-        raise SpecError("model", f"unknown model {name!r}; see `insilico models` for built-ins "
-                                 "(e.g. 2cmt_oral, 1cmt_iv_mm, 2cmt_oral+emax)")
-    absorption = "transit" if m.group(2).startswith("transit") else m.group(2)
-    pk = pk_model(int(m.group(1)), absorption, m.group(4) or "linear",
-                  n_transit=int(m.group(3) or 3))
+    model = _base_model(parts[0], name)
     rest = parts[1:]
+    if rest and rest[0] in _MET:
+        model = add_metabolite(model, _MET[rest[0]])
+        rest = rest[1:]
     if not rest:
-        return pk
+        return model
     effect = rest[0] == "ke0"
     if effect:
         rest = rest[1:]
     if len(rest) != 1 or rest[0] not in PD_MODELS:
-        raise SpecError("model", f"unknown PD part in {name!r}; PD models: {sorted(PD_MODELS)}")
-    return compose(pk, PD_MODELS[rest[0]](), effect_compartment=effect)
+        raise SpecError("model", f"unknown PD part in {name!r}; expected PK[+met1|+met2][+ke0][+PD] with PD in "
+                                 f"{sorted(PD_MODELS)}")
+    return compose(model, PD_MODELS[rest[0]](), effect_compartment=effect)
 
 
 def builtin_model_names() -> list[str]:
-    """A representative list of built-in names (every PK model, and PK+PD examples)."""
+    """A representative list of built-in names (every PK model, TMDD and metabolite variants,
+    and PK+PD examples)."""
     pk = [f"{n}cmt_{a}{s}" for n in (1, 2, 3) for a in ("iv", "oral", "transit3")
           for s in ("", "_mm", "_mixed")]
+    tmdd = ["1cmt_iv_tmdd", "1cmt_iv_tmdd_qss"]
+    met = ["2cmt_oral+met1"]
     pd = [f"1cmt_oral+{d}" for d in PD_MODELS] + ["2cmt_oral+ke0+sigmoid_emax", "1cmt_iv+ke0+emax"]
-    return pk + pd
+    return pk + tmdd + met + pd

@@ -43,9 +43,9 @@ def omega_from(variance, correlation=None) -> np.ndarray:
 class Effect(eqx.Module):
     """Multiplicative covariate effect on a typical value (see module docstring).
 
-    ``theta`` (and the categorical ``table`` of multipliers by category code) are pytree
-    leaves, so an estimator can differentiate with respect to them; ``covariate``, ``type``
-    and ``ref`` are static.
+    ``theta`` (and the categorical ``table`` of multipliers by category code, whose
+    category names are ``labels``) are pytree leaves, so an estimator can differentiate with
+    respect to them; ``covariate``, ``type``, ``ref`` and ``labels`` are static.
     """
 
     covariate: str = eqx.field(static=True)
@@ -53,6 +53,7 @@ class Effect(eqx.Module):
     theta: float | jnp.ndarray = 0.0
     ref: float = eqx.field(static=True, default=1.0)
     table: jnp.ndarray | None = None
+    labels: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __call__(self, covariates: Mapping):
         x = covariates[self.covariate]
@@ -162,7 +163,7 @@ def _effect(e, where: str, covariates, categories) -> Effect:
         if lab not in labels:
             raise SpecError(f"{where}.multipliers.{lab}", f"not a category of {e.covariate} ({', '.join(labels)})")
     table = np.array([float(e.multipliers.get(lab, 1.0)) for lab in labels])
-    return Effect(e.covariate, "categorical", table=table)
+    return Effect(e.covariate, "categorical", table=table, labels=tuple(labels))
 
 
 def _bsv(b: BSVSpec | None, parameters):

@@ -27,7 +27,6 @@ from insilico.engine import status as codes
 from insilico.errors import SpecError
 
 
-
 @dataclass(frozen=True)
 class Problem:
     """One per-subject check that fails for some subjects: status ``code``, the covariate or
