@@ -1,17 +1,28 @@
 """Standard plots of a results store: profiles, endpoint distributions, exposure-response, PTA, power.
 
-Every function takes the ``xarray.Dataset`` returned by :func:`insilico.open_results` and returns a
-:class:`matplotlib.figure.Figure`. Figures are built directly with an Agg canvas (no ``pyplot``
-state, no change to the user's backend), so they work headless, in scripts and in Jupyter
-(where a returned figure displays itself). Axes are labelled ``long_name (units)`` from the stored
-attributes. :func:`plot_all` writes a PNG for every applicable plot.
+Every function takes the ``xarray.Dataset`` returned by :func:`insilico.open_results` — or by
+:func:`insilico.engine.simulate` (no ``arm`` or ``replicate`` dimension: one panel, "all
+subjects") — and returns a :class:`matplotlib.figure.Figure`. Figures are built directly with an
+Agg canvas (no ``pyplot`` state, no change to the user's backend), so they work headless, in
+scripts and in Jupyter (where a returned figure displays itself). Axes are labelled
+``long_name (units)`` from the stored attributes. :func:`plot_all` writes a PNG for every
+applicable plot.
 
 Conventions: per-subject plots use replicate ``replicate`` (default 0: one simulated trial;
 ``None`` pools every replicate) and only subjects with ``status == 0`` in that arm.
+
+What a line means: a line is drawn only through values that are the model's trajectory, i.e. a
+`simulate` result on the times the caller asked for (``attrs["sampling"] == "grid"``). Values
+at sampling times — a trial store holds the outputs only at the (sparse, possibly missing)
+sampling times, and a `simulate` result on a NONMEM data set's record times — are drawn as
+markers; their median is joined by a dashed line whose legend says it joins sampling times.
+Observations (``dv`` of a `simulate` result on NONMEM data) are markers. Categorical x axes
+(arms, groups) get points or bars, never joining lines.
 """
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,8 +75,24 @@ def _time_label(ds: xr.Dataset) -> str:
     return f"{t.attrs.get('long_name', 'time')} ({units})"
 
 
+ALL_SUBJECTS = "all subjects"
+"""The one panel label of a result without an ``arm`` dimension (a `simulate` result)."""
+_ROW_DIMS = ("replicate", "arm", "subject")
+
+
 def _arms(ds: xr.Dataset) -> list[str]:
-    return [str(a) for a in ds["arm"].values]
+    """Arm labels, or ``[ALL_SUBJECTS]`` for a result without arms."""
+    return [str(a) for a in ds["arm"].values] if "arm" in ds.dims else [ALL_SUBJECTS]
+
+
+def _select(ds: xr.Dataset, da: xr.DataArray, arm: str, replicate) -> xr.DataArray:
+    """``da`` at replicate label ``replicate`` (``None``: all) and arm label ``arm``, for the
+    dimensions it has."""
+    if "replicate" in da.dims and replicate is not None:
+        da = da.sel(replicate=replicate)
+    if "arm" in da.dims:
+        da = da.isel(arm=_arms(ds).index(arm))
+    return da
 
 
 def _rows(ds: xr.Dataset, table: str) -> list[dict]:
@@ -80,10 +107,19 @@ def _analysis_spec(ds: xr.Dataset) -> dict:
 
 
 def _arm_values(ds: xr.Dataset, name: str, arm: str, replicate: int | None) -> np.ndarray:
-    """Values of ``name`` for subjects simulated with status 0 in ``arm`` (replicate label
-    ``replicate``, ``None``: all): shape (subjects, [time])."""
-    v = ds.insilico.arm_values(name, replicate, arm=arm, ok_only=True)["value"].to_numpy(float)
-    return v.reshape(-1, ds.sizes["time"]) if "time" in ds[name].dims else v
+    """Values of ``name`` for subjects with status 0 in ``arm`` (replicate label ``replicate``,
+    ``None``: all; without a ``status`` variable every subject): shape (rows, [time]), rows in
+    (replicate, arm, subject) order, as `insilico.store.arm_values` with ``ok_only``. Works for
+    any layout: with or without ``replicate`` and ``arm`` dimensions."""
+    da = _select(ds, ds[name], arm, replicate)
+    ok = (_select(ds, ds["status"], arm, replicate) == 0) if "status" in ds else xr.ones_like(da, dtype=bool)
+    da, ok = xr.broadcast(da, ok)
+    rows = [d for d in _ROW_DIMS if d in da.dims]
+    extra = [d for d in da.dims if d not in rows]
+    shape = [da.sizes[d] for d in extra]
+    v = np.asarray(da.transpose(*rows, *extra).values, dtype=float).reshape(-1, *shape)
+    keep = np.asarray(ok.transpose(*rows, *extra).values).reshape(v.shape[0], -1)[:, 0]
+    return v[keep]
 
 
 def _is_binary(ds: xr.Dataset, name: str) -> bool:
@@ -102,8 +138,25 @@ def wilson(successes, n, alpha: float = 0.05):
 
 
 def profile_outputs(ds: xr.Dataset) -> list[str]:
-    """Model outputs stored over (…, arm, subject, time), without the residual-error ``*_obs`` copies."""
-    return ds.insilico.outputs
+    """Model outputs over time: in a trial store those over (…, arm, subject, time), without the
+    residual-error ``*_obs`` copies; in a `simulate` result those over (subject, time | obs)."""
+    if "arm" in ds.dims:
+        return ds.insilico.outputs
+    return [str(k) for k, v in ds.data_vars.items()
+            if v.dims in (("subject", "time"), ("subject", "obs")) and k not in _NOT_OUTPUTS]
+
+
+_NOT_OUTPUTS = ("time", "dv", "dv_time")
+
+
+def _time_dim(da: xr.DataArray) -> str:
+    return "time" if "time" in da.dims else "obs"
+
+
+def _is_trajectory(ds: xr.Dataset) -> bool:
+    """True when the values are the model's trajectory on the times asked for (a `simulate`
+    result on a grid), False for values at sampling or record times (module docstring)."""
+    return ds.attrs.get("sampling") == "grid"
 
 
 def endpoint_names(ds: xr.Dataset) -> list[str]:
@@ -136,49 +189,90 @@ def profile_stats(values: np.ndarray, times: np.ndarray, quantiles=(5, 50, 95)):
     return times[has], q
 
 
+def _profile_rows(ds: xr.Dataset, output: str, arm: str, replicate):
+    """Values of ``output`` (rows, T) for ``arm``, each row's times (rows, T) — the actual
+    sampling times when the store has them (``obs_time``), else the nominal or per-subject
+    times — and the times shared by every row (T,) for percentiles, or None when rows have
+    their own times."""
+    v = _arm_values(ds, output, arm, replicate)
+    time = ds["time"]
+    if time.ndim == 1:
+        nominal = np.asarray(time.values, dtype=float)
+        own = _arm_values(ds, "obs_time", arm, replicate) if "obs_time" in ds else np.broadcast_to(nominal, v.shape)
+        return v, own, nominal
+    own = _arm_values(ds, "time", arm, replicate)
+    same = own.shape[0] > 0 and np.array_equal(own, np.broadcast_to(own[0], own.shape), equal_nan=True)
+    return v, own, (own[0] if same else None)
+
+
+def _observations(ds: xr.Dataset, arm: str, replicate, log: bool):
+    """(times, values) of the observations (``dv``) of ``arm``, finite (and > 0 with ``log``), or None."""
+    if "dv" not in ds:
+        return None
+    y = _arm_values(ds, "dv", arm, replicate)
+    t = _arm_values(ds, "dv_time" if "dv_time" in ds else "time", arm, replicate)
+    ok = np.isfinite(y) & np.isfinite(t) & ((y > 0) if log else True)
+    return t[ok], y[ok]
+
+
 def plot_profiles(ds: xr.Dataset, output: str = "conc", n_individual: int = 20, seed: int = 0, *,
                   log: bool = False, replicate: int | None = 0, arms: Sequence[str] | None = None,
                   band: tuple[float, float] = (5, 95), time_range: tuple[float, float] | None = None
                   ) -> Figure:
-    """Median and ``band`` percentile band over subjects at each nominal time, one panel per arm,
-    with ``n_individual`` randomly chosen (``seed``) individual curves in grey.
+    """Median and ``band`` percentile band over subjects at each time, one panel per arm (one
+    panel for a result without arms), with ``n_individual`` randomly chosen (``seed``)
+    individuals in grey and the observations (``dv``) when the result has them.
 
-    Works for any model output over time (``conc``, ``effect``, ``response``, …). ``log=True``
-    uses a log y axis and drops non-positive values (pre-dose or placebo concentrations) before
-    the statistics. Lines carry a ``gid``: ``"median"``, ``"individual"``; the band is a
-    ``PolyCollection`` with gid ``"band"``.
+    Works for any model output over time (``conc``, ``effect``, ``response``, …) of a trial store
+    or a `insilico.engine.simulate` result. On a prediction grid (a `simulate` result on the times
+    asked for) individuals and median are lines; at sampling times (a trial store; a `simulate`
+    result on NONMEM record times) individuals are markers only and the median's dashed line is
+    labelled as joining sampling times (module docstring). When subjects have their own times,
+    no percentiles are drawn (a note says so). ``log=True`` uses a log y axis and drops
+    non-positive values (pre-dose or placebo concentrations) before the statistics. Artists carry
+    a ``gid``: lines ``"median"``, ``"individual"`` (one per individual), ``"observed"``; the
+    band is a ``PolyCollection`` with gid ``"band"``.
     """
     if output not in ds:
         raise KeyError(f"{output!r} is not in the results store (outputs: {profile_outputs(ds)})")
     da = ds[output]
     arms = list(arms) if arms is not None else _arms(ds)
-    times = np.asarray(ds["time"].values, dtype=float)
+    trajectory = _is_trajectory(ds)
     rows, cols = _grid(len(arms))
     fig = _figure(5.0 * cols, 3.4 * rows)
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     rng = np.random.default_rng(seed)
     for k, arm in enumerate(arms):
         ax = axes[k]
-        v = _arm_values(ds, output, arm, replicate)
+        v, own, nominal = _profile_rows(ds, output, arm, replicate)
         if log:
             v = np.where(v > 0, v, np.nan)
         anydata = np.isfinite(v).any(axis=1)
-        v = v[anydata]
+        v, own = v[anydata], own[anydata]
         ax.set_title(f"{arm} (n={v.shape[0]})", fontsize=10)
+        obs = _observations(ds, arm, replicate, log)
+        if obs is not None and obs[0].size:
+            ax.plot(obs[0], obs[1], ls="none", marker="x", ms=4, color="k", alpha=0.7, gid="observed",
+                    label="observed (DV)")
         if v.shape[0] == 0:
             ax.text(0.5, 0.5, "no positive values" if log else "no data", transform=ax.transAxes,
                     ha="center", va="center", color="0.4")
             continue
-        m = min(n_individual, v.shape[0])
-        for i in np.sort(rng.choice(v.shape[0], size=m, replace=False)) if m else []:
-            ok = np.isfinite(v[i])
-            ax.plot(times[ok], v[i, ok], color="0.55", lw=0.6, alpha=0.6, gid="individual",
-                    marker=".", ms=2)
-        t, q = profile_stats(v, times, (band[0], 50, band[1]))
+        _individuals(ax, v, own, rng, n_individual, trajectory)
         color = _COLORS[k % len(_COLORS)]
-        ax.fill_between(t, q[0], q[2], color=color, alpha=0.25, lw=0, gid="band",
-                        label=f"{band[0]:g}–{band[1]:g} %")
-        ax.plot(t, q[1], color=color, lw=2, marker="o", ms=3, gid="median", label="median")
+        if nominal is None:
+            ax.text(0.02, 0.02, "subjects have their own times: no percentiles", transform=ax.transAxes,
+                    ha="left", va="bottom", fontsize=8, color="0.4")
+        else:
+            joined = "" if trajectory else " (joined between sampling times)"
+            t, q = profile_stats(v, nominal, (band[0], 50, band[1]))
+            ax.fill_between(t, q[0], q[2], color=color, alpha=0.25, lw=0, gid="band",
+                            label=f"{band[0]:g}–{band[1]:g} %{joined}")
+            if trajectory:
+                ax.plot(t, q[1], color=color, lw=2, gid="median", label="median")
+            else:
+                ax.plot(t, q[1], color=color, lw=1, ls="--", marker="o", ms=4, gid="median",
+                        label="median (dashed line joins sampling times)")
         ax.legend(fontsize=8, loc="best")
     for ax in axes[len(arms):]:
         ax.set_visible(False)
@@ -195,11 +289,29 @@ def plot_profiles(ds: xr.Dataset, output: str = "conc", n_individual: int = 20, 
         ax = axes[i] if i < len(arms) else axes[i - cols]
         ax.set_xlabel(_time_label(ds))
         ax.xaxis.set_tick_params(labelbottom=True)
-    rep = "all replicates" if replicate is None or "replicate" not in da.dims else f"replicate {replicate}"
-    fig.suptitle(f"{ds.attrs.get('trial', '')}: {da.attrs.get('long_name', output)} by arm "
-                 f"(median, {band[0]:g}–{band[1]:g} percentiles, {n_individual} individuals; {rep})",
-                 fontsize=11)
+    rep = ("" if "replicate" not in da.dims else
+           "; all replicates" if replicate is None else f"; replicate {replicate}")
+    by = " by arm" if "arm" in ds.dims else ""
+    what = "model prediction" if trajectory else "values at sampling times"
+    details = textwrap.fill(f"({what}; median, {band[0]:g}–{band[1]:g} percentiles, {n_individual} individuals"
+                            f"{rep})", width=int(15 * 5.0 * cols))
+    fig.suptitle(f"{ds.attrs.get('trial') or ds.attrs.get('model', '')}: {da.attrs.get('long_name', output)}{by}\n"
+                 f"{details}", fontsize=11 if cols > 1 else 9)
     return fig
+
+
+def _individuals(ax, v: np.ndarray, times: np.ndarray, rng, n: int, trajectory: bool) -> None:
+    """``n`` randomly chosen rows of ``v`` at their ``times``: grey lines on a prediction grid,
+    grey markers (not joined) at sampling times; the first one carries the legend label."""
+    m = min(n, v.shape[0])
+    for j, i in enumerate(np.sort(rng.choice(v.shape[0], size=m, replace=False)) if m else []):
+        ok = np.isfinite(v[i]) & np.isfinite(times[i])
+        label = ("individuals" if trajectory else "individuals at sampling times") if j == 0 else None
+        if trajectory:
+            ax.plot(times[i, ok], v[i, ok], color="0.55", lw=0.6, alpha=0.6, gid="individual", label=label)
+        else:
+            ax.plot(times[i, ok], v[i, ok], ls="none", marker="o", ms=2.5, color="0.45", alpha=0.6,
+                    gid="individual", label=label)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,7 +469,8 @@ def exposure_response_pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 def plot_pta(ds: xr.Dataset) -> Figure:
     """Probability of target attainment per group (arm/dose) with its 95 % CI, from the stored
-    analysis (``analysis.pta``). Raises ``ValueError`` when the store has no PTA table."""
+    analysis (``analysis.pta``): one point per group (a categorical axis, so no joining line).
+    Raises ``ValueError`` when the store has no PTA table."""
     rows = _rows(ds, "pta")
     if not rows:
         raise ValueError("the results store has no probability-of-target-attainment table "
@@ -376,9 +489,11 @@ def plot_pta(ds: xr.Dataset) -> Figure:
     fig = _figure(max(5.0, 1.3 * len(groups) + 2), 4.0)
     ax = fig.add_subplot()
     x = np.arange(len(groups))
-    _gid_data(ax.errorbar(x, p, yerr=[p - lo, hi - p], fmt="o-", capsize=5, color=_COLORS[0], lw=1.5,
+    # groups are categories: points with their CI, not joined by a line
+    _gid_data(ax.errorbar(x, p, yerr=[p - lo, hi - p], fmt="o", ms=7, capsize=5, color=_COLORS[0], lw=1.5,
                 label="PTA (95 % CI)"), "pta")
     ax.set_xticks(x, groups)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("probability of target attainment (1)")
     by = ", ".join(pta["by"]) if pta else "group"
@@ -395,9 +510,12 @@ def plot_pta(ds: xr.Dataset) -> Figure:
 
 
 def plot_power(ds: xr.Dataset, target: float = 0.8) -> Figure:
-    """Power vs N per arm (one line per arm, 95 % CI error bars) from the stored ``analysis.power``
-    table; the probability of success of the simulated trial size (``probability_of_success``)
-    is added as diamonds. Raises ``ValueError`` when the store has neither."""
+    """Power vs N per arm (one line per arm over the numeric N axis, 95 % CI error bars) from the
+    stored ``analysis.power`` table; the probability of success of the simulated trial size
+    (``probability_of_success``) is added as diamonds at that N. Without a sample-size analysis
+    (no power table, or one N per arm) there is no curve to draw: the estimates are shown per arm
+    on a categorical axis (points with their CI, no joining line) with a note saying so. Raises
+    ``ValueError`` when the store has neither table."""
     power, pos = _rows(ds, "power"), _rows(ds, "probability_of_success")
     if not power and not pos:
         raise ValueError("the results store has no power or probability-of-success table "
@@ -407,35 +525,71 @@ def plot_power(ds: xr.Dataset, target: float = 0.8) -> Figure:
     ax = fig.add_subplot()
     names = list(dict.fromkeys([str(r["arm"]) for r in power] + [str(r["arm"]) for r in pos]))
     color = {n: _COLORS[(arms.index(n) if n in arms else i) % len(_COLORS)] for i, n in enumerate(names)}
-    for arm in dict.fromkeys(str(r["arm"]) for r in power):
-        rr = sorted((r for r in power if str(r["arm"]) == arm), key=lambda r: r["n"])
-        n = np.array([r["n"] for r in rr], dtype=float)
-        p = np.array([r["power"] for r in rr], dtype=float)
-        lo = np.array([r["ci_lower"] for r in rr], dtype=float)
-        hi = np.array([r["ci_upper"] for r in rr], dtype=float)
-        ref = rr[0].get("reference")
-        _gid_data(ax.errorbar(n, p, yerr=[p - lo, hi - p], fmt="o-", capsize=4, color=color[arm],
-                    label=f"{arm}" + (f" vs {ref}" if isinstance(ref, str) else "")), "power")
-    if pos:
-        n_arm = _n_per_arm(ds)
-        for r in pos:
-            arm = str(r["arm"])
-            e, lo, hi = float(r["estimate"]), float(r["ci_lower"]), float(r["ci_upper"])
-            _gid_data(ax.errorbar([n_arm.get(arm, np.nan)], [e], yerr=[[e - lo], [hi - e]], fmt="D", ms=7,
-                                  capsize=4, color=color[arm], mfc="white",
-                                  label=f"PoS {arm} ({r.get('n_replicates', '?')} replicates)"), "pos")
+    curves = {arm: sorted((r for r in power if str(r["arm"]) == arm), key=lambda r: r["n"])
+              for arm in dict.fromkeys(str(r["arm"]) for r in power)}
+    has_curve = any(len({r["n"] for r in rr}) > 1 for rr in curves.values())
+    if has_curve:
+        _power_curves(ds, ax, curves, pos, color)
+    else:
+        _power_points(ds, ax, curves, pos, color, names)
     ax.axhline(target, color="0.4", ls=":", lw=1)
     ax.set_ylim(-0.02, 1.05)
-    ax.set_xlabel("subjects per arm (N)")
     ax.set_ylabel("power / probability of success (1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    title = "power vs N per arm"
+    title = "power vs N per arm" if has_curve else "power / probability of success per arm"
     success = _analysis_spec(ds).get("success")
     if success is not None:
         title += f" (success: {success['endpoint']})"
     ax.set_title(title, fontsize=11)
     return fig
+
+
+def _ci(rows: list[dict], key: str):
+    e = np.array([r[key] for r in rows], dtype=float)
+    lo = np.array([r["ci_lower"] for r in rows], dtype=float)
+    hi = np.array([r["ci_upper"] for r in rows], dtype=float)
+    return e, [e - lo, hi - e]
+
+
+def _power_curves(ds: xr.Dataset, ax, curves: dict, pos: list[dict], color: dict) -> None:
+    """Power curves over N (a numeric axis: lines are interpolation between computed Ns) and
+    the PoS of the simulated trial as diamonds at its N."""
+    for arm, rr in curves.items():
+        p, err = _ci(rr, "power")
+        ref = rr[0].get("reference")
+        n = np.array([r["n"] for r in rr], dtype=float)
+        _gid_data(ax.errorbar(n, p, yerr=err, fmt="o-", capsize=4, color=color[arm],
+                              label=f"{arm}" + (f" vs {ref}" if isinstance(ref, str) else "")), "power")
+    n_arm = _n_per_arm(ds) if pos else {}
+    for r in pos:
+        arm = str(r["arm"])
+        e, err = _ci([r], "estimate")
+        _gid_data(ax.errorbar([n_arm.get(arm, np.nan)], e, yerr=err, fmt="D", ms=7, capsize=4, color=color[arm],
+                              mfc="white", label=f"PoS {arm} ({r.get('n_replicates', '?')} replicates)"), "pos")
+    ax.set_xlabel("subjects per arm (N)")
+
+
+def _power_points(ds: xr.Dataset, ax, curves: dict, pos: list[dict], color: dict, names: list[str]) -> None:
+    """No sample-size analysis: each arm's power at its one N and its PoS as points with their
+    CI on a categorical arm axis, and a note that no power curve exists."""
+    x = {n: i for i, n in enumerate(names)}
+    n_arm = _n_per_arm(ds) if "status" in ds and "replicate" in ds.dims else {}
+    for arm, rr in curves.items():
+        p, err = _ci(rr, "power")
+        _gid_data(ax.errorbar([x[arm] - 0.1], p, yerr=err, fmt="o", ms=7, capsize=4, color=color[arm],
+                              label=f"power {arm} at N = {rr[0]['n']}"), "power")
+    for r in pos:
+        arm = str(r["arm"])
+        e, err = _ci([r], "estimate")
+        _gid_data(ax.errorbar([x[arm] + 0.1], e, yerr=err, fmt="D", ms=7, capsize=4, color=color[arm], mfc="white",
+                              label=f"PoS {arm} ({r.get('n_replicates', '?')} replicates)"), "pos")
+    ax.set_xticks(range(len(names)), [f"{n}\n(N={n_arm[n]:.0f})" if n in n_arm else n for n in names])
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_xlabel("arm")
+    ax.text(0.02, 0.98, "no sample-size analysis: estimates at the simulated N only\n"
+                        "(add analysis.sample_size for power vs N)", transform=ax.transAxes, ha="left", va="top",
+            fontsize=8, color="0.3", gid="note")
 
 
 def _n_per_arm(ds: xr.Dataset) -> dict[str, float]:

@@ -13,6 +13,7 @@ from insilico.cli.plot import plot_command
 from insilico.cli.report import report_command
 from insilico.cli.run import run_command
 from insilico.cli.summary import summary_command
+from insilico.cli.twin import twin_app
 from insilico.cli.validate import validate_command
 
 app = typer.Typer(help="insilico: in-silico clinical trials.", no_args_is_help=True,
@@ -28,6 +29,7 @@ app.command("export")(export_command)
 app.command("campaign")(campaign_command)
 app.command("certs")(certs_command)
 app.command("fit")(fit_command)
+app.add_typer(twin_app, name="twin")
 
 
 def main() -> None:

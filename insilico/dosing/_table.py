@@ -2,8 +2,14 @@
 
 `DoseTable` holds NumPy arrays of shape ``(n_subjects, n_events)``: time (h), amt (mg, after
 ``per``-covariate scaling), rate (mg/h, 0 for bolus), cmt (0-based state index), ss (0/1) and
-ii (h). Subjects with fewer doses are padded with zero-amount boluses at time 0, which have
-no effect on the solution.
+ii (h). Subjects with fewer doses, and the extra slots of `DoseTable.padded` (the engine pads
+the number of slots to a bucket so a new schedule length reuses compiled code), get **inert
+slots**: amount 0, rate 0, not steady state, at the time and compartment of the subject's last
+slot (time 0 in the default dose compartment for a subject without doses). Such a slot enters
+exactly when a record of the subject enters anyway (same time, same ALAG), so it adds no
+interval end on the ODE path and a zero term on the exact path: results are unchanged (bit for
+bit on the ODE path; on the exact path to rounding, ≤ 1e-14 relative, as a sum over records gets
+more zero terms).
 """
 from __future__ import annotations
 
@@ -40,6 +46,23 @@ class DoseTable:
     def take(self, idx) -> DoseTable:
         """Rows ``idx`` (an index array or slice)."""
         return DoseTable(*(getattr(self, f)[idx] for f in FIELDS))
+
+    def padded(self, n_events: int) -> DoseTable:
+        """The table with ``n_events`` slots per subject (at least `n_events`), the added slots inert
+        (see the module docstring)."""
+        extra = int(n_events) - self.n_events
+        if extra < 0:
+            raise ValueError(f"cannot pad {self.n_events} dose slots to {n_events}")
+        if extra == 0:
+            return self
+        shape = (self.n_subjects, extra)
+
+        def last(a):
+            return np.repeat(a[:, -1:], extra, axis=1)
+
+        return DoseTable(*(np.concatenate([getattr(self, f), new], axis=1) for f, new in zip(FIELDS, (
+            last(self.time), np.zeros(shape), np.zeros(shape), last(self.cmt), np.zeros(shape, self.ss.dtype),
+            np.zeros(shape)))))
 
     def broadcast(self, n: int) -> DoseTable:
         if self.n_subjects == n:
@@ -88,8 +111,15 @@ def dose_table(regimens: Regimen | Sequence[Regimen], model, n: int | None = Non
             rows.append((d.time, amt, rate, cmt, d.ss, d.ii))
         per_rows.append(rows)
     e = max(1, max(len(r) for r in per_rows))
-    pad = (0.0, 0.0, 0.0, model.compartment_index(model.default_dose_compartment), 0, 0.0)
-    arr = np.array([r + [pad] * (e - len(r)) for r in per_rows], dtype=np.float64).reshape(rows_n, e, 6)
+    none = (0.0, 0.0, 0.0, model.compartment_index(model.default_dose_compartment), 0, 0.0)
+    per_rows = [r or [none] for r in per_rows]
+    arr = np.array([r + [_inert(r[-1])] * (e - len(r)) for r in per_rows], dtype=np.float64).reshape(rows_n, e, 6)
     table = DoseTable(time=arr[..., 0], amt=arr[..., 1], rate=arr[..., 2],
                       cmt=arr[..., 3].astype(np.int32), ss=arr[..., 4].astype(np.int32), ii=arr[..., 5])
     return table.broadcast(n)
+
+
+def _inert(slot: tuple) -> tuple:
+    """An inert dose slot after ``slot`` (time, amt, rate, cmt, ss, ii): same time and compartment,
+    nothing given."""
+    return (slot[0], 0.0, 0.0, slot[3], 0, 0.0)

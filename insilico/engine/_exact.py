@@ -98,8 +98,11 @@ def solve_exact(model, p, dose, obs_t, obs_after_dose: bool = False,
         past = jnp.where(ss_r[:, None], g - 1.0, 0.0) * coef                 # (R, m)
         t_ss = jnp.min(jnp.where(ss_r, t_r, jnp.inf))
         dt = obs_t[:, None] - t_r[None, :]
-        seen = (obs_t >= t_ss)[:, None]
-        Ep = jnp.exp(lam[None, None, :] * jnp.where(seen, dt, 0.0)[..., None])  # (T, R, m)
-        y = y + jnp.where(seen, jnp.einsum("trm,rm,rmn->tn", Ep, past, Pc), 0.0)
+        # only SS records have past doses (past = 0 elsewhere); the others are masked before the exponential,
+        # which would overflow for a record long after the observation (an SS infusion's end record may lie
+        # after the observation: its earlier ends are in the past, dt >= -duration)
+        ok = (obs_t >= t_ss)[:, None] & ss_r[None, :]
+        Ep = jnp.where(ok[..., None], jnp.exp(lam[None, None, :] * jnp.where(ok, dt, 0.0)[..., None]), 0.0)
+        y = y + jnp.einsum("trm,rm,rmn->tn", Ep, past, Pc)                      # (T, R, m) x ... -> (T, n)
     status = jnp.where(_min_relative_gap(lam) < _MIN_GAP, _status.ILL_CONDITIONED, _status.OK)
     return y, status

@@ -1,9 +1,23 @@
 """`simulate`: N subjects × regimens × observation times -> xarray Dataset.
 
-Subjects are processed in chunks; each chunk is padded to a power-of-two bucket (at least 8,
-at most ``chunk_size``) so that a compiled function is reused for any N and any parameter
-values: at most log2(chunk_size) compilations per model, method, regimen shape and number of
-observation times. Memory is bounded by the chunk size whatever N is.
+Compiled code is reused across calls: every shape that reaches the compiled solver is padded to a
+bucket (`insilico.batching.bucket_size`, the next power of two above a floor), so neither new
+parameter values, nor a new N, nor a schedule with another number of doses or observation times
+recompiles while it stays in the same bucket:
+
+* subjects: chunks of ``chunk_size`` (memory is bounded whatever N is), each padded to a bucket of
+  at least `MIN_SUBJECTS` rows (copies of the chunk's last subject);
+* dose slots: at least `MIN_DOSE_SLOTS`, padded with inert slots (`DoseTable.padded`: amount 0 at
+  the time and compartment of a dose the subject has anyway);
+* observation times: at least `MIN_TIME_SLOTS`, in `TIME_BUCKETS_PER_OCTAVE` steps per power of two
+  (at most 25 % extra times: the ODE path takes a scan step per time), padded with copies of each
+  subject's last time (zero-length intervals on the ODE path, independent evaluations on the
+  exact path).
+
+Padding rows and times are dropped from the result; results equal an unpadded solve (tested: bit
+for bit on the ODE path, ≤ 1e-14 relative on the exact path, where a sum over dose records may
+round differently with more zero terms). So there is at most one compilation per model, method, solver options,
+static dosing flags (infusion, steady state) and combination of the three buckets.
 """
 from __future__ import annotations
 
@@ -13,16 +27,28 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from insilico.dosing import DoseTable, Regimen, dose_table
+from insilico.batching import bucket_size
+from insilico.dosing import DoseTable, NonmemData, Regimen, dose_table
 from insilico.engine import _status
 from insilico.engine._exact import solve_exact
 from insilico.engine._ode import SolverOptions, solve_ode
 from insilico.errors import SpecError
 from insilico.models import Model, get_model
 
-__all__ = ["simulate", "solve_subject", "compile_count", "SolverOptions"]
+__all__ = ["simulate", "solve_subject", "compile_count", "SolverOptions", "MIN_SUBJECTS", "MIN_DOSE_SLOTS",
+           "MIN_TIME_SLOTS", "TIME_BUCKETS_PER_OCTAVE"]
+
+MIN_SUBJECTS = 8
+"""Smallest padded batch of subjects (bounded above by ``chunk_size``)."""
+MIN_DOSE_SLOTS = 8
+"""Smallest padded number of dose slots per subject (so 1 to 8 doses share one compiled shape)."""
+MIN_TIME_SLOTS = 16
+"""Smallest padded number of observation times per subject (1 to 16 share one compiled shape)."""
+TIME_BUCKETS_PER_OCTAVE = 4
+"""Padded time counts between two powers of two (16, 20, 24, 28, 32, 40, …, 160, 192, 224, 256, …)."""
 
 _BUILT: list = []
 
@@ -68,23 +94,19 @@ def default_chunk_size() -> int:
     """Subjects per compiled batch when not given: 512 on CPU (the per-subject cost is lowest at
     512–1024 there; larger batches leave the cache), 65,536 on a GPU/TPU, which needs wide
     batches to fill its cores (``benchmarks/README.md`` has both measurements)."""
-    import jax
     return 512 if jax.default_backend() == "cpu" else 65536
 
 
-def _bucket(n: int, chunk_size: int) -> int:
-    """Batch size: the smallest power of two >= n (at least 8), capped at ``chunk_size``."""
-    b = 8
-    while b < n:
-        b *= 2
-    return min(b, chunk_size)
-
+# ------------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------------
 
 def _as_params(model: Model, params, n_hint: int | None):
     if isinstance(params, xr.Dataset):
         params = {k: params[k].values for k in model.parameter_names if k in params}
     if not isinstance(params, Mapping):
-        raise SpecError("parameters", "must be a mapping of parameter name to value(s) or an xarray Dataset")
+        raise SpecError("parameters", "must be a mapping of parameter name to value(s), a pandas DataFrame "
+                                      "(one row per subject) or an xarray Dataset")
     lengths = {np.size(v) for v in params.values() if np.ndim(v) == 1}
     if len(lengths) > 1:
         raise SpecError("parameters", f"parameter arrays have different lengths {sorted(lengths)}")
@@ -94,7 +116,96 @@ def _as_params(model: Model, params, n_hint: int | None):
     return model.validate_params(params, n=n), n
 
 
+def _id_values(values) -> np.ndarray:
+    """Subject IDs as numbers when every one is a number (``"7"`` and ``7`` match), else as given."""
+    num = pd.to_numeric(pd.Series(np.asarray(values, dtype=object)), errors="coerce")
+    return num.to_numpy(float) if num.notna().all() else np.asarray(values, dtype=object)
+
+
+def _some(values, k: int = 5) -> str:
+    values = list(values)
+    return ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:k]) + (
+        f" and {len(values) - k} more" if len(values) > k else "")
+
+
+def _frame_ids(frame: pd.DataFrame):
+    """The ``ID`` column of a parameter table (name matched case-insensitively), or None."""
+    cols = [c for c in frame.columns if str(c).strip().upper() == "ID"]
+    if len(cols) > 1:
+        raise SpecError("parameters.ID", f"the parameter table has {len(cols)} ID columns {cols}; keep one")
+    if not cols:
+        return None, None
+    ids = frame[cols[0]]
+    missing = ids.isna().to_numpy() | np.array([str(v).strip() in ("", ".") for v in ids])
+    if missing.any():
+        raise SpecError("parameters.ID", f"row {int(np.flatnonzero(missing)[0]) + 1}: ID is missing")
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        raise SpecError("parameters.ID", f"ID {ids.iloc[int(np.flatnonzero(dup)[0])]!r} appears in more than one "
+                                         "row; give one row per subject")
+    return cols[0], ids.to_numpy()
+
+
+def _frame_columns(model: Model, frame: pd.DataFrame, id_col) -> dict:
+    """Parameter columns of ``frame`` as float arrays; SpecError for a missing or misspelt
+    parameter column and for a value that is not a finite number (naming row and column)."""
+    names = list(model.parameter_names)
+    upper = {n.upper(): n for n in names}
+    for c in frame.columns:
+        if c != id_col and c not in names and str(c).strip().upper() in upper:
+            raise SpecError(f"parameters.{c}", f"not a parameter of model {model.name!r}; did you mean "
+                                               f"{upper[str(c).strip().upper()]!r}? (names are case-sensitive)")
+    missing = [p.name for p in model.parameters if p.default is None and p.name not in frame.columns]
+    if missing:
+        raise SpecError(f"parameters.{missing[0]}", f"column missing from the parameter table (model "
+                                                    f"{model.name!r} needs {missing}; the table has "
+                                                    f"{[str(c) for c in frame.columns]})")
+    out = {}
+    for name in names:
+        if name not in frame.columns:
+            continue
+        raw = frame[name]
+        num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(num)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise SpecError(f"parameters.{name}", f"row {row + 1}: must be a finite number, got {raw.iloc[row]!r}")
+        out[name] = num
+    return out
+
+
+def _frame_params(model: Model, frame: pd.DataFrame, data_ids: np.ndarray | None):
+    """Per-subject parameters from a table with one row per subject (mrgsolve ``idata``): columns
+    named as the model's parameters (others, such as covariates, are ignored; parameters with a
+    default may be left out), and optionally an ``ID`` column. With NONMEM data, rows are matched
+    to the data's IDs by ``ID`` (every data ID needs exactly one row, and every row a data ID), or
+    without an ``ID`` column taken in the data's subject order. Returns (params, subject IDs or None)."""
+    if frame.shape[0] == 0:
+        raise SpecError("parameters", "the parameter table has no rows")
+    id_col, ids = _frame_ids(frame)
+    values = _frame_columns(model, frame, id_col)
+    if data_ids is None:
+        return values, ids
+    if ids is None:
+        if frame.shape[0] != len(data_ids):
+            raise SpecError("parameters", f"{frame.shape[0]} rows of parameters for {len(data_ids)} subjects in the "
+                                          "data; add an ID column to match rows to the data's IDs")
+        return values, None
+    want, have = _id_values(data_ids), _id_values(ids)
+    pos = pd.Index(have).get_indexer(pd.Index(want))
+    if (pos < 0).any():
+        raise SpecError("parameters.ID", f"IDs in the data without a row in the parameter table: "
+                                         f"{_some(np.asarray(data_ids)[pos < 0])}")
+    extra = np.setdiff1d(np.arange(len(ids)), pos)
+    if extra.size:
+        raise SpecError("parameters.ID", f"IDs in the parameter table that are not in the data: {_some(ids[extra])}"
+                                         "; select the data's subjects first (frame[frame.ID.isin(data.ids)])")
+    return {k: v[pos] for k, v in values.items()}, None
+
+
 def _check_times(times, n):
+    if times is None:
+        raise SpecError("times", "observation times are required (or give NONMEM data as the regimen)")
     t = np.asarray(times, dtype=np.float64)
     if t.ndim not in (1, 2) or t.shape[-1] == 0:
         raise SpecError("times", "observation times must be a non-empty 1-D (shared) or 2-D "
@@ -110,49 +221,96 @@ def _check_times(times, n):
     return t
 
 
-def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | DoseTable, times, *,
-             method: str = "auto", solver: SolverOptions | None = None, chunk_size: int | None = None,
-             obs_after_dose: bool = False, covariates: Mapping | None = None,
+def _check_compartments(model: Model, table: DoseTable) -> None:
+    """Every dose slot names a state of ``model`` (a table built for another model may not)."""
+    bad = (table.cmt < 0) | (table.cmt >= model.n_states)
+    if bad.any():
+        s, e = (int(i[0]) for i in np.nonzero(bad))
+        raise SpecError("regimen.cmt", f"subject {s}, dose slot {e}: compartment index {int(table.cmt[s, e])} is "
+                                       f"not a state of model {model.name!r} (0..{model.n_states - 1}); was the "
+                                       "dose table built for another model?")
+
+
+def _pad_times(t: np.ndarray, size: int) -> np.ndarray:
+    """``t`` (T,) or (N, T) padded to ``size`` columns with copies of the last time."""
+    extra = size - t.shape[-1]
+    return np.concatenate([t, np.repeat(t[..., -1:], extra, axis=-1)], axis=-1) if extra else t
+
+
+# ------------------------------------------------------------------------------------------------
+# simulate
+# ------------------------------------------------------------------------------------------------
+
+def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | DoseTable | NonmemData,
+             times=None, *, method: str = "auto", solver: SolverOptions | None = None,
+             chunk_size: int | None = None, obs_after_dose: bool = False, covariates: Mapping | None = None,
              keep_states: bool = False, subject: np.ndarray | None = None) -> xr.Dataset:
     """Simulate ``model`` for N subjects.
 
     Parameters
     ----------
     model : a `Model` or a built-in name (``"2cmt_oral"``).
-    params : ``{name: scalar or (N,) array}`` or an xarray Dataset over ``subject`` (a cohort).
-    regimen : one `Regimen` for everyone, one per subject, or a `DoseTable`.
+    params : ``{name: scalar or (N,) array}``; an xarray Dataset over ``subject`` (a cohort); or a
+        pandas DataFrame with one row per subject (mrgsolve ``idata``): columns named as the
+        model's parameters (other columns are ignored; parameters with a default may be left out)
+        and an optional ``ID`` column, which with NONMEM data matches rows to the data's IDs
+        (every data ID needs exactly one row and every row a data ID) and otherwise labels the
+        subjects. Without ``ID`` rows are taken in subject order.
+    regimen : one `Regimen` for everyone, one per subject, a `DoseTable`, or `NonmemData`
+        (`insilico.dosing.read_nonmem`, read for this model): each subject's doses, and by
+        default its record times (EVID 0 and 2) as observation times.
     times : observation times in h, shared ``(T,)`` or per subject ``(N, T)``, strictly increasing.
+        Required unless ``regimen`` is `NonmemData`; then, when given, they are a prediction grid
+        and the data's observations are returned alongside (``dv``, ``dv_time``).
     method : ``"exact"`` (linear models), ``"ode"``, or ``"auto"`` (exact when the model is linear).
     solver : `SolverOptions` for the ODE path.
     chunk_size : subjects per compiled batch (bounds memory); default `default_chunk_size()`.
     obs_after_dose : an observation at exactly a dose time is pre-dose by default (mrgsolve's
         default ``obsaf = FALSE``; NONMEM when the observation record precedes the dose record),
         which is what a trough needs; set True to see the post-dose value.
-    covariates : per-subject values for doses given ``per`` a covariate (mg/kg × WT).
+    covariates : per-subject values for doses given ``per`` a covariate (mg/kg × WT); only with
+        `Regimen` inputs (a dose table and NONMEM data hold amounts in mg already).
     keep_states : also return ``amount[subject, time, state]``.
-    subject : subject identifiers for the ``subject`` coordinate (default 0..N-1).
+    subject : subject identifiers for the ``subject`` coordinate (default: the data's or the
+        parameter table's IDs, else 0..N-1).
 
     Returns
     -------
     xarray.Dataset with one variable per model output (subject × time, ``units`` and
     ``long_name`` attributes), ``status`` per subject (0 = ok, see ``flag_meanings``) and,
     optionally, ``amount``. One failing subject never aborts the batch: its status says why.
+    With per-subject times the time axis is ``obs`` and ``time`` is a (subject, obs) variable.
+    ``attrs["sampling"]`` says what the times are: ``"grid"`` (times the caller asked for) or
+    ``"records"`` (a NONMEM data set's record times; padding of subjects with fewer records is
+    NaN in ``time`` and in every output). With NONMEM data the observations are included:
+    ``dv`` (NaN where none: EVID 2, MDV 1, missing DV) on the records' axis (``obs``), or, with
+    a prediction grid, on a ``record`` axis with its times in ``dv_time``.
     On the exact path, subjects with (nearly) repeated eigenvalues (relative gap < 1e-5, e.g.
     KA = CL/V) are re-solved with the ODE path; ``attrs["ode_fallback"]`` counts them.
     """
-    if isinstance(model, str):
-        model = get_model(model)
+    model = get_model(model) if isinstance(model, str) else model
+    method = _resolve_method(model, method)
     solver = solver or SolverOptions()
-    if method == "auto":
-        method = "exact" if model.is_linear else "ode"
-    if method not in ("exact", "ode"):
-        raise SpecError("method", f"must be auto, exact or ode, got {method!r}")
-    if method == "exact" and not model.is_linear:
-        raise SpecError("method", f"model {model.name!r} is not linear; use method='ode'")
     if chunk_size is None:
         chunk_size = default_chunk_size()
-    if not (isinstance(chunk_size, int) and chunk_size > 0):
+    if not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size > 0):
         raise SpecError("chunk_size", f"must be a positive integer, got {chunk_size!r}")
+
+    data = regimen if isinstance(regimen, NonmemData) else None
+    if data is not None:
+        regimen = data.doses
+        if subject is None:
+            subject = data.ids
+    if covariates is not None and isinstance(regimen, DoseTable):
+        raise SpecError("covariates", "doses of a dose table or NONMEM data are in mg already; covariates scale "
+                                      "only doses of a Regimen given per a covariate")
+    on_records = data is not None and times is None
+    if on_records:
+        times = data.times
+    if isinstance(params, pd.DataFrame):
+        params, frame_ids = _frame_params(model, params, None if data is None else data.ids)
+        if subject is None:
+            subject = frame_ids
 
     n_hint = None
     if isinstance(regimen, DoseTable) and regimen.n_subjects > 1:
@@ -167,44 +325,70 @@ def simulate(model: Model | str, params, regimen: Regimen | Sequence[Regimen] | 
     t = _check_times(times, n)
     table = regimen if isinstance(regimen, DoseTable) else dose_table(regimen, model, n, covariates)
     table = table.broadcast(n)
+    _check_compartments(model, table)
 
+    outs, states, status, fallback = _solve(model, p, table, t, method, solver, chunk_size, obs_after_dose,
+                                            keep_states)
+    if on_records:
+        t = np.where(data.observed, t, np.nan)
+        outs = {k: np.where(data.observed, v, np.nan) for k, v in outs.items()}
+        if keep_states:
+            states = np.where(data.observed[..., None], states, np.nan)
+    ds = _to_dataset(model, outs, states, status, t, subject, method)
+    ds.attrs["ode_fallback"] = fallback
+    ds.attrs["sampling"] = "records" if on_records else "grid"
+    if data is not None:
+        ds = _with_observations(ds, data, on_records)
+    return ds
+
+
+def _resolve_method(model: Model, method: str) -> str:
+    if method == "auto":
+        return "exact" if model.is_linear else "ode"
+    if method not in ("exact", "ode"):
+        raise SpecError("method", f"must be auto, exact or ode, got {method!r}")
+    if method == "exact" and not model.is_linear:
+        raise SpecError("method", f"model {model.name!r} is not linear; use method='ode'")
+    return method
+
+
+def _solve(model, p, table: DoseTable, t, method, solver, chunk_size, obs_after_dose, keep_states):
+    """Outputs {name: (N, T)}, states (N, T, n) or None, status (N,) and the number of subjects
+    re-solved on the ODE path; shapes padded to buckets for the compiled call (module docstring)."""
+    n, T = len(table.time), t.shape[-1]
     shared = t.ndim == 1
     fn = _batched(model, method, bool(obs_after_dose), solver, shared, bool(keep_states),
                   bool(np.any(table.rate > 0)), bool(np.any(table.ss > 0)))
-    size = _bucket(n, chunk_size)
-    T = t.shape[-1]
+    size = bucket_size(n, MIN_SUBJECTS, chunk_size)
+    padded = table.padded(bucket_size(table.n_events, MIN_DOSE_SLOTS))
+    tp = _pad_times(t, bucket_size(T, MIN_TIME_SLOTS, per_octave=TIME_BUCKETS_PER_OCTAVE))
     outs = {o: np.empty((n, T)) for o in model.output_names}
     states = np.empty((n, T, model.n_states)) if keep_states else None
     status = np.empty(n, dtype=np.int8)
     for start in range(0, n, size):
         stop = min(start + size, n)
-        idx = np.arange(start, start + size)
-        idx = np.minimum(idx, stop - 1)  # pad with copies of the last subject (valid input)
+        idx = np.minimum(np.arange(start, start + size), stop - 1)  # pad with copies of the last subject
         pc = {k: jnp.asarray(v[idx]) for k, v in p.items()}
-        dc = tuple(jnp.asarray(getattr(table, f)[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
-        tc = jnp.asarray(t if shared else t[idx])
-        o, y, s = fn(pc, dc, tc)
+        dc = tuple(jnp.asarray(getattr(padded, f)[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
+        o, y, s = fn(pc, dc, jnp.asarray(tp if shared else tp[idx]))
         m = stop - start
         for k in outs:
-            outs[k][start:stop] = np.asarray(o[k])[:m]
+            outs[k][start:stop] = np.asarray(o[k])[:m, :T]
         if keep_states:
-            states[start:stop] = np.asarray(y)[:m]
+            states[start:stop] = np.asarray(y)[:m, :T]
         status[start:stop] = np.asarray(s)[:m]
     bad = np.flatnonzero(status == _status.ILL_CONDITIONED) if method == "exact" else np.empty(0, int)
     if bad.size:
         # (nearly) repeated eigenvalues, e.g. KA = CL/V: Sylvester's formula has no digits left,
         # the ODE path has no such singularity; re-solve just these subjects with it
-        sub = simulate(model, {k: v[bad] for k, v in p.items()}, table.take(bad),
-                       t if shared else t[bad], method="ode", solver=solver, chunk_size=chunk_size,
-                       obs_after_dose=obs_after_dose, keep_states=keep_states)
+        o, y, s, _ = _solve(model, {k: v[bad] for k, v in p.items()}, table.take(bad), t if shared else t[bad],
+                            "ode", solver, chunk_size, obs_after_dose, keep_states)
         for k in outs:
-            outs[k][bad] = sub[k].values
+            outs[k][bad] = o[k]
         if keep_states:
-            states[bad] = sub["amount"].values
-        status[bad] = sub["status"].values
-    ds = _to_dataset(model, outs, states, status, t, subject, method)
-    ds.attrs["ode_fallback"] = int(bad.size)
-    return ds
+            states[bad] = y
+        status[bad] = s
+    return outs, states, status, int(bad.size)
 
 
 def _to_dataset(model, outs, states, status, t, subject, method) -> xr.Dataset:
@@ -226,3 +410,15 @@ def _to_dataset(model, outs, states, status, t, subject, method) -> xr.Dataset:
         "long_name": "simulation status", "flag_values": list(_status.MEANINGS),
         "flag_meanings": " ".join(v.replace(" ", "_") for v in _status.MEANINGS.values())})
     return xr.Dataset(data, coords=coords, attrs={"model": model.name, "method": method})
+
+
+def _with_observations(ds: xr.Dataset, data: NonmemData, on_records: bool) -> xr.Dataset:
+    """``ds`` with the data's observations: ``dv`` over (subject, obs) when the outputs are at the
+    record times, else ``dv`` and ``dv_time`` over (subject, record)."""
+    dv = np.where(data.observed, data.dv, np.nan)
+    attrs = {"long_name": "observed value (NONMEM DV)", "comment": "units as in the data set; NaN: no observation"}
+    if on_records:
+        return ds.assign(dv=(("subject", "obs"), dv, attrs))
+    when = np.where(data.observed, data.times, np.nan)
+    return ds.assign(dv=(("subject", "record"), dv, attrs),
+                     dv_time=(("subject", "record"), when, {"units": "h", "long_name": "observation time"}))

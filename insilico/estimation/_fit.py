@@ -61,4 +61,5 @@ def fit(model, data, method="focei", *, overrides: list[str] | None = None, npde
         times=np.where(problem.mask, problem.times, np.nan), dv=np.where(problem.mask, problem.y, np.nan),
         residuals=residuals, eta_shrinkage=diag["eta_shrinkage"], eps_shrinkage=diag["eps_shrinkage"],
         n_observations=problem.n_observations, spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        excluded=problem.excluded, data_sha256=problem.data_sha256)
+        excluded=problem.excluded, data_sha256=problem.data_sha256,
+        covariates=problem.data_covariates)

@@ -47,6 +47,7 @@ class NUTS:
     seed: int = 0
     target_accept: float = 0.8
     max_tree_depth: int = 8
+    dense_mass: bool = False
     name = "nuts"
 
 

@@ -178,4 +178,5 @@ def screen_subjects(problem, options):
     keep = ok
     return replace(problem, ids=problem.ids[keep], covariates={k: v[keep] for k, v in problem.covariates.items()},
                    dose=tuple(a[keep] for a in problem.dose), times=problem.times[keep], y=problem.y[keep],
-                   mask=problem.mask[keep], excluded=excluded)
+                   mask=problem.mask[keep], excluded=excluded,
+                   data_covariates=None if problem.data_covariates is None else problem.data_covariates[keep])

@@ -107,7 +107,7 @@ def fit_nuts(problem, options) -> FitResult:
     problem = replace(problem, solver=replace(problem.solver, adjoint="reverse"))
     pv = problem.params
     kernel = NumPyroNUTS(_model, target_accept_prob=options.target_accept, max_tree_depth=options.max_tree_depth,
-                         init_strategy=init_to_median(num_samples=15))
+                         init_strategy=init_to_median(num_samples=15), dense_mass=options.dense_mass)
     mcmc = MCMC(kernel, num_warmup=options.warmup, num_samples=options.samples, num_chains=options.chains,
                 chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(options.seed), problem, problem.subjects(), extra_fields=("diverging",))
@@ -154,6 +154,6 @@ def fit_nuts(problem, options) -> FitResult:
         eta_shrinkage=diag["eta_shrinkage"], eps_shrinkage=diag["eps_shrinkage"],
         n_observations=problem.n_observations,
         spec=problem.spec.model_dump(mode="json", by_alias=True, exclude_none=True), excluded=problem.excluded,
-        data_sha256=problem.data_sha256,
+        data_sha256=problem.data_sha256, covariates=problem.data_covariates,
         extra={"draws": draws, "rhat": rhat, "ess_bulk": ess_bulk, "ess_tail": ess_tail, "divergences": divergences,
                "chains": options.chains, "warmup": options.warmup, "samples": options.samples})

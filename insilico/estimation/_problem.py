@@ -31,6 +31,7 @@ class Problem:
     """Everything the objective needs. Arrays are over the included subjects.
 
     ids : subject IDs (N,); ``excluded``: {ID: reason} of subjects left out.
+    data_covariates : every covariate column of the data (first value per subject), indexed by ID.
     covariates : {name: (N,) float or int codes} for the covariates the effects use.
     dose : (time, amt, rate, cmt, ss, ii), each (N, E).
     times, y, mask : (N, T) observation times (h), DV and True where DV is a fitted observation.
@@ -53,6 +54,7 @@ class Problem:
     has_ss: bool
     data_sha256: str = ""
     excluded: dict = field(default_factory=dict)
+    data_covariates: pd.DataFrame | None = None    # every covariate column of the data, one row per subject
 
     @property
     def n_subjects(self) -> int:
@@ -175,4 +177,4 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
                    nm.times[keep], np.where(mask, nm.dv, 0.0)[keep], mask[keep], fixed,
                    "exact" if model.is_linear else "ode",
                    replace(solver or SolverOptions(), adjoint="forward"), bool(np.any(table.rate > 0)),
-                   bool(np.any(table.ss > 0)), digest, bad)
+                   bool(np.any(table.ss > 0)), digest, bad, nm.covariates.loc[nm.ids[keep]])

@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 __all__ = ["FitResult"]
@@ -71,6 +72,7 @@ class FitResult:
     excluded: dict = field(default_factory=dict)
     data_sha256: str = ""
     extra: dict = field(default_factory=dict)
+    covariates: object = None      # pandas DataFrame: the data's covariates, one row per fitted subject
 
     # -- derived figures -------------------------------------------------------------------------
     @property
@@ -136,7 +138,9 @@ class FitResult:
                 "n_subjects": self.n_subjects, "n_observations": self.n_observations}
 
     def to_dataset(self) -> xr.Dataset:
-        """Everything as one xarray Dataset (dims ``param``, ``subject``, ``eta``, ``obs``)."""
+        """Everything as one xarray Dataset (dims ``param``, ``subject``, ``eta``, ``obs``; the data's
+        covariates as ``covariates (subject, covariate)`` and, for text columns,
+        ``covariate_text (subject, covariate_text_name)``)."""
         lo, hi = self.ci95
         p = len(self.names)
         cov = np.full((p, p), np.nan)
@@ -181,6 +185,18 @@ class FitResult:
             "data_sha256": self.data_sha256, "versions": json.dumps(package_versions()),
             "ofv_convention": "NONMEM: -2 log L without the n_obs log(2 pi) constant",
         })
+        if self.covariates is not None and len(self.covariates.columns):
+            num = [c for c in self.covariates.columns if pd.api.types.is_numeric_dtype(self.covariates[c])]
+            text = [c for c in self.covariates.columns if c not in num]
+            if num:
+                ds["covariates"] = (("subject", "covariate"), self.covariates[num].to_numpy(float),
+                                    {"long_name": "the data's numeric covariates (first value per subject)"})
+                ds = ds.assign_coords(covariate=num)
+            if text:
+                ds["covariate_text"] = (("subject", "covariate_text_name"),
+                                        self.covariates[text].astype(str).to_numpy(),
+                                        {"long_name": "the data's non-numeric covariates"})
+                ds = ds.assign_coords(covariate_text_name=text)
         for k, v in self.extra.items():
             if k == "draws":
                 ds["posterior"] = (("chain", "draw", "param"), v, {"long_name": "posterior draws (natural scale)"})

@@ -61,3 +61,19 @@ __all__ = [
     "clear_owned_files", "digest", "lock_path", "recognise", "replace_owned", "write_manifest", "writer_lock",
     "open_fit", "write_fit",
 ]
+from insilico.store._twin import (  # the twin store
+                                     ROW_COLUMNS,
+                                     TWIN_FORMAT,
+                                     TwinVersion,
+                                     append_twin_versions,
+                                     check_patient_id,
+                                     create_twin,
+                                     open_twin_store,
+                                     read_twin,
+                                     read_twin_versions,
+                                     rows_digest,
+                                     twin_ids,
+)
+
+__all__ += ["ROW_COLUMNS", "TWIN_FORMAT", "TwinVersion", "append_twin_versions", "check_patient_id", "create_twin",
+            "open_twin_store", "read_twin", "read_twin_versions", "rows_digest", "twin_ids"]

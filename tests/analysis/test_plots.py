@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from insilico.analysis import plots as P
+from insilico.dosing import Regimen, read_nonmem
+from insilico.engine import simulate
 
 ARMS = ["placebo", "50 mg", "100 mg"]
 TIMES = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0])
@@ -192,13 +195,14 @@ def test_pta_and_power(ds):
     (ax,) = fig.axes
     (ln,) = _gid(ax, "pta")
     np.testing.assert_allclose(ln.get_ydata(), [r["pta"] for r in a["pta"]])
+    assert ln.get_linestyle() == "None" and ln.get_marker() == "o"      # categorical arms: points, no line
     assert [t.get_text() for t in ax.get_xticklabels()] == ARMS
     assert "(1)" in ax.get_ylabel()
 
     fig = P.plot_power(ds)
     (ax,) = fig.axes
     lines = _gid(ax, "power")
-    assert len(lines) == 2
+    assert len(lines) == 2 and all(ln.get_linestyle() == "-" for ln in lines)    # power over numeric N
     for ln, arm in zip(lines, ARMS[1:]):
         rr = [r for r in a["power"] if r["arm"] == arm]
         np.testing.assert_allclose(ln.get_xdata(), [r["n"] for r in rr])
@@ -224,3 +228,120 @@ def test_plot_all_writes_pngs(ds, tmp_path):
             "endpoint_effect_change.png", "endpoint_responder.png", "pta.png", "power.png"} <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------------------------
+# what lines mean: trajectories are lines, samples are markers; any layout works
+# ----------------------------------------------------------------------------------------------
+
+def _is_markers(ln):
+    return ln.get_linestyle() == "None" and ln.get_marker() not in ("None", "", None)
+
+
+def _is_line(ln):
+    return ln.get_linestyle() == "-" and ln.get_marker() in ("None", "", None)
+
+
+def test_trial_store_samples_are_markers(ds):
+    fig = P.plot_profiles(ds, "conc", n_individual=5, seed=3)
+    ax = fig.axes[1]
+    assert all(_is_markers(ln) for ln in _gid(ax, "individual"))
+    (median,) = _gid(ax, "median")
+    assert median.get_linestyle() == "--" and median.get_marker() == "o"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "median (dashed line joins sampling times)" in labels
+    assert any("joined between sampling times" in lab for lab in labels)
+
+
+def test_store_without_replicate_dimension(ds):
+    """A store reduced to one replicate (no replicate dimension) plots the same numbers."""
+    one = ds.isel(replicate=0, drop=True)
+    a, b = P.plot_profiles(one, "conc", n_individual=3), P.plot_profiles(ds, "conc", n_individual=3)
+    for ax_a, ax_b in zip(a.axes[:len(ARMS)], b.axes):
+        assert ax_a.get_title() == ax_b.get_title()
+        for gid in ("median", "individual"):
+            assert len(_gid(ax_a, gid)) == len(_gid(ax_b, gid))
+            for u, v in zip(_gid(ax_a, gid), _gid(ax_b, gid)):
+                np.testing.assert_array_equal(u.get_xydata(), v.get_xydata())
+    ea, eb = P.plot_endpoint_distributions(one, "auc_ss"), P.plot_endpoint_distributions(ds, "auc_ss")
+    np.testing.assert_array_equal([ln.get_ydata()[0] for ln in _gid(ea.axes[0], "median")],
+                                  [ln.get_ydata()[0] for ln in _gid(eb.axes[0], "median")])
+
+
+@pytest.fixture(scope="module")
+def sim():
+    cl = np.array([2.0, 3.0, 4.0, 6.0])
+    return simulate("1cmt_iv", {"CL": cl, "V": 20.0}, Regimen.repeated(100.0, 12.0, 3), np.linspace(0, 48, 97))
+
+
+def test_profiles_of_a_simulate_result(sim):
+    fig = P.plot_profiles(sim, "conc", n_individual=2)          # no arm, no replicate: no KeyError
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert ax.get_title() == "all subjects (n=4)"
+    ind = _gid(ax, "individual")
+    assert len(ind) == 2 and all(_is_line(ln) for ln in ind)    # a prediction grid: trajectories are lines
+    (median,) = _gid(ax, "median")
+    assert _is_line(median)
+    np.testing.assert_allclose(median.get_ydata(), np.median(sim["conc"].values, axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(median.get_xdata(), sim["time"].values)
+    assert ax.get_ylabel().endswith("(mg/L)") and _gid(ax, "observed") == []
+    assert P.profile_outputs(sim) == ["conc"]
+
+
+def _data():
+    rows = [(1, 0.0, 100.0, 1, np.nan), (1, 1.0, 0.0, 0, 3.8), (1, 6.0, 0.0, 0, 2.9), (1, 24.0, 0.0, 0, 0.6),
+            (2, 0.0, 200.0, 1, np.nan), (2, 2.0, 0.0, 0, 6.1), (2, 8.0, 0.0, 0, 3.0)]
+    return read_nonmem(pd.DataFrame(rows, columns=["ID", "TIME", "AMT", "EVID", "DV"]), "1cmt_iv")
+
+
+def test_profiles_on_nonmem_records_are_markers():
+    data = _data()
+    res = simulate("1cmt_iv", {"CL": [2.0, 3.0], "V": [20.0, 30.0]}, data)
+    fig = P.plot_profiles(res, "conc")
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    ind = _gid(ax, "individual")
+    assert len(ind) == 2 and all(_is_markers(ln) for ln in ind)    # predictions at record times only
+    for ln in ind:                                                 # padding (NaN time) never drawn
+        assert np.isfinite(ln.get_xdata()).all()
+    assert sorted(len(ln.get_xdata()) for ln in ind) == [2, 3]
+    (obs,) = _gid(ax, "observed")
+    assert _is_markers(obs)
+    np.testing.assert_array_equal(np.sort(obs.get_ydata()), np.sort([3.8, 2.9, 0.6, 6.1, 3.0]))
+    assert _gid(ax, "median") == [] and "no percentiles" in ax.texts[0].get_text()
+
+
+def test_profiles_prediction_grid_with_observations():
+    res = simulate("1cmt_iv", {"CL": [2.0, 3.0], "V": [20.0, 30.0]}, _data(), np.linspace(0, 24, 49))
+    fig = P.plot_profiles(res, "conc", log=True)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert all(_is_line(ln) for ln in _gid(ax, "individual")) and _is_line(_gid(ax, "median")[0])
+    (obs,) = _gid(ax, "observed")
+    assert _is_markers(obs) and len(obs.get_xdata()) == 5
+    np.testing.assert_array_equal(np.sort(obs.get_xdata()), [1.0, 2.0, 6.0, 8.0, 24.0])
+
+
+def test_plot_all_on_a_simulate_result(sim, tmp_path):
+    paths = P.plot_all(sim, tmp_path / "figs", dpi=40)
+    assert {p.name for p in paths} == {"profiles_conc.png", "profiles_conc_log.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize("tables", [
+    {"probability_of_success": [{"arm": a, "estimate": e, "n_replicates": 2, "ci_lower": e - 0.3, "ci_upper": e + 0.3}
+                                for a, e in (("50 mg", 0.4), ("100 mg", 0.6))]},
+    {"power": [{"arm": a, "reference": "placebo", "n": 20, "power": p, "ci_lower": p - 0.1, "ci_upper": p + 0.1}
+               for a, p in (("50 mg", 0.5), ("100 mg", 0.7))]},
+], ids=["pos-only", "single-n"])
+def test_power_without_sample_size_analysis_is_categorical(ds, tables):
+    store = ds.copy()
+    store.attrs = {**ds.attrs, "analysis": json.dumps({"summary": {}, **tables})}
+    fig = P.plot_power(store)
+    (ax,) = fig.axes
+    pts = _gid(ax, "pos") + _gid(ax, "power")
+    assert len(pts) == 2 and all(_is_markers(ln) for ln in pts)     # a point with its CI per arm, no line
+    (rows,) = tables.values()
+    np.testing.assert_allclose([ln.get_ydata()[0] for ln in pts],
+                               [r.get("estimate", r.get("power")) for r in rows])
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["50 mg", "100 mg"]
+    assert ax.get_xlabel() == "arm"
+    assert any("no sample-size analysis" in t.get_text() for t in ax.texts)

@@ -119,3 +119,20 @@ def test_subjects_without_ss_dose_in_an_ss_batch_are_untouched():
     assert list(ds["status"].values) == [status.OK, status.OK]
     assert rel_err(ds["response"].values[1], alone["response"].values[0]) <= 1e-12
     assert ds["response"].values[0, 0] != alone["response"].values[0, 0]   # SS subject starts elsewhere
+
+
+def test_exact_steady_state_with_a_dose_long_after_an_observation_matches_the_ode_path():
+    # a record 1000 h after an observation: exp(-lambda * dt) overflowed (NaN) before the mask
+    from insilico.dosing import Dose, Regimen
+    from insilico.engine import simulate
+    r = Regimen((Dose(amt=100.0, time=0.0, ss=1, ii=12.0), Dose(amt=100.0, time=1000.0)))
+    times = [0.0, 6.0, 1001.0]
+    a = simulate("1cmt_iv", {"CL": 10.0, "V": 10.0}, r, times, method="exact")
+    b = simulate("1cmt_iv", {"CL": 10.0, "V": 10.0}, r, times, method="ode", solver=TIGHT)
+    assert int(a.status.values[0]) == 0
+    # analytic: SS trough 100/V e^{-k ii}/(1 - e^{-k ii}) with k = 1/h, then a fresh bolus at 1000 h
+    k, ii = 1.0, 12.0
+    ref = [10 * np.exp(-k * ii) / (1 - np.exp(-k * ii)), 10 * np.exp(-k * 6) / (1 - np.exp(-k * ii)),
+           10 * np.exp(-k * 1.0)]
+    np.testing.assert_allclose(a.conc.values[0], ref, rtol=1e-9)
+    np.testing.assert_allclose(b.conc.values[0], ref, rtol=1e-6)

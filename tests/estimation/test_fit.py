@@ -65,6 +65,8 @@ def test_fit_store_holds_estimates_ebes_and_residual_diagnostics(fitted):
         assert v.size == 800
         assert abs(v.mean()) < 4 / np.sqrt(800) + 0.05, name
         assert abs(v.std() - 1) < 0.1, name
+    data = pd.read_csv(d / "data.csv").groupby("ID").WT.first()
+    np.testing.assert_array_equal(ds.covariates.sel(covariate="WT").values, data.loc[ds.subject.values].values)
     # EBEs: 100 subjects x 3 etas, conditional covariances positive definite
     assert ds.eta_hat.shape == (100, 3)
     assert np.all(np.linalg.eigvalsh(ds.eta_cov.values) > 0)

@@ -1,0 +1,276 @@
+"""Visual predictive check (VPC) and prediction-corrected VPC (pcVPC) of a fit.
+
+The fitted population model (``fit_ds.attrs["population_model"]``: typical values, covariate
+effects, Omega and residual error at their estimates) is simulated ``n_sim`` times on the data
+set's own design: every subject keeps its doses, observation times and covariates; each
+replicate draws new random effects eta ~ N(0, Omega) and new residual errors (the population
+model's error type, NONMEM $ERROR convention, `insilico.population.apply_residual_error`). The
+predictions come from the same engine call the fit used (`insilico.estimation.build_problem`,
+``problem.predict``). Parameter uncertainty is not simulated (the usual VPC: point estimates).
+
+Random streams: eta of replicate r, subject index i from
+``normal(fold_in(fold_in(fold_in(PRNGKey(seed), COHORT), r), i))``; residual error of
+observation j from ``fold_in(fold_in(fold_in(fold_in(PRNGKey(seed), RESIDUAL), r), i), j)``
+(`insilico.streams`), so a replicate does not depend on ``n_sim``.
+
+Binning (:func:`bin_edges`), on observation time (h):
+
+* ``bins=None``: one bin per distinct observation time when there are at most
+  `MAX_NOMINAL_BINS` of them (edges half-way between consecutive times), else
+  `MAX_NOMINAL_BINS` quantile bins;
+* ``bins=n`` (int): ``n`` bins with edges at the quantiles of the observation times (about
+  equal numbers of observations per bin; coinciding edges merged, so fewer bins can result);
+* ``bins=[e0, e1, ...]``: these edges (h), strictly increasing; observations outside
+  ``[e0, e_last]`` are left out (counted in ``attrs["n_outside"]``).
+
+Bins are ``[e_b, e_b+1)``, the last one closed. A bin is drawn at the median time of its
+observations.
+
+Statistics: in every bin the observed 5th/50th/95th percentiles (``percentiles``, linear
+interpolation, `numpy.percentile`) of DV; the same percentiles of each simulated replicate
+(same observations, same bins), and across replicates their median and central ``ci`` interval
+(default 95 %: 2.5th and 97.5th percentiles over replicates). ``inside`` says whether the
+observed percentile lies in the simulated interval. A simulated subject whose solve fails
+(engine status > 0) has no simulated values; percentiles are taken over the others, and
+``attrs["n_failed"]`` counts those subject-replicates.
+
+Prediction correction (Bergstrand, Hooker, Wallin & Karlsson, AAPS J 2011;13:143, eq. 1):
+with PRED_ij the population prediction (eta = 0) of observation j of subject i, PRED_bin the
+median PRED of the bin's observations and lb a lower bound (0 by default, the usual case of
+untransformed concentrations)::
+
+    pcY_ij = lb + (Y_ij - lb) * (PRED_bin - lb) / (PRED_ij - lb)
+
+applied alike to the observations and to every simulated replicate
+(:func:`prediction_correct`). The variability correction (pvcVPC) is not applied.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from insilico import streams
+from insilico.errors import SpecError
+from insilico.estimation._problem import build_problem
+from insilico.estimation._spec import load_population_model
+from insilico.population import apply_residual_error
+
+__all__ = ["MAX_NOMINAL_BINS", "assign_bins", "bin_edges", "prediction_correct", "vpc"]
+
+MAX_NOMINAL_BINS = 10
+PERCENTILES = (5.0, 50.0, 95.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# binning and the correction: small pure functions
+# ----------------------------------------------------------------------------------------------
+
+def bin_edges(times, bins=None) -> np.ndarray:
+    """Edges (h) of the time bins of observations at ``times`` (see module docstring for the
+    rules of ``bins``: None, an int or a sequence of edges). `SpecError` (field ``bins``) for
+    edges that are not strictly increasing, fewer than 2 edges or a count < 1."""
+    t = np.asarray(times, dtype=float)
+    t = t[np.isfinite(t)]
+    if t.size == 0:
+        raise SpecError("bins", "no observation times to bin")
+    if bins is None:
+        distinct = np.unique(t)
+        if distinct.size <= MAX_NOMINAL_BINS:
+            mid = (distinct[1:] + distinct[:-1]) / 2
+            return np.concatenate([[distinct[0]], mid, [distinct[-1]]])
+        bins = MAX_NOMINAL_BINS
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise SpecError("bins", f"the number of bins must be >= 1, got {bins}")
+        return np.unique(np.quantile(t, np.linspace(0.0, 1.0, int(bins) + 1)))
+    edges = np.asarray(bins, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)):
+        raise SpecError("bins", "give a number of bins or at least 2 finite bin edges (h)")
+    if np.any(np.diff(edges) <= 0):
+        raise SpecError("bins", f"bin edges must be strictly increasing, got {edges.tolist()}")
+    return edges
+
+
+def assign_bins(times, edges) -> np.ndarray:
+    """Bin index of each time (bins ``[e_b, e_b+1)``, the last one closed); -1 outside."""
+    t = np.asarray(times, dtype=float)
+    edges = np.asarray(edges, dtype=float)
+    idx = np.searchsorted(edges, t, side="right") - 1
+    idx = np.where(t == edges[-1], edges.size - 2, idx)
+    return np.where((t >= edges[0]) & (t <= edges[-1]) & (idx >= 0), np.minimum(idx, edges.size - 2), -1)
+
+
+def prediction_correct(y, pred, bin_index, lower_bound: float = 0.0) -> np.ndarray:
+    """Prediction-corrected values (Bergstrand et al. 2011): ``lb + (y - lb) (PRED_bin - lb) /
+    (PRED - lb)`` with PRED_bin the median of ``pred`` over the observations of each bin.
+
+    ``y`` (..., n_obs) observed or simulated values; ``pred`` (n_obs,) population predictions;
+    ``bin_index`` (n_obs,) bin of each observation (-1: no bin, result NaN)."""
+    pred = np.asarray(pred, dtype=float)
+    b = np.asarray(bin_index)
+    pred_bin = np.full(pred.shape, np.nan)
+    for k in np.unique(b[b >= 0]):
+        pred_bin[b == k] = np.median(pred[b == k])
+    lb = float(lower_bound)
+    return lb + (np.asarray(y, dtype=float) - lb) * (pred_bin - lb) / (pred - lb)
+
+
+def _bin_percentiles(values, bin_index, n_bins: int, q) -> np.ndarray:
+    """Percentiles ``q`` of ``values`` (..., n_obs) in each bin: (..., n_bins, len(q)); NaN
+    values (simulations whose solve failed) are left out; NaN for an empty bin."""
+    values = np.asarray(values, dtype=float)
+    out = np.full(values.shape[:-1] + (n_bins, len(q)), np.nan)
+    for k in range(n_bins):
+        sel = bin_index == k
+        if sel.any():
+            out[..., k, :] = np.moveaxis(np.nanpercentile(values[..., sel], q, axis=-1), 0, -1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# simulation on the data's design
+# ----------------------------------------------------------------------------------------------
+
+def _simulate(problem, pop, n_sim: int, seed: int):
+    """Population predictions (N, T) and ``n_sim`` simulated data sets (n_sim, N, T)."""
+    n, k = problem.n_subjects, problem.n_eta
+    root = jax.random.fold_in(jax.random.PRNGKey(seed), streams.COHORT)
+    replicates = jnp.arange(n_sim, dtype=jnp.uint32)
+    subjects = jnp.arange(n, dtype=jnp.uint32)
+
+    def eta_draw(r, i):
+        z = jax.random.normal(jax.random.fold_in(jax.random.fold_in(root, r), i), (k,))
+        return jnp.asarray(pop.omega_chol) @ z if k else z
+
+    etas = jax.vmap(lambda r: jax.vmap(lambda i: eta_draw(r, i))(subjects))(replicates)
+    etas = jnp.concatenate([jnp.zeros((1, n, k)), etas])          # replicate "-1": eta = 0, PRED
+    data = problem.subjects()
+
+    def one(subject, eta):
+        f, status = problem.predict(pop, subject, eta)
+        return jnp.where(status == 0, f, jnp.nan)          # a failed solve: no simulated values
+
+    @jax.jit
+    def predict_all(etas):
+        return jax.lax.map(lambda e: jax.vmap(one)(data, e), etas)
+
+    f = np.asarray(predict_all(etas))
+    res_root = jax.random.fold_in(jax.random.PRNGKey(seed), streams.RESIDUAL)
+    sims = np.stack([np.asarray(apply_residual_error(f[r + 1], problem.spec.residual_error,
+                                                     jax.random.fold_in(res_root, r), np.arange(n)))
+                     for r in range(n_sim)])
+    return f[0], sims
+
+
+def _check_data(fit_ds: xr.Dataset, data) -> None:
+    """Warn when ``data`` is a file whose SHA-256 differs from the one the fit recorded."""
+    want = fit_ds.attrs.get("data_sha256") or ""
+    if want and isinstance(data, (str, Path)) and Path(data).is_file():
+        got = hashlib.sha256(Path(data).read_bytes()).hexdigest()
+        if got != want:
+            warnings.warn(f"{data} is not the data set the fit was made from (SHA-256 differs): the VPC "
+                          "simulates the fitted model on this data set's design", RuntimeWarning, stacklevel=3)
+
+
+def _check_arguments(fit_ds: xr.Dataset, n_sim, ci, percentiles) -> np.ndarray:
+    """`SpecError` for arguments `vpc` cannot use; the percentiles as an array."""
+    if "population_model" not in fit_ds.attrs:
+        raise SpecError("fit", "the fit has no population_model attribute (not a fit Dataset?)")
+    if not isinstance(n_sim, (int, np.integer)) or n_sim < 2:
+        raise SpecError("n_sim", f"needs at least 2 simulated replicates, got {n_sim!r}")
+    if not 0 < ci < 1:
+        raise SpecError("ci", f"must be in (0, 1), got {ci}")
+    q = np.asarray(percentiles, dtype=float)
+    if q.ndim != 1 or q.size == 0 or np.any((q < 0) | (q > 100)):
+        raise SpecError("percentiles", "give percentiles between 0 and 100")
+    return q
+
+
+def _summary(obs_values, sim_values, bin_index, n_bins: int, q, ci: float, prefix: str) -> dict:
+    """Observed percentiles per bin, the simulated ones per replicate and their median and
+    central ``ci`` interval over replicates, and whether the observed one is inside."""
+    alpha = 100 * (1 - ci) / 2
+    obs_p = _bin_percentiles(obs_values, bin_index, n_bins, q)
+    sim_p = _bin_percentiles(sim_values, bin_index, n_bins, q)                # (n_sim, bins, q)
+    lo, med, hi = np.nanpercentile(sim_p, [alpha, 50.0, 100 - alpha], axis=0)
+    dims = ("bin", "percentile")
+    return {f"{prefix}observed": (dims, obs_p), f"{prefix}sim_median": (dims, med),
+            f"{prefix}sim_lower": (dims, lo), f"{prefix}sim_upper": (dims, hi),
+            f"{prefix}inside": (dims, (obs_p >= lo) & (obs_p <= hi)),
+            f"{prefix}sim_percentiles": (("replicate", *dims), sim_p)}
+
+
+def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *, ci: float = 0.95,
+        percentiles=PERCENTILES, lower_bound: float = 0.0, base: str | Path | None = None) -> xr.Dataset:
+    """VPC and pcVPC of a fit (see the module docstring for the simulation, binning and the
+    correction).
+
+    Parameters
+    ----------
+    fit_ds : the fit Dataset (`FitResult.to_dataset` or `insilico.store.open_fit`); only its
+        ``population_model`` attribute is used.
+    data : the NONMEM-format data set (CSV path, DataFrame or `NonmemData`) whose design is
+        simulated and whose DV are compared; normally the fitted data.
+    n_sim : simulated replicates of the whole data set; ``seed`` their seed.
+    bins : None, a number of quantile bins or bin edges (h).
+    ci : coverage of the simulated intervals; ``percentiles`` the summary percentiles (%).
+    lower_bound : lb of the prediction correction (same units as DV).
+    base : folder a relative ``model.import`` of the population model resolves against.
+
+    Returns a Dataset over ``bin`` and ``percentile`` (``observed``, ``sim_median``,
+    ``sim_lower``, ``sim_upper``, ``inside`` and their prediction-corrected ``pc_*`` versions;
+    ``sim_percentiles``/``pc_sim_percentiles`` per ``replicate``; ``bin_time``, ``bin_lower``,
+    ``bin_upper``, ``n_obs``) and over ``observation`` (``obs_subject``, ``obs_time``, ``obs_dv``,
+    ``obs_pred``, ``obs_pcdv``, ``obs_bin``); attrs ``n_sim``, ``seed``, ``ci``, ``binning``,
+    ``n_outside``, ``n_failed``, ``output``, ``units``.
+    """
+    q = _check_arguments(fit_ds, n_sim, ci, percentiles)
+    _check_data(fit_ds, data)
+    spec, _ = load_population_model(json.loads(fit_ds.attrs["population_model"]))
+    problem = build_problem(spec, data, base=Path(base) if base is not None else None)
+    m = problem.mask
+    t, dv = problem.times[m], problem.y[m]
+    edges = bin_edges(t, bins)
+    b = assign_bins(t, edges)
+    pop = problem.params.template            # the population model at the fitted values
+    pred_grid, sims_grid = _simulate(problem, pop, int(n_sim), int(seed))
+    subject = np.broadcast_to(problem.ids[:, None], m.shape)[m]
+    pred, sims = pred_grid[m], sims_grid[:, m]
+    n_bins = edges.size - 1
+    pc_dv = prediction_correct(dv, pred, b, lower_bound)
+    pc_sims = prediction_correct(sims, pred, b, lower_bound)
+
+    counts = np.array([(b == k).sum() for k in range(n_bins)])
+    bin_time = np.array([np.median(t[b == k]) if counts[k] else np.nan for k in range(n_bins)])
+    units = next(o.units for o in problem.model.outputs if o.name == spec.output)
+    ds = xr.Dataset(
+        {**_summary(dv, sims, b, n_bins, q, ci, ""), **_summary(pc_dv, pc_sims, b, n_bins, q, ci, "pc_"),
+         "bin_time": ("bin", bin_time, {"units": "h", "long_name": "median time of the bin's observations"}),
+         "bin_lower": ("bin", edges[:-1], {"units": "h"}), "bin_upper": ("bin", edges[1:], {"units": "h"}),
+         "n_obs": ("bin", counts),
+         "obs_subject": ("observation", subject), "obs_time": ("observation", t, {"units": "h"}),
+         "obs_dv": ("observation", dv, {"units": units, "long_name": spec.output}),
+         "obs_pred": ("observation", pred, {"units": units, "long_name": "PRED"}),
+         "obs_pcdv": ("observation", pc_dv, {"units": units, "long_name": f"prediction-corrected {spec.output}"}),
+         "obs_bin": ("observation", b)},
+        coords={"bin": np.arange(n_bins), "percentile": q, "replicate": np.arange(int(n_sim))})
+    ds.attrs.update({"n_sim": int(n_sim), "seed": int(seed), "ci": float(ci), "lower_bound": float(lower_bound),
+                     "output": spec.output, "units": units or "", "n_outside": int((b < 0).sum()),
+                     "n_failed": int(np.isnan(np.where(m, sims_grid, 0.0)).any(-1).sum()),
+                     "binning": _binning_text(bins, edges, np.unique(t).size),
+                     "method": "VPC on the data's design; pcVPC per Bergstrand et al. 2011 (AAPS J 13:143)"})
+    return ds
+
+
+def _binning_text(bins, edges, n_distinct: int) -> str:
+    kind = ("one bin per distinct observation time" if bins is None and n_distinct <= MAX_NOMINAL_BINS
+            else "user-given edges" if not isinstance(bins, (int, np.integer, type(None)))
+            else "quantile bins of observation time")
+    return f"{kind}; edges (h): " + ", ".join(f"{e:g}" for e in edges)

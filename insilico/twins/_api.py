@@ -1,0 +1,311 @@
+"""The twin operations on a twin store: create, update (one patient or a fleet), show, history,
+reproduce, and the posterior predictions (forecast, recommend, risk, full posterior).
+
+Every update appends one version per patient (see `insilico.store` twin layout): the rows
+added, a UTC timestamp, the prior's digest, the resulting MAP eta, its Laplace covariance, the
+objective (NONMEM scale) and the individual parameters at the MAP. A version is recomputed from
+the prior and the rows alone (Newton started at eta = 0), so `reproduce` gives the stored numbers
+again. Bad input raises `SpecError` naming the field before anything is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import pandas as pd
+
+from insilico import __version__
+from insilico.errors import SpecError
+from insilico.store import (
+    append_twin_versions,
+    check_patient_id,
+    create_twin,
+    read_twin,
+    read_twin_versions,
+    twin_ids,
+)
+from insilico.twins._data import (
+    batch_arrays,
+    check_covariate_columns,
+    check_history,
+    history_frame,
+    normalise_rows,
+    read_table,
+    rows_of,
+)
+from insilico.twins._posterior import Posterior, laplace_batch, sample_posterior
+from insilico.twins._predict import forecast_state, next_start, recommend_state, risk_state
+from insilico.twins._prior import load_prior, twin_model
+from insilico.twins._text import RegimenText, parse_covariates, parse_regimen, parse_target
+
+__all__ = ["TwinState", "create", "forecast", "history", "load_state", "posterior_sample", "recommend",
+           "reproduce", "risk", "show", "update", "update_all"]
+
+OBJECTIVE_CONVENTION = "NONMEM scale: -2 log p(y, eta) at the MAP minus (n_obs + n_eta) log(2 pi)"
+
+
+@dataclass(frozen=True)
+class TwinState:
+    """One twin at one version: ``tm`` (compiled prior), ``covariates``, ``hist`` (all rows up to
+    the version, sorted by TIME), ``post`` (`Posterior`), ``version`` and the default ``start``
+    of candidate regimens (h)."""
+
+    patient_id: str
+    tm: object
+    covariates: dict
+    hist: pd.DataFrame
+    post: Posterior
+    version: int
+    start: float
+
+    def _arrays(self):
+        return batch_arrays(self.tm, [self.hist], [self.covariates], 1)
+
+    def subject(self) -> dict:
+        """The patient's history as one estimation subject (pytree of NumPy arrays)."""
+        return jax.tree.map(lambda a: a[0], self._arrays()[0])
+
+    def flags(self) -> tuple[bool, bool]:
+        _, inf, ss = self._arrays()
+        return inf, ss
+
+
+def _posteriors(tm, hists: list, covs: list, chunk_size=None) -> list[Posterior]:
+    def build(lo, hi, n_pad):
+        return batch_arrays(tm, hists[lo:hi], covs[lo:hi], n_pad)
+    return laplace_batch(tm, build, len(hists), chunk_size)
+
+
+def _record(tm, covariates: dict, post: Posterior) -> dict:
+    params = tm.parameters(covariates, post.eta) if post.status in (0, 1, 3) else {}
+    return {"objective": post.objective, "objective_convention": OBJECTIVE_CONVENTION, "status": post.status,
+            "status_text": post.status_text, "n_obs": post.n_obs, "parameters": params,
+            "eta_names": list(tm.eta_names), "prior_sha256": tm.sha256, "insilico_version": __version__}
+
+
+def _summary(version) -> dict:
+    names = version.get("eta_names", [])
+    return {"version": version.number, "timestamp": version["timestamp"],
+            "eta": {n: float(v) for n, v in zip(names, version["eta"])},
+            "eta_cov": [[None if not np.isfinite(x) else float(x) for x in row] for row in version["eta_cov"]],
+            "objective": version["objective"], "parameters": version["parameters"], "status": version["status_text"],
+            "n_obs": version["n_obs"]}
+
+
+def create(store, patient_id: str, prior, covariates) -> dict:
+    """Create twin ``patient_id`` in ``store`` (created if absent) from ``prior`` (population-model
+    YAML path/text/mapping or fit store) and ``covariates`` ({name: value} or ``"WT=72,..."``).
+    Version 0 holds the prior (MAP eta = 0, covariance Omega). Returns {patient_id: summary}."""
+    pid = check_patient_id(patient_id)
+    mapping, kind = load_prior(prior)
+    tm = twin_model(mapping)
+    covs = tm.check_covariates(parse_covariates(covariates))
+    if pid in _ids_if_store(store):
+        raise SpecError("patient_id", f"patient {pid!r} already exists in {store}; use `update`")
+    post, = _posteriors(tm, [history_frame([])], [covs])
+    info = {"prior": mapping, "prior_sha256": tm.sha256, "prior_kind": kind, "covariates": covs,
+            "output": tm.output, "eta_names": list(tm.eta_names), "eta_parameters": list(tm.pop.bsv_names)}
+    create_twin(store, pid, info, _record(tm, covs, post), post.eta, post.eta_cov)
+    return show(store, pid)
+
+
+def _ids_if_store(store) -> list:
+    from pathlib import Path
+    return twin_ids(store) if Path(store).is_dir() else []
+
+
+def _twin(store, pid: str, upto: int | None = None):
+    info = read_twin(store, pid)
+    versions = read_twin_versions(store, pid, upto)
+    return info, twin_model(info["prior"]), versions
+
+
+def update(store, patient_id: str, rows) -> dict:
+    """Add ``rows`` (CSV path or DataFrame, NONMEM columns; see `insilico.twins._data`) to twin
+    ``patient_id`` and append the new posterior as the next version. Returns {patient_id: summary}."""
+    pid = check_patient_id(patient_id)
+    info, tm, versions = _twin(store, pid)
+    df = normalise_rows(rows, tm.covariates)
+    if "ID" in df.columns and not (df["ID"] == pid).all():
+        other = df.loc[df["ID"] != pid, "ID"].iloc[0]
+        raise SpecError("data.ID", f"rows of patient {other!r} in an update of {pid!r}")
+    check_covariate_columns(df, info["covariates"], pid)
+    new = rows_of(df)
+    hist = history_frame([v["rows"] for v in versions] + [new])
+    check_history(tm, hist, pid)
+    post, = _posteriors(tm, [hist], [info["covariates"]])
+    append_twin_versions(store, [{"patient_id": pid, "rows": new, "record": _record(tm, info["covariates"], post),
+                                  "eta": post.eta, "eta_cov": post.eta_cov, "parent": versions[-1].number}])
+    return show(store, pid)
+
+
+def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
+    """Update every twin with rows in ``batch`` (CSV path or DataFrame with an ``ID`` column) in
+    one vmapped batch per prior (chunks of ``chunk_size`` patients). With ``prior``, IDs not in
+    the store are created from it, with covariates from their rows' covariate columns; without,
+    an unknown ID is an error. Everything is checked before anything is written.
+    Returns {patient_id: summary} of the updated twins."""
+    existing = set(_ids_if_store(store))
+    table = read_table(batch)
+    ids_in = list(dict.fromkeys(_id_column(table)))
+    new_ids = [i for i in ids_in if i not in existing]
+    for i in ids_in:
+        check_patient_id(i)
+    new_tm = None
+    if new_ids:
+        if prior is None:
+            raise SpecError("data.ID", f"unknown patient {new_ids[0]!r} in {store} (pass a prior to create new "
+                                       "twins)")
+        mapping, kind = load_prior(prior)
+        new_tm = twin_model(mapping)
+    twins = {i: _twin(store, i) for i in ids_in if i in existing}
+    covariate_names = set(new_tm.covariates if new_tm else ())
+    for _, tm, _ in twins.values():
+        covariate_names |= set(tm.covariates)
+    df = normalise_rows(table, tuple(sorted(covariate_names)), need_id=True)
+    jobs = []   # (pid, tm, covariates, versions or None, new rows, history)
+    for pid, rows in df.groupby("ID", sort=False):
+        if pid in twins:
+            info, tm, versions = twins[pid]
+            covs = info["covariates"]
+            check_covariate_columns(rows, covs, pid)
+        else:
+            tm, versions = new_tm, None
+            given = {c: _constant(rows, c, pid) for c in tm.covariates if c in rows.columns}
+            covs = tm.check_covariates(given, option=f"data.{pid}")
+        new = rows_of(rows)
+        hist = history_frame(([v["rows"] for v in versions] if versions else []) + [new])
+        check_history(tm, hist, pid)
+        jobs.append((pid, tm, covs, versions, new, hist))
+    posts = {}
+    for tm in {id(j[1]): j[1] for j in jobs}.values():
+        mine = [j for j in jobs if j[1] is tm]
+        for j, p in zip(mine, _posteriors(tm, [j[5] for j in mine], [j[2] for j in mine], chunk_size)):
+            posts[j[0]] = p
+    creations = [j for j in jobs if j[3] is None]
+    if creations:
+        empties = _posteriors(new_tm, [history_frame([])] * len(creations), [j[2] for j in creations], chunk_size)
+        info0 = {"prior": new_tm.mapping, "prior_sha256": new_tm.sha256, "prior_kind": kind, "output": new_tm.output,
+                 "eta_names": list(new_tm.eta_names), "eta_parameters": list(new_tm.pop.bsv_names)}
+        for j, p in zip(creations, empties):
+            create_twin(store, j[0], {**info0, "covariates": j[2]}, _record(new_tm, j[2], p), p.eta, p.eta_cov)
+    updates = [{"patient_id": pid, "rows": new, "record": _record(tm, covs, posts[pid]), "eta": posts[pid].eta,
+                "eta_cov": posts[pid].eta_cov, "parent": versions[-1].number if versions else 0}
+               for pid, tm, covs, versions, new, _ in jobs]
+    append_twin_versions(store, updates)
+    return {pid: _summary(read_twin_versions(store, pid)[-1]) for pid, *_ in jobs}
+
+
+def _id_column(df: pd.DataFrame) -> list:
+    cols = {str(c).strip().upper(): c for c in df.columns}
+    if "ID" not in cols:
+        raise SpecError("data.ID", "required column missing (one batch holds many patients)")
+    return [str(v).strip() for v in df[cols["ID"]]]
+
+
+def _constant(rows: pd.DataFrame, c: str, pid: str):
+    vals = rows[c].astype(str).str.strip()
+    vals = vals[~vals.isin(["", "."])]
+    if vals.empty:
+        raise SpecError(f"data.{c}", f"{pid}: no value for covariate {c}")
+    if vals.nunique() > 1:
+        raise SpecError(f"data.{c}", f"{pid}: covariate {c} changes within the patient (time-varying covariates "
+                                     "are not supported yet)")
+    return rows[c].iloc[0]
+
+
+def show(store, patient_id: str | None = None, version: int | None = None) -> dict:
+    """{patient_id: summary} of one twin (at ``version``, default the latest) or of every twin.
+    A summary: version, timestamp, eta {ETA1: ...}, eta_cov, objective, parameters, status, n_obs."""
+    ids = [check_patient_id(patient_id)] if patient_id is not None else twin_ids(store)
+    return {pid: _summary(read_twin_versions(store, pid, version)[-1]) for pid in ids}
+
+
+def history(store, patient_id: str) -> pd.DataFrame:
+    """One row per version of twin ``patient_id``: version, timestamp, rows added, objective,
+    status, the MAP etas and the digests that chain the versions."""
+    rows = []
+    for v in read_twin_versions(store, check_patient_id(patient_id)):
+        rows.append({"version": v.number, "timestamp": v["timestamp"], "rows_added": v["n_rows"],
+                     "n_obs": v["n_obs"], "objective": v["objective"], "status": v["status_text"],
+                     **{n: float(x) for n, x in zip(v["eta_names"], v["eta"])},
+                     "rows_sha256": v["rows_sha256"], "history_sha256": v["history_sha256"]})
+    return pd.DataFrame(rows)
+
+
+def load_state(store, patient_id: str, version: int | None = None) -> TwinState:
+    """The twin at ``version`` (default latest) as a `TwinState`."""
+    pid = check_patient_id(patient_id)
+    info, tm, versions = _twin(store, pid, version)
+    last = versions[-1]
+    cov = np.asarray(last["eta_cov"]).reshape(tm.n_eta, tm.n_eta)
+    post = Posterior(np.asarray(last["eta"]), cov, float(last["objective"] if last["objective"] is not None
+                                                         else np.nan), int(last["status"]), int(last["n_obs"]))
+    hist = history_frame([v["rows"] for v in versions])
+    return TwinState(pid, tm, info["covariates"], hist, post, last.number, next_start(hist))
+
+
+def reproduce(store, patient_id: str, version: int | None = None) -> dict:
+    """Recompute ``version`` (default latest) from the stored prior and rows; returns
+    {"version", "max_abs_diff" (eta and eta_cov), "objective_diff", "stored", "recomputed"}."""
+    state = load_state(store, patient_id, version)
+    post, = _posteriors(state.tm, [state.hist], [state.covariates])
+    d_eta = np.max(np.abs(post.eta - state.post.eta), initial=0.0)
+    d_cov = np.nanmax(np.abs(post.eta_cov - state.post.eta_cov), initial=0.0)
+    return {"version": state.version, "max_abs_diff": float(max(d_eta, d_cov)),
+            "objective_diff": abs(post.objective - state.post.objective),
+            "stored": state.post, "recomputed": post}
+
+
+def _regimens(regimens) -> list:
+    if regimens is None or isinstance(regimens, (str, RegimenText)):
+        regimens = [regimens]
+    return [None if r is None or (isinstance(r, str) and r.strip().lower() == "current")
+            else (r if isinstance(r, RegimenText) else parse_regimen(r)) for r in regimens]
+
+
+def _at(state: TwinState, start) -> TwinState:
+    if start is None:
+        return state
+    if not np.isfinite(start) or start < 0:
+        raise SpecError("start", "must be a time >= 0 h")
+    from dataclasses import replace
+    return replace(state, start=float(start))
+
+
+def forecast(store, patient_id: str, regimens=None, until: float = 96.0, *, start: float | None = None,
+             version: int | None = None, **kw):
+    """Posterior predictive under one or several regimens (texts like ``"1000 mg q12h x6, 1 h
+    infusion"``, or None / "current"), from ``start`` (default: when the next dose is due) to
+    ``until`` h later; an xarray Dataset (see `insilico.twins._predict`). Keywords: n_draws,
+    seed, points, level, posterior ("laplace" or "full"), times."""
+    state = _at(load_state(store, patient_id, version), start)
+    return forecast_state(state, _regimens(regimens), until, **kw)
+
+
+def recommend(store, patient_id: str, target, doses, intervals, durations=(0.0,), *, until: float = 96.0,
+              start: float | None = None, version: int | None = None, **kw) -> dict:
+    """The dose (mg), interval (h) and infusion duration (h) from the given sets that maximise
+    the posterior probability of attaining ``target`` (``"trough in [10, 20] mg/L"``); the rule
+    and the probabilities of the recommendation and the current regimen (`insilico.twins._predict`)."""
+    target = parse_target(target) if isinstance(target, str) else target
+    state = _at(load_state(store, patient_id, version), start)
+    return recommend_state(state, target, doses, intervals, durations, until=until, **kw)
+
+
+def risk(store, patient_id: str, output: str, *, below: float | None = None, above: float | None = None,
+         within: float = 168.0, regimen=None, start: float | None = None, version: int | None = None, **kw) -> dict:
+    """P(``output`` < ``below`` (or > ``above``) at some time within ``within`` h of the start)
+    under the current regimen or ``regimen``."""
+    state = _at(load_state(store, patient_id, version), start)
+    reg, = _regimens(regimen)
+    return risk_state(state, output, below=below, above=above, within=within, regimen=reg, **kw)
+
+
+def posterior_sample(store, patient_id: str, n: int = 2000, seed: int = 0, version: int | None = None,
+                     **kw) -> dict:
+    """Draws of eta from the full posterior: importance sampling from the Laplace proposal, NUTS
+    when its effective sample size is too low (`insilico.twins._posterior.sample_posterior`)."""
+    state = load_state(store, patient_id, version)
+    return sample_posterior(state.tm, state.subject(), state.flags(), state.post, n=n, seed=seed, **kw)

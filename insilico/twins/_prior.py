@@ -1,0 +1,150 @@
+"""The prior of a twin: a population model (the YAML ``insilico fit`` reads, or the estimates of
+a fit store) frozen into the twin at creation, and the compiled pieces every computation needs.
+
+The prior is stored in the twin as JSON (the mapping the YAML holds, or the fit store's
+``population_model`` attribute), so a twin recomputes identically even when the file changes;
+``prior_sha256`` is the SHA-256 of its canonical JSON (sorted keys).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from insilico.config import read_mapping
+from insilico.errors import SpecError
+from insilico.estimation import build_problem, load_population_model
+from insilico.population import individual_parameters
+from insilico.store import digest, open_fit, recognise
+
+__all__ = ["TwinModel", "load_prior", "twin_model"]
+
+
+@dataclass(frozen=True, eq=False)
+class TwinModel:
+    """A prior, compiled: ``spec`` (`PopulationModelSpec`), ``problem`` (an estimation
+    `Problem` whose structure, not data, the twin uses: model, parameter vector, fixed model
+    parameters, solver path), ``nat`` (the prior's numbers, natural scale), ``pop`` (the
+    `PopulationModel`), ``covariates`` the effects use with ``categories`` ({name: labels}),
+    ``baseline``: whether the fitted output is nonzero before any dose (PD), ``sha256``."""
+
+    spec: object
+    mapping: dict
+    sha256: str
+    problem: object
+    nat: jnp.ndarray
+    pop: object
+    covariates: tuple
+    categories: dict
+    baseline: bool
+
+    @property
+    def model(self):
+        return self.problem.model
+
+    @property
+    def output(self) -> str:
+        return self.spec.output
+
+    @property
+    def eta_names(self) -> tuple:
+        """``ETA1``, ``ETA2``, ... in the order of the population model's ``bsv.parameters``."""
+        return tuple(f"ETA{i + 1}" for i in range(len(self.pop.bsv_names)))
+
+    @property
+    def n_eta(self) -> int:
+        return len(self.pop.bsv_names)
+
+    def covariate_arrays(self, values: list[dict]) -> dict:
+        """{name: (N,) array} for ``values`` (one {name: value} per patient): floats, or
+        integer codes of categorical labels."""
+        out = {}
+        for c in self.covariates:
+            if c in self.categories:
+                out[c] = np.array([self.categories[c].index(str(v[c])) for v in values], dtype=np.int32)
+            else:
+                out[c] = np.array([float(v[c]) for v in values])
+        return out
+
+    def check_covariates(self, given: dict, option: str = "--covariates") -> dict:
+        """The covariates the prior uses, checked (`SpecError` naming ``option.NAME``); names the
+        prior does not use are dropped (the twin stores only what it needs)."""
+        out = {}
+        for c in self.covariates:
+            if c not in given:
+                raise SpecError(f"{option}.{c}", f"missing: the prior's covariate effects use {c}")
+            v = given[c]
+            if c in self.categories:
+                if str(v) not in self.categories[c]:
+                    raise SpecError(f"{option}.{c}", f"{v!r} is not one of {', '.join(self.categories[c])}")
+                out[c] = str(v)
+                continue
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise SpecError(f"{option}.{c}", f"{v!r} is not a number") from None
+            power = any(e.covariate == c and e.type == "power" for p in self.spec.parameters.values()
+                        for e in p.effects)
+            if not np.isfinite(x) or (power and x <= 0):
+                raise SpecError(f"{option}.{c}", f"{v!r} must be a finite number{' > 0' if power else ''}")
+            out[c] = x
+        return out
+
+    def parameters(self, covariates: dict, eta) -> dict:
+        """Individual parameters {name: float} for one patient's covariates and eta."""
+        cov = {k: jnp.asarray(v[0]) for k, v in self.covariate_arrays([covariates]).items()}
+        p = individual_parameters(self.pop, cov, jnp.asarray(eta) if self.n_eta else None)
+        return {k: float(v) for k, v in p.items()}
+
+
+def load_prior(source) -> tuple[dict, str]:
+    """The prior mapping of ``source`` (a population-model YAML path, YAML text, mapping, or a fit
+    store) and its kind (``population_model`` or ``fit``). `SpecError` ``prior`` otherwise."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        if recognise(source) != "fit":
+            raise SpecError("prior", f"{source} is a folder but not a fit store (give a population-model YAML "
+                                     "or a fit store)")
+        mapping = json.loads(open_fit(source).attrs["population_model"])
+        kind = "fit"
+    else:
+        mapping, _ = read_mapping(source, "population model")
+        kind = "population_model"
+    mapping = json.loads(json.dumps(mapping))
+    load_population_model(mapping)      # validate now: SpecError naming the field
+    return mapping, kind
+
+
+def prior_sha256(mapping: dict) -> str:
+    return digest(json.dumps(mapping, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(text: str) -> TwinModel:
+    mapping = json.loads(text)
+    spec, base = load_population_model(mapping)
+    categories = {e.covariate: tuple(e.multipliers) for p in spec.parameters.values() for e in p.effects
+                  if e.type == "categorical"}
+    covariates = tuple(dict.fromkeys(e.covariate for p in spec.parameters.values() for e in p.effects))
+    # a minimal data set that only gives the Problem its structure (one dose, one level)
+    row = {c: (categories[c][0] if c in categories else 1.0) for c in covariates}
+    df = pd.DataFrame([dict(ID=1, TIME=0.0, AMT=1.0, EVID=1, DV=np.nan, **row),
+                       dict(ID=1, TIME=1.0, AMT=0.0, EVID=0, DV=1.0, **row)])
+    problem = build_problem(spec, df, base=base)
+    nat = jnp.asarray(problem.params.initial)
+    pop = problem.params.population(nat)
+    tm = TwinModel(spec, mapping, prior_sha256(mapping), problem, nat, pop, covariates, categories, False)
+    p = {**problem.fixed, **tm.parameters(row, np.zeros(tm.n_eta))}
+    p = {k: jnp.asarray(v) for k, v in p.items()}
+    model = problem.model
+    base_value = float(np.asarray(model.evaluate_outputs(model.y0(p), p)[spec.output]))
+    return replace(tm, baseline=bool(np.isfinite(base_value) and base_value != 0.0))
+
+
+def twin_model(mapping: dict) -> TwinModel:
+    """The compiled prior of ``mapping`` (cached by content)."""
+    return _compiled(json.dumps(mapping, sort_keys=True))
