@@ -237,9 +237,13 @@ def _cohort_section(ds: xr.Dataset) -> str:
     if not cs:
         return "<p class='note'>no cohort spec stored</p>"
     try:
-        from insilico.cohorts import compile_spec, load_cohort_spec, validation_report
+        from insilico.cohorts import compile_spec, load_cohort_spec, population_from_estimates, validation_report
         spec = load_cohort_spec(cs)
         c = compile_spec(spec)
+        drawn = json.loads(ds.attrs.get("replicate_population", "null") or "null")
+        population = None   # a fit cohort with uncertainty: replicate 0 was drawn with its own values
+        if drawn and drawn.get("source") != "estimate":
+            population = population_from_estimates(c.population, dict(zip(drawn["names"], drawn["values"][0])))
         names = list(c.order) + [f"eta_{p}" for p in c.bsv_names] + [f"kappa_{p}" for p in c.iov_sd]
         cohort = ds[[n for n in names if n in ds]]
         if "replicate" in cohort.dims:
@@ -247,7 +251,7 @@ def _cohort_section(ds: xr.Dataset) -> str:
         cohort = cohort.load()
         # trial cohorts are drawn with the cohort's inclusion criteria applied
         cohort.attrs = {"criteria_applied": int(bool(c.has_criteria))}
-        df = validation_report(cohort, spec)
+        df = validation_report(cohort, spec, population=population)
     except Exception as e:
         return f"<p class='note'>cohort validation unavailable: {_e(type(e).__name__)}: {_e(e)}</p>"
     n_bad = int(df["ok"].eq(False).sum())      # ok is True/False, or missing when not applicable

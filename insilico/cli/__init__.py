@@ -8,6 +8,7 @@ from insilico.cli.certs import certs_command
 from insilico.cli.cohort import cohort_command
 from insilico.cli.export import export_command
 from insilico.cli.fit import fit_command
+from insilico.cli.import_ import import_app
 from insilico.cli.models import models_command
 from insilico.cli.plot import plot_command
 from insilico.cli.report import report_command
@@ -30,6 +31,7 @@ app.command("campaign")(campaign_command)
 app.command("certs")(certs_command)
 app.command("fit")(fit_command)
 app.add_typer(twin_app, name="twin")
+app.add_typer(import_app, name="import")
 
 
 def main() -> None:

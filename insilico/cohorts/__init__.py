@@ -10,6 +10,9 @@ Typical use::
     ds = draw_cohort(spec, n=1000, seed=1)          # xarray.Dataset over `subject`
     save_cohort(ds, "cohort.zarr")                  # or .csv / .parquet
     report = validation_report(draw_cohort(spec, 10_000, 1, apply_criteria=False), spec)
+
+Covariates can also be resampled from a table of real subjects (``resample:`` in the spec,
+:class:`ResampleSpec`), and a population fit becomes a cohort with :func:`fit_cohort_spec`.
 """
 from insilico import jax_config  # noqa: F401  (float64 and the compilation cache before any array exists)
 from insilico.cohorts._compile import CompiledCohort, compile_spec
@@ -21,14 +24,18 @@ from insilico.cohorts._derived import (
     lbw_janmahasatian,
 )
 from insilico.cohorts._draw import COHORT_STREAM, assign_strata, draw_cohort, subject_key
+from insilico.cohorts._fit import fit_cohort_spec, population_from_estimates
 from insilico.cohorts._io import load_cohort, save_cohort
 from insilico.cohorts._load import load_cohort_spec
 from insilico.cohorts._model import cohort_model
+from insilico.cohorts._resample import ROW as RESAMPLE_ROW
+from insilico.cohorts._resample import ResampleTable, read_resample_table
 from insilico.cohorts._spec import (
     CohortSpec,
     CorrelationSpec,
     CovariateSpec,
     CriteriaSpec,
+    ResampleSpec,
     StrataSpec,
     StratumLevelSpec,
 )
@@ -47,6 +54,7 @@ from insilico.population import (  # the parameter model (re-exported: its home 
 
 __all__ = [
     "COHORT_STREAM",
+    "RESAMPLE_ROW",
     "RESIDUAL_STREAM",
     "BSVSpec",
     "CohortSpec",
@@ -57,6 +65,8 @@ __all__ = [
     "EffectSpec",
     "IOVSpec",
     "ParameterSpec",
+    "ResampleSpec",
+    "ResampleTable",
     "ResidualErrorSpec",
     "StrataSpec",
     "StratumLevelSpec",
@@ -70,10 +80,13 @@ __all__ = [
     "cv_percent_to_variance",
     "draw_cohort",
     "egfr_ckd_epi_2021",
+    "fit_cohort_spec",
     "lbw_janmahasatian",
     "load_cohort",
     "load_cohort_spec",
     "omega_from",
+    "population_from_estimates",
+    "read_resample_table",
     "save_cohort",
     "subject_key",
     "validation_report",

@@ -23,6 +23,7 @@ from insilico.cohorts import _metadata as meta
 from insilico.cohorts._covariates import DerivedNode, DistNode, ExprNode, ParamGetter, StratumNode
 from insilico.cohorts._derived import DERIVED_INPUTS
 from insilico.cohorts._expr import parse_expr
+from insilico.cohorts._resample import ROW, ColumnNode, ResampleTable, RowNode, read_resample_table, table_fingerprint
 from insilico.cohorts._spec import DIST_PARAMS, CohortSpec, parse_cohort_spec
 from insilico.errors import SpecError
 from insilico.population import PopulationModel, compile_population
@@ -50,6 +51,16 @@ class CompiledCohort:
     stratum_criteria: tuple[Criteria, ...]      # per level
     population: PopulationModel
     attrs: Mapping[str, dict] = field(default_factory=dict)  # variable -> CF attributes
+    table: ResampleTable | None = None          # the resampled covariates (``resample``), if any
+    cache_key: str = ""                          # spec JSON + the resample table's fingerprint
+
+    def table_arrays(self) -> dict:
+        """The resampled columns as arrays (an argument of the compiled kernel; empty without ``resample``)."""
+        return {} if self.table is None else {k: jnp.asarray(v) for k, v in self.table.values.items()}
+
+    def is_integer(self, name: str) -> bool:
+        """Whether variable ``name`` holds integers (category codes, the resampled row)."""
+        return name in self.categories or (name == ROW and self.table is not None)
 
     @property
     def has_criteria(self) -> bool:
@@ -80,7 +91,7 @@ class CompiledCohort:
         covariates, ``eta_*``, parameters — with their dtype and CF attributes, without drawing."""
         pop = self.population
         names = list(self.order) + [f"eta_{n}" for n in pop.bsv_names] + list(pop.names)
-        return {n: (np.dtype(np.int64 if n in self.categories else np.float64), dict(self.attrs[n])) for n in names}
+        return {n: (np.dtype(np.int64 if self.is_integer(n) else np.float64), dict(self.attrs[n])) for n in names}
 
     def output_names(self) -> list[str]:
         pop = self.population
@@ -99,12 +110,14 @@ def compile_spec(spec) -> CompiledCohort:
         return spec
     spec = parse_cohort_spec(spec)
     key = spec.to_json()
+    if spec.resample is not None:   # the table's content is part of the cohort
+        key += "\n" + table_fingerprint(spec.resample.table)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
             return hit
-    c = _compile(spec, key)
+    c = _compile(spec, spec.to_json(), key)
     with _LOCK:
         _CACHE[key] = c
         if len(_CACHE) > 64:
@@ -112,17 +125,21 @@ def compile_spec(spec) -> CompiledCohort:
     return c
 
 
-def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
-    if not spec.covariates and spec.strata is None and not spec.parameters:
+def _compile(spec: CohortSpec, spec_json: str, cache_key: str) -> CompiledCohort:
+    if not spec.covariates and spec.strata is None and not spec.parameters and spec.resample is None:
         raise SpecError("parameters", "a cohort needs at least one covariate or parameter")
     names = _names(spec)
-    categories = _categories(spec)
+    table = read_resample_table(spec.resample) if spec.resample is not None else None
+    categories = _categories(spec, table)
     known = frozenset(names) - frozenset(spec.parameters)
     nodes: dict[str, object] = {}
     stratum, fractions = None, ()
     if spec.strata is not None:
         stratum, fractions = spec.strata.name, tuple(lv.fraction for lv in spec.strata.levels.values())
         nodes[stratum] = StratumNode(stratum, categories[stratum], fractions)
+    if table is not None:
+        nodes[ROW] = RowNode(ROW, table.rows)
+        nodes.update({n: ColumnNode(n, n in table.categories) for n in spec.resample.columns})
     nodes.update(_covariate_nodes(spec, categories, known))
     nodes.update(_derived_nodes(spec, categories, known))
     order = _toposort(nodes, spec)
@@ -136,7 +153,7 @@ def _compile(spec: CohortSpec, spec_json: str) -> CompiledCohort:
         copula_r=copula_r, copula_chol=copula_chol, inclusion=inclusion, exclusion=exclusion,
         stratum=stratum, stratum_labels=categories.get(stratum, ()) if stratum else (),
         stratum_fractions=fractions, stratum_criteria=stratum_criteria, population=pop,
-        attrs=_attributes(spec, order, nodes, categories, pop))
+        attrs=_attributes(spec, order, nodes, categories, pop), table=table, cache_key=cache_key)
 
 
 def _ref(name: str, where: str, known) -> None:
@@ -148,6 +165,7 @@ def _names(spec: CohortSpec) -> dict[str, str]:
     """Every name the spec defines -> its field; names valid, not reserved, used once."""
     seen: dict[str, str] = {}
     claims = ([(spec.strata.name, "strata.name")] if spec.strata is not None else []) \
+        + ([(n, f"resample.columns.{i}") for i, n in enumerate(spec.resample.columns)] if spec.resample else []) \
         + [(n, f"covariates.{n}") for n in spec.covariates] \
         + [(n, f"derived.{i}") for i, n in enumerate(spec.derived)] \
         + [(n, f"parameters.{n}") for n in spec.parameters]
@@ -162,8 +180,9 @@ def _names(spec: CohortSpec) -> dict[str, str]:
     return seen
 
 
-def _categories(spec: CohortSpec) -> dict[str, tuple[str, ...]]:
-    """Categorical covariates (and the stratum) -> their labels, codes 0..K-1 in spec order."""
+def _categories(spec: CohortSpec, table: ResampleTable | None) -> dict[str, tuple[str, ...]]:
+    """Categorical covariates (and the stratum) -> their labels, codes 0..K-1 in spec order
+    (resampled columns: as read from the table, `read_resample_table`)."""
     categories: dict[str, tuple[str, ...]] = {}
     if spec.strata is not None:
         labels = tuple(spec.strata.levels)
@@ -171,6 +190,13 @@ def _categories(spec: CohortSpec) -> dict[str, tuple[str, ...]]:
             if not meta.LABEL_RE.match(lab):
                 raise SpecError(f"strata.levels.{lab}", "level names must not contain whitespace")
         categories[spec.strata.name] = labels
+    for name, labels in (table.categories.items() if table is not None else ()):
+        for lab in labels:
+            if not meta.LABEL_RE.match(lab):
+                where = f"resample.categories.{name}" if name in spec.resample.categories else \
+                    f"resample.columns.{spec.resample.columns.index(name)}"
+                raise SpecError(where, f"category label {lab!r} of {name} contains whitespace")
+        categories[name] = labels
     for name, c in spec.covariates.items():
         if c.dist == "categorical":
             for lab in c.probs:
@@ -370,6 +396,15 @@ def _criteria(spec: CohortSpec, categories, known):
             stratum_criteria)
 
 
+def _resampled_attributes(r, name: str, categorical: bool) -> dict:
+    dunits, dlong = meta.COVARIATES.get(name, (None, None))
+    units = "1" if categorical else r.units.get(name) or dunits
+    if units is None:
+        raise SpecError(f"resample.units.{name}", f"required (no default units for {name})")
+    return {"units": units, "long_name": r.long_name.get(name) or dlong or name.lower(),
+            "role": "covariate (resampled)"}
+
+
 def _attributes(spec: CohortSpec, order, nodes, categories, pop: PopulationModel) -> dict[str, dict]:
     """CF attributes (units, long_name, role; flag_values/flag_meanings for categories) of every
     output variable."""
@@ -378,6 +413,10 @@ def _attributes(spec: CohortSpec, order, nodes, categories, pop: PopulationModel
         node = nodes[name]
         if isinstance(node, StratumNode):
             attrs[name] = {"units": "1", "long_name": spec.strata.long_name or "stratum", "role": "stratum"}
+        elif isinstance(node, RowNode):
+            attrs[name] = {"units": "1", "long_name": "row of the resampled table (0-based)", "role": "resampled row"}
+        elif isinstance(node, ColumnNode):
+            attrs[name] = _resampled_attributes(spec.resample, name, name in categories)
         else:
             c = spec.covariates.get(name)
             dunits, dlong = meta.COVARIATES.get(name, (None, None))

@@ -65,8 +65,9 @@ def assign_strata(index: np.ndarray, fractions) -> np.ndarray:
 
 def _kernel(c: CompiledCohort):
     """The jitted, vmapped one-subject model of ``c`` (one per spec; jit compiles it once per
-    bucket size)."""
-    key = c.spec_json
+    bucket size). Its last argument, ``(population, table)``, holds the parameter model's numbers
+    and the resampled columns, so other numbers of the same structure reuse the compiled code."""
+    key = c.cache_key
     with _LOCK:
         fn = _KERNELS.get(key)
         if fn is not None:
@@ -76,17 +77,18 @@ def _kernel(c: CompiledCohort):
     names = c.output_names()
     has_stratum = c.stratum is not None
 
-    def one(k, s):
-        tr = handlers.trace(handlers.seed(model, k)).get_trace(1, s[None] if has_stratum else None)
+    def one(k, s, data):
+        pop, table = data
+        tr = handlers.trace(handlers.seed(model, k)).get_trace(1, s[None] if has_stratum else None, pop, table)
         env = {n: tr[n]["value"][0] for n in names}
         return env, criteria_mask(c, env)
 
     @jax.jit
-    def run(seed, subj, att, strat):
+    def run(seed, subj, att, strat, data):
         base = jax.random.fold_in(jax.random.PRNGKey(seed), COHORT_STREAM)
         keys = jax.vmap(lambda i, a: jax.random.fold_in(jax.random.fold_in(base, i), a))(
             subj.astype(jnp.uint32), att.astype(jnp.uint32))
-        return jax.vmap(one)(keys, strat)
+        return jax.vmap(one, in_axes=(0, 0, None))(keys, strat, data)
 
     with _LOCK:
         _KERNELS[key] = run
@@ -101,10 +103,31 @@ def bucket_size(m: int, batch: int) -> int:
     return batching.bucket_size(m, MIN_BUCKET, batch)
 
 
-def _batches(run, seed, subj, att, strat, batch, floor):
+def _numbers(pop) -> object:
+    """``pop`` with every number as a float64 array (one jit signature, whatever the source)."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), pop)
+
+
+def _population(c: CompiledCohort, population) -> object:
+    """The parameter model's numbers for the kernel: the spec's, or ``population`` (checked to
+    have the structure and shapes of the spec's)."""
+    own = _numbers(c.population)
+    if population is None:
+        return own
+    other = _numbers(population)
+    same = jax.tree_util.tree_structure(other) == jax.tree_util.tree_structure(own) and all(
+        np.shape(a) == np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(other), jax.tree_util.tree_leaves(own)))
+    if not same:
+        raise SpecError("population", "must have the structure of the cohort's parameter model (the same "
+                                      "parameters, effects, BSV/IOV parameters and residual error type)")
+    return other
+
+
+def _batches(run, seed, subj, att, strat, batch, floor, data):
     """Yield (start, stop, outputs as numpy, accept mask) over batches of ``batch`` rows, the
     last one padded to its :func:`bucket_size` but to no fewer than ``floor`` rows (the first
-    call's size: the later, smaller rejection rounds of a draw reuse its compiled shape)."""
+    call's size: the later, smaller rejection rounds of a draw reuse its compiled shape).
+    ``data``: the kernel's ``(population, table)`` argument."""
     total = subj.size
     for s in range(0, total, batch):
         e = min(s + batch, total)
@@ -113,13 +136,13 @@ def _batches(run, seed, subj, att, strat, batch, floor):
         args = [subj[s:e], att[s:e], strat[s:e]]
         if pad:
             args = [np.concatenate([a, np.zeros(pad, a.dtype)]) for a in args]
-        out, acc = jax.device_get(run(np.int64(seed), *args))
+        out, acc = jax.device_get(run(np.int64(seed), *args, data))
         yield s, e, {k: v[:m] for k, v in out.items()}, acc[:m]
 
 
 def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool = True,
                 min_acceptance: float = 1e-4, max_attempts: int | None = None,
-                batch_size: int = DEFAULT_BATCH) -> xr.Dataset:
+                batch_size: int = DEFAULT_BATCH, population=None) -> xr.Dataset:
     """Draw subjects ``start .. start+n-1`` of the cohort ``spec`` with ``seed``.
 
     Parameters
@@ -133,6 +156,11 @@ def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool
     min_acceptance : raise :class:`SpecError` (field ``criteria`` or the stratum's) once the
         acceptance rate is confidently below this (upper ~99.9 % bound).
     max_attempts : per-subject attempt limit (default ``ceil(30 / min_acceptance)``).
+    population : a :class:`~insilico.population.PopulationModel` with the structure of the spec's
+        parameter model whose numbers (typical values, effects, Omega, IOV, residual error) are
+        used instead of the spec's (e.g. a trial replicate's draw from a fit's uncertainty). The
+        random draws are the same: only the numbers they are scaled by change. Attribute
+        ``population_override`` is 1 then.
 
     Returns
     -------
@@ -160,19 +188,22 @@ def draw_cohort(spec, n: int, seed: int, start: int = 0, *, apply_criteria: bool
     idx = np.arange(start, start + n, dtype=np.int64)
     strat = assign_strata(idx, c.stratum_fractions) if c.stratum else np.zeros(n, np.int64)
     run = _kernel(c)
+    data = (_population(c, population), c.table_arrays())
     rejection = apply_criteria and c.has_criteria
 
     values: dict[str, np.ndarray] = {}
     attempt = np.zeros(n, np.int64)
     by_level: dict[str, float] = {}
     if not rejection:
-        for s, e, out, _ in _batches(run, seed, idx, attempt, strat, batch_size, 0):
+        for s, e, out, _ in _batches(run, seed, idx, attempt, strat, batch_size, 0, data):
             _store(values, out, slice(s, e), n)
     else:
         attempt, by_level = _reject(c, run, seed, idx, strat, values, n, min_acceptance,
-                                    max_attempts, batch_size)
+                                    max_attempts, batch_size, data)
     _check_draws(c, values, idx)
-    return _dataset(c, values, idx, attempt, seed, start, rejection, by_level)
+    ds = _dataset(c, values, idx, attempt, seed, start, rejection, by_level)
+    ds.attrs["population_override"] = int(population is not None)
+    return ds
 
 
 def _first_bad(bad: np.ndarray, idx: np.ndarray) -> str:
@@ -217,7 +248,7 @@ def _store(values, out, where, n):
         values[k][where] = v
 
 
-def _reject(c, run, seed, idx, strat, values, n, min_acc, max_attempts, batch):
+def _reject(c, run, seed, idx, strat, values, n, min_acc, max_attempts, batch, data):
     n_levels = max(1, len(c.stratum_fractions))
     level = strat if c.stratum else np.zeros(n, np.int64)
     tried = np.zeros(n_levels)
@@ -236,7 +267,7 @@ def _reject(c, run, seed, idx, strat, values, n, min_acc, max_attempts, batch):
         pos = np.repeat(pending, kk)
         first = np.repeat(np.cumsum(kk) - kk, kk)
         att = next_a[pos] + (np.arange(pos.size) - first)
-        for s, e, out, acc in _batches(run, seed, idx[pos], att, strat[pos], batch, floor):
+        for s, e, out, acc in _batches(run, seed, idx[pos], att, strat[pos], batch, floor, data):
             hit = np.flatnonzero(acc)
             if hit.size == 0:
                 continue
@@ -308,7 +339,7 @@ def _dataset(c: CompiledCohort, values, idx, attempt, seed, start, rejection, by
     data = {}
     for name in c.output_names():
         v = np.asarray(values[name])
-        if name in c.categories:
+        if c.is_integer(name):
             v = v.astype(np.int64)
         else:
             v = v.astype(np.float64)

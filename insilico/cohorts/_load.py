@@ -11,14 +11,17 @@ from insilico.cohorts._spec import CohortSpec, parse_cohort_spec
 __all__ = ["load_cohort_spec", "spec_from_json"]
 
 
-def load_cohort_spec(source: CohortSpec | Mapping | str | os.PathLike) -> CohortSpec:
+def load_cohort_spec(source: CohortSpec | Mapping | str | os.PathLike,
+                     base: str | os.PathLike | None = None) -> CohortSpec:
     """Load and check a cohort spec from a YAML file path, a YAML string, a mapping, or a spec.
+    ``base``: the folder a mapping's relative paths (``resample.table``) refer to
+    (:func:`~insilico.cohorts._spec.parse_cohort_spec`).
 
     Raises :class:`insilico.errors.SpecError` (``str()`` = ``"field: message"``) on a missing
     file (field ``path``), YAML errors (``yaml``), a document that is not a mapping (``spec``),
     schema errors and semantic errors (unknown covariates, cycles, Ω not positive definite, ...).
     """
-    spec = parse_cohort_spec(source)
+    spec = parse_cohort_spec(source, base)
     compile_spec(spec)  # checks across sections
     return spec
 

@@ -24,4 +24,4 @@ COVARIATES: dict[str, tuple[str, str]] = {
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 LABEL_RE = re.compile(r"^[^\s]+$")
-RESERVED = {"subject", "occasion", "attempt", "eta", "kappa", "copula_z"}
+RESERVED = {"subject", "occasion", "attempt", "eta", "kappa", "copula_z", "resample_row"}

@@ -1,7 +1,7 @@
 """The cohort as a NumPyro model.
 
-``cohort_model(spec)`` returns ``model(n_subjects=1, stratum=None)``: every per-subject
-quantity is a site inside ``numpyro.plate("subject", n_subjects)``:
+``cohort_model(spec)`` returns ``model(n_subjects=1, stratum=None, population=None, table=None)``:
+every per-subject quantity is a site inside ``numpyro.plate("subject", n_subjects)``:
 
 * distribution covariates: ``numpyro.sample(name, distribution)`` with parameters that may
   depend on earlier covariates, so they can be conditioned on observed covariates with
@@ -9,6 +9,8 @@ quantity is a site inside ``numpyro.plate("subject", n_subjects)``:
   drawn sequentially, each conditional on the scores Phi^-1(F(x)) of those before it, so
   the joint density is the copula density times the marginals;
 * the stratum: ``numpyro.sample(name, Categorical(fractions), obs=stratum)``;
+* resampled covariates (``resample``): the row ``resample_row`` ~ DiscreteUniform(0, rows - 1)
+  and each column's value in that row (``numpyro.deterministic``);
 * expression and derived covariates: ``numpyro.deterministic``;
 * the parameter model, :func:`insilico.population.sample_parameters`: ``eta`` ~ MVN(0, Omega)
   and per-parameter ``eta_P`` (deterministic), ``kappa_P`` (IOV, event shape (occasions,)),
@@ -27,6 +29,7 @@ import numpyro
 
 from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._covariates import ExprNode, StratumNode
+from insilico.cohorts._resample import ColumnNode, RowNode
 from insilico.population import sample_parameters
 
 __all__ = ["cohort_model", "criteria_mask"]
@@ -35,13 +38,18 @@ __all__ = ["cohort_model", "criteria_mask"]
 def cohort_model(spec) -> Callable[..., dict]:
     """NumPyro model of the cohort described by ``spec`` (spec, path, YAML text or mapping).
 
-    The returned callable ``model(n_subjects=1, stratum=None)`` returns a dict of all
-    covariates, etas, kappas and individual parameters (arrays over subjects).
+    The returned callable ``model(n_subjects=1, stratum=None, population=None, table=None)``
+    returns a dict of all covariates, etas, kappas and individual parameters (arrays over
+    subjects). ``population``: a :class:`~insilico.population.PopulationModel` of the same
+    structure whose numbers replace the spec's (typical values, effects, Omega, IOV, residual
+    error: e.g. one replicate's draw from a fit's uncertainty); ``table``: the resampled columns
+    (default: the spec's table, ``CompiledCohort.table_arrays``).
     """
     c = compile_spec(spec)
 
-    def model(n_subjects: int = 1, stratum=None) -> dict:
+    def model(n_subjects: int = 1, stratum=None, population=None, table=None) -> dict:
         env: dict = {}
+        table = c.table_arrays() if table is None else table
         with numpyro.plate("subject", n_subjects):
             copula = None if c.copula_chol is None else (c.copula_chol, [])
             for name in c.order:
@@ -50,10 +58,12 @@ def cohort_model(spec) -> Callable[..., dict]:
                     env[name] = node.sample(env, copula, stratum)
                 elif isinstance(node, ExprNode):
                     env[name] = node.sample(env, copula, n_subjects)
+                elif isinstance(node, (RowNode, ColumnNode)):
+                    env[name] = node.sample(env, copula, table)
                 else:
                     env[name] = node.sample(env, copula)
             like = jnp.zeros(n_subjects) if not env else jnp.zeros(jnp.shape(env[c.order[0]]))
-            env.update(sample_parameters(c.population, env, like))
+            env.update(sample_parameters(c.population if population is None else population, env, like))
         return env
 
     model.compiled = c  # type: ignore[attr-defined]

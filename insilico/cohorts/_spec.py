@@ -17,7 +17,9 @@ mL/min/(1.73*m**2), BSA m**2, BMI kg/m**2; PK parameters CL/Q L/h, V L, KA 1/h (
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,6 +33,7 @@ from pydantic import (
 )
 
 from insilico.config import SpecModel, read_mapping, validate
+from insilico.errors import SpecError
 from insilico.population import (
     BSVSpec,
     EffectSpec,
@@ -53,6 +56,7 @@ __all__ = [
     "EffectSpec",
     "IOVSpec",
     "ParameterSpec",
+    "ResampleSpec",
     "ResidualErrorSpec",
     "StrataSpec",
     "StratumLevelSpec",
@@ -253,14 +257,69 @@ class StrataSpec(_Base):
         return v
 
 
+class ResampleSpec(_Base):
+    """Covariates resampled from a table of real subjects (bootstrap): each virtual subject is a
+    whole row of ``table`` drawn uniformly with replacement, so the ``columns`` keep their joint
+    distribution. The row is a random draw of the subject's key like every other cohort draw
+    (deterministic per seed and subject index, redrawn on each rejection attempt of the criteria).
+
+    * ``table``: a ``.csv`` or ``.parquet`` file, or a fit store (``.zarr``: the covariates of the
+      fitted subjects), relative to the cohort file's folder;
+    * ``id``: the column naming the subject when the table has several rows per subject (a NONMEM
+      data set): the first row of each subject is used;
+    * ``columns``: the covariates taken from the table (each becomes a covariate of that name);
+    * ``categories``: ``{column: [label, ...]}`` categorical columns, stored as codes 0..K-1 in this
+      order (a value matches a label by text, or by number: ``1.0`` matches ``"1"``); a column of
+      text is categorical with its sorted distinct values as labels unless listed here;
+    * ``units``/``long_name``: per column (default: the standard covariate's, ``1`` for categorical).
+    """
+
+    table: Annotated[str, Field(min_length=1)]
+    columns: list[str]
+    id: str | None = None
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    units: dict[str, Annotated[str, AfterValidator(units_value)]] = Field(default_factory=dict)
+    long_name: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v):
+        if not v:
+            raise ValueError("list at least one column")
+        if len(set(v)) != len(v):
+            raise ValueError("columns must be distinct")
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _labels(cls, v):
+        for name, labels in v.items():
+            if not labels:
+                raise ValueError(f"{name}: list at least one category label")
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"{name}: category labels must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _listed(self):
+        for field in ("categories", "units", "long_name"):
+            for name in getattr(self, field):
+                if name not in self.columns:
+                    raise SpecError(f"{field}.{name}", f"not one of the columns ({', '.join(self.columns)})")
+        return self
+
+
 class CohortSpec(_Base):
     """A virtual cohort: covariates, dependencies, criteria, strata and the parameter model.
 
     ``covariates`` may be left out: a covariate-free cohort draws only the parameter model
-    (typical values with BSV/IOV), e.g. ``{name: c, parameters: {CL: {typical: 5}}, bsv: ...}``."""
+    (typical values with BSV/IOV), e.g. ``{name: c, parameters: {CL: {typical: 5}}, bsv: ...}``.
+    ``resample`` takes covariates from a table of real subjects (:class:`ResampleSpec`); the
+    other covariates, derived covariates and criteria may use them."""
 
     name: str
     description: str = ""
+    resample: ResampleSpec | None = None
     covariates: dict[str, CovariateSpec] = Field(default_factory=dict)
     derived: list[Literal["BMI", "BSA", "LBW", "CRCL", "EGFR"]] = Field(default_factory=list)
     correlation: CorrelationSpec | None = None
@@ -282,10 +341,20 @@ class CohortSpec(_Base):
         return self.model_dump_json(exclude_none=True)
 
 
-def parse_cohort_spec(source) -> CohortSpec:
+def parse_cohort_spec(source, base: str | os.PathLike | None = None) -> CohortSpec:
     """The :class:`CohortSpec` in ``source`` (a spec, mapping, path or YAML text), checked
-    against the schema only (:func:`~insilico.cohorts.load_cohort_spec` also compiles it)."""
+    against the schema only (:func:`~insilico.cohorts.load_cohort_spec` also compiles it).
+
+    A relative ``resample.table`` is made absolute: against the folder of a spec file, against
+    ``base`` for a mapping (a cohort written inside a trial spec: the trial spec's folder), else
+    against the working directory."""
     if isinstance(source, CohortSpec):
         return source
-    data, _ = read_mapping(source, "cohort spec")
-    return validate(CohortSpec, data)
+    data, folder = read_mapping(source, "cohort spec")
+    if base is not None and isinstance(source, Mapping):
+        folder = Path(base)
+    spec = validate(CohortSpec, data)
+    if spec.resample is not None and not Path(spec.resample.table).is_absolute():
+        table = str((Path(folder) / spec.resample.table).resolve())
+        spec = spec.model_copy(update={"resample": spec.resample.model_copy(update={"table": table})})
+    return spec

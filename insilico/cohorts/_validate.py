@@ -41,9 +41,13 @@ _Q_MARGINAL = (0.05, 0.5, 0.95)
 _Q_PIT = (0.1, 0.5, 0.9)
 
 
-def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0) -> pd.DataFrame:
-    """Compare the cohort ``ds`` with ``spec`` (default: the spec stored in ``ds.attrs``)."""
+def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0, population=None) -> pd.DataFrame:
+    """Compare the cohort ``ds`` with ``spec`` (default: the spec stored in ``ds.attrs``).
+    ``population``: the :class:`~insilico.population.PopulationModel` ``ds`` was drawn with when
+    it was not the spec's (``draw_cohort(..., population=...)``, e.g. a trial replicate drawn from
+    a fit's uncertainty): the eta and kappa targets are then its Omega and IOV SDs."""
     c = compile_spec(json.loads(ds.attrs["spec"]) if spec is None else spec)
+    pop = c.population if population is None else population
     constrained = bool(int(ds.attrs.get("criteria_applied", 0))) and c.has_criteria
     rows: list[dict] = []
     env = {n: np.asarray(ds[n].values) for n in c.order}
@@ -82,7 +86,7 @@ def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0) -> pd.Da
                 rows.append(_corr(f"{a},{b}", "normal-score correlation", scores[a], scores[b], r,
                                   not constrained))
     if c.bsv_names:
-        om = c.omega
+        om = np.asarray(pop.omega, dtype=float)
         for j, p in enumerate(c.bsv_names):
             e = ds[f"eta_{p}"].values
             sd = math.sqrt(om[j, j])
@@ -93,7 +97,7 @@ def validation_report(ds: xr.Dataset, spec=None, *, z_tol: float = 5.0) -> pd.Da
                 r = om[j, k] / math.sqrt(om[j, j] * om[k, k])
                 rows.append(_corr(f"eta_{p},eta_{q}", "correlation", ds[f"eta_{p}"].values,
                                   ds[f"eta_{q}"].values, r, True))
-    for p, sd in c.iov_sd.items():
+    for p, sd in zip(pop.iov_names, (float(x) for x in pop.iov_sd)):
         rows += _eta_rows(f"kappa_{p}", ds[f"kappa_{p}"].values.ravel(), sd, "pooled over occasions")
     df = pd.DataFrame(rows, columns=["variable", "statistic", "condition", "n", "target", "achieved",
                                      "se", "target_applies"])

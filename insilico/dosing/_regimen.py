@@ -5,11 +5,18 @@ Part V; mrgsolve ``ev()``):
 
 * ``amt`` (mg) into compartment ``cmt`` at ``time`` (h);
 * ``rate`` > 0 (mg/h) or ``duration`` > 0 (h) makes it a zero-order infusion
-  (``rate = amt / duration``), otherwise it is a bolus;
+  (``rate = amt / duration``), otherwise it is a bolus; ``rate = -1`` takes the rate from the
+  model parameter ``R<n>`` and ``rate = -2`` the duration from ``D<n>``, ``n`` the NONMEM number
+  of the dosed compartment (NONMEM RATE=-1/-2; the model needs those parameters,
+  `insilico.models.Model.with_dose_parameters`);
 * ``addl`` additional identical doses ``ii`` hours apart (so ``addl + 1`` doses in total);
 * ``ss = 1``: the dose is given at steady state, i.e. the system is reset to the periodic
-  steady state reached after infinitely many doses ``ii`` apart (NONMEM SS=1). Only the first
-  dose of a subject may carry SS; SS=2 is not supported;
+  steady state reached after infinitely many doses ``ii`` apart (NONMEM SS=1); ``ss = 2``: that
+  steady state is added to the current state instead (NONMEM SS=2, superposition: exact for
+  linear models). Any dose may carry SS; with ADDL the SS applies to the first of the doses;
+* ``reset``: the system is reset to the model's initial state at ``time``, before this dose
+  (NONMEM EVID=4; with ``amt = 0`` a pure reset, EVID=3): every state returns to its initial
+  value and infusions in progress stop;
 * ``per``: the amount is per unit of a covariate (e.g. ``amt=2, per="WT"`` is 2 mg/kg), and
   is multiplied by that covariate for each subject.
 
@@ -37,22 +44,26 @@ class Dose:
     addl: int = 0
     ss: int = 0
     per: str | None = None
+    reset: bool = False
 
     def validate(self, where: str = "dose") -> None:
         """Raise `SpecError` for the first broken dose rule (see `check_dose`)."""
         check_dose(amt=self.amt, time=self.time, rate=self.rate, duration=self.duration, ii=self.ii,
                    addl=self.addl, ss=self.ss, where=where)
+        if not isinstance(self.reset, bool):
+            raise SpecError(f"{where}.reset", f"must be True or False, got {self.reset!r}")
 
     @property
     def infusion_rate(self) -> float:
-        """mg/h (0 for a bolus)."""
+        """mg/h (0 for a bolus; the code -1 / -2 for a modelled rate / duration)."""
         if self.duration is not None:
             return self.amt / self.duration
         return float(self.rate)
 
     def expand(self) -> list[Dose]:
-        """The ``addl + 1`` individual doses (ADDL expansion); SS stays on the first."""
-        return [replace(self, time=self.time + k * self.ii, addl=0, ss=self.ss if k == 0 else 0)
+        """The ``addl + 1`` individual doses (ADDL expansion); SS and reset stay on the first."""
+        return [replace(self, time=self.time + k * self.ii, addl=0, ss=self.ss if k == 0 else 0,
+                        reset=self.reset if k == 0 else False)
                 for k in range(self.addl + 1)]
 
 
@@ -76,11 +87,6 @@ class Regimen:
     def validate(self, where: str = "regimen") -> None:
         for i, d in enumerate(self.doses):
             d.validate(f"{where}.doses.{i}")
-        expanded = self.expanded()
-        for i, d in enumerate(expanded):
-            if d.ss and i != 0:
-                raise SpecError(f"{where}.doses", "only the first dose of a regimen may be a "
-                                                  "steady-state (ss=1) dose")
 
     def expanded(self) -> list[Dose]:
         """All individual doses, ADDL expanded, sorted by time (stable)."""

@@ -5,8 +5,10 @@ pydantic validator, so both report the same rule with the same words. Units: amo
 and intervals h, rates mg/h. Conventions (NONMEM PREDPP, mrgsolve ``ev()``): ``rate`` > 0 or
 ``duration`` > 0 makes a zero-order infusion; ``addl`` extra doses (or ``n`` doses in total, a
 trial-spec shorthand for ADDL = n − 1) are ``ii`` hours apart; ``ss = 1`` is NONMEM SS=1 (the
-pre-dose steady state of the dose repeated every ``ii``); modelled rate/duration (RATE = −1/−2)
-and SS=2 are not supported.
+system is reset to the pre-dose steady state of the dose repeated every ``ii``), ``ss = 2`` is NONMEM
+SS=2 (that steady state is added to the current state, superposition); ``rate = −1`` / ``−2`` are
+NONMEM's modelled rate / duration (the infusion rate is the model parameter ``R<cmt>``, the duration
+``D<cmt>``; NONMEM Users Guide Part V, "Infusions: modelled rate and duration").
 
 Messages name the rule in the words pydantic uses for the same bound ("greater than or equal to
 0"), so a trial spec reports what it reported before the rules moved here.
@@ -18,8 +20,10 @@ from numbers import Integral, Real
 
 from insilico.errors import SpecError
 
-__all__ = ["MAX_DOSES", "check_dose"]
+__all__ = ["MAX_DOSES", "MODELLED_RATES", "check_dose"]
 
+MODELLED_RATES = (-1.0, -2.0)
+"""NONMEM RATE codes: -1 the rate is the model parameter ``R<cmt>`` (mg/h), -2 the duration is ``D<cmt>`` (h)."""
 MAX_DOSES = 100_000   # doses one record may expand to (addl + 1, or n): more is refused, not allocated
 
 
@@ -43,9 +47,10 @@ def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None
     """Raise `SpecError` naming the field (``f"{where}.{field}"``, or just the field when
     ``where`` is empty) for the first rule the dosing record breaks.
 
-    amt (mg) >= 0, > 0 for an infusion given by rate; time (h) >= 0; rate (mg/h) >= 0 (0 for a bolus);
+    amt (mg) >= 0, > 0 for an infusion given by rate; time (h) >= 0; rate (mg/h) >= 0 (0 for a bolus),
+    or -1 / -2 (modelled rate / duration; then amt > 0 and no duration);
     duration (h) > 0 and not together with rate; addl >= 0 or n >= 1 (not both), at most
-    `MAX_DOSES` doses in all; ss 0 or 1;
+    `MAX_DOSES` doses in all; ss 0, 1 or 2;
     ii (h) > 0 for repeated or steady-state doses; a steady-state infusion ends within one
     interval (duration <= ii; both solvers' steady state assumes it). All numbers finite.
     """
@@ -55,18 +60,18 @@ def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None
         raise SpecError(_field(where, "amt"), f"dose amount must be >= 0 mg (greater than or equal to 0), got {amt}")
     if time < 0:
         raise SpecError(_field(where, "time"), f"dose time must be >= 0 h (greater than or equal to 0), got {time}")
-    if rate < 0:
+    modelled = rate in MODELLED_RATES
+    if rate < 0 and not modelled:
         raise SpecError(_field(where, "rate"), f"infusion rate must be > 0 (mg/h) or 0 for a bolus (greater than or "
-                                               f"equal to 0), got {rate} (modelled rate/duration, RATE=-1/-2, "
-                                               "is not supported)")
+                                               f"equal to 0), or -1 / -2 for a modelled rate / duration, got {rate}")
     if duration is not None:
         _finite(where, "duration", duration)
         if duration <= 0:
             raise SpecError(_field(where, "duration"), f"zero-length infusion: duration must be > 0 h "
                                                        f"(greater than 0), got {duration}")
-        if rate > 0:
+        if rate != 0:
             raise SpecError(_field(where, "duration"), "give either rate or duration, not both")
-    if rate > 0 and amt == 0:
+    if rate != 0 and amt == 0:
         raise SpecError(_field(where, "amt"), "an infusion needs an amount > 0")
     _integer(where, "addl", addl, 0, "addl (additional doses)")
     if n is not None:
@@ -78,12 +83,12 @@ def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None
         name = "n" if n is not None else "addl"
         raise SpecError(_field(where, name), f"{total} doses from one record (at most {MAX_DOSES}); "
                                              "a longer regimen cannot be expanded into a dose table")
-    if isinstance(ss, bool) or ss not in (0, 1):
-        raise SpecError(_field(where, "ss"), f"must be 0 or 1 (SS=2 is not supported), got {ss!r}")
+    if isinstance(ss, bool) or ss not in (0, 1, 2):
+        raise SpecError(_field(where, "ss"), f"must be 0, 1 or 2 (NONMEM SS), got {ss!r}")
     if ((n or 1) > 1 or addl > 0 or ss) and not ii > 0:
         raise SpecError(_field(where, "ii"), f"ii (dosing interval, h) must be > 0 for repeated or steady-state "
                                              f"doses, got {ii}")
-    infusion_h = duration if duration is not None else (amt / rate if rate > 0 else 0.0)
+    infusion_h = duration if duration is not None else (amt / rate if rate > 0 else 0.0)  # modelled: unknown here
     if ss and infusion_h > ii:
         raise SpecError(_field(where, "duration" if duration is not None else "rate"),
                         f"a steady-state infusion must end within one dosing interval: it lasts {infusion_h:g} h "

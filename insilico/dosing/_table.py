@@ -1,8 +1,13 @@
 """Per-subject dose tables padded to a common shape (the engine's dosing input).
 
 `DoseTable` holds NumPy arrays of shape ``(n_subjects, n_events)``: time (h), amt (mg, after
-``per``-covariate scaling), rate (mg/h, 0 for bolus), cmt (0-based state index), ss (0/1) and
-ii (h). Subjects with fewer doses, and the extra slots of `DoseTable.padded` (the engine pads
+``per``-covariate scaling), rate (mg/h, 0 for bolus, -1 / -2 for NONMEM's modelled rate /
+duration), cmt (0-based state index), ss (the event code: the NONMEM SS value 0/1/2, plus
+`DoseTable.RESET` = 4 when the system is reset before the dose, NONMEM EVID 3/4; so
+``ss & DoseTable.SS_MASK`` is SS and ``ss & DoseTable.RESET`` the reset) and ii (h). Every
+engine input takes these six arrays, so the event code reaches every solve.
+
+Subjects with fewer doses, and the extra slots of `DoseTable.padded` (the engine pads
 the number of slots to a bucket so a new schedule length reuses compiled code), get **inert
 slots**: amount 0, rate 0, not steady state, at the time and compartment of the subject's last
 slot (time 0 in the default dose compartment for a subject without doses). Such a slot enters
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -34,6 +40,11 @@ class DoseTable:
     cmt: np.ndarray
     ss: np.ndarray
     ii: np.ndarray
+
+    SS_MASK: ClassVar[int] = 3
+    """``ss & SS_MASK``: the NONMEM SS value (0 none, 1 reset to steady state, 2 add steady state)."""
+    RESET: ClassVar[int] = 4
+    """``ss & RESET``: the system is reset to the model's initial state before the dose (EVID 3/4)."""
 
     @property
     def n_subjects(self) -> int:
@@ -105,10 +116,11 @@ def dose_table(regimens: Regimen | Sequence[Regimen], model, n: int | None = Non
                 scale = float(np.asarray(covariates[d.per])[s])
                 if not np.isfinite(scale) or scale <= 0:
                     raise SpecError(f"{w}.per", f"covariate {d.per} must be > 0 for subject {s}, got {scale}")
-                amt, rate = amt * scale, rate * scale  # same duration
+                amt = amt * scale
+                rate = rate * scale if rate > 0 else rate  # same duration; a modelled rate stays a code
             cmt = model.compartment_index(d.cmt if d.cmt is not None else model.default_dose_compartment,
                                           where=f"{w}.cmt")
-            rows.append((d.time, amt, rate, cmt, d.ss, d.ii))
+            rows.append((d.time, amt, rate, cmt, d.ss + (DoseTable.RESET if d.reset else 0), d.ii))
         per_rows.append(rows)
     e = max(1, max(len(r) for r in per_rows))
     none = (0.0, 0.0, 0.0, model.compartment_index(model.default_dose_compartment), 0, 0.0)

@@ -15,11 +15,15 @@ This is NONMEM's ADVAN1–4/11–12 closed form written generically: the record 
 O((records + observations) × states²) per subject with no time stepping; it vectorises over
 subjects, runs on GPU and is exactly differentiable.
 
-Steady state (SS=1 on the first dose, interval ``ii``): the infinitely many earlier doses add
+Event codes (``has_ss``; `insilico.engine._records.event_records`, NONMEM Users Guide Part V/VI):
+a reset (EVID 3/4, or SS=1 at the dose entry) restarts the recurrence from ``P_i y0`` (the
+multiplier of the scan is 0 there) and the constant part from 0. Steady state (SS=1/2 on any
+dose, interval ``ii``): the infinitely many earlier doses add
 ``Σ_{k≥1} e^{λ_i (t−s+k·ii)} = e^{λ_i (t−s)} (g_i − 1)``, ``g_i = 1/(1 − e^{λ_i ii})``, to the
 exponential part (past infusion constants cancel pairwise, so each past infusion must end
-within one interval). The past doses are visible from the SS dose entry on, including a
-pre-dose observation at that time, which therefore sees the steady-state trough.
+within one interval). The past doses are visible from the SS dose entry on until the next
+reset, including a pre-dose observation at that time, which therefore sees the steady-state
+trough; SS=1 replaces the state there, SS=2 adds to it (superposition).
 
 Ordering at equal times: observations come before dose records (pre-dose) unless
 ``obs_after_dose``.
@@ -30,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from insilico.engine import _status
-from insilico.engine._records import dose_records
+from insilico.engine._records import dose_records, event_records, obs_key
 
 # relative eigenvalue gap below which Sylvester's formula loses more than ~5 digits
 _MIN_GAP = 1e-5
@@ -66,13 +70,15 @@ def _combine(left, right):
 def solve_exact(model, p, dose, obs_t, obs_after_dose: bool = False,
                 has_infusion: bool = True, has_ss: bool = True):
     """States ``y[T, n]`` and status for one subject (see module docstring)."""
-    time, amt, rate, cmt, ss, ii = dose
     K = model.system_matrix(p)
     lam = model.eigenvalues(p)
     P = _projectors(K, lam)
+    status = jnp.where(_min_relative_gap(lam) < _MIN_GAP, _status.ILL_CONDITIONED, _status.OK)
+    if has_ss:
+        return _solve_events(model, p, dose, obs_t, obs_after_dose, has_infusion, lam, P), status
+    time, amt, rate, cmt, _, _ = dose
     m, n = lam.shape[0], K.shape[0]
     t_r, b_r, dr_r, c_r, _ = dose_records(model, p, time, amt, rate, cmt, has_infusion)
-    R = t_r.shape[0]
 
     Pc = jnp.moveaxis(P[:, :, c_r], 2, 0)                 # (R, m, n) = P_i e_{c_r}
     coef = b_r[:, None] + dr_r[:, None] / lam[None, :]    # (R, m) exponential amplitude
@@ -89,20 +95,49 @@ def solve_exact(model, p, dose, obs_t, obs_after_dose: bool = False,
     k = jnp.searchsorted(s[1:], obs_t, side="right" if obs_after_dose else "left")
     E = jnp.exp(lam[None, :] * (obs_t - s[k])[:, None])                      # (T, m), exponent <= 0
     y = jnp.einsum("tm,tmn->tn", E, Z[k]) + jnp.sum(C[k], axis=1)
-
-    if has_ss:
-        # infinitely many earlier doses of the SS record(s); visible from the SS dose entry on
-        ss_r = jnp.concatenate([ss, ss])[:R] > 0
-        ii_r = jnp.concatenate([ii, ii])[:R]
-        g = 1.0 / (-jnp.expm1(lam[None, :] * jnp.where(ss_r, ii_r, 1.0)[:, None]))
-        past = jnp.where(ss_r[:, None], g - 1.0, 0.0) * coef                 # (R, m)
-        t_ss = jnp.min(jnp.where(ss_r, t_r, jnp.inf))
-        dt = obs_t[:, None] - t_r[None, :]
-        # only SS records have past doses (past = 0 elsewhere); the others are masked before the exponential,
-        # which would overflow for a record long after the observation (an SS infusion's end record may lie
-        # after the observation: its earlier ends are in the past, dt >= -duration)
-        ok = (obs_t >= t_ss)[:, None] & ss_r[None, :]
-        Ep = jnp.where(ok[..., None], jnp.exp(lam[None, None, :] * jnp.where(ok, dt, 0.0)[..., None]), 0.0)
-        y = y + jnp.einsum("trm,rm,rmn->tn", Ep, past, Pc)                      # (T, R, m) x ... -> (T, n)
-    status = jnp.where(_min_relative_gap(lam) < _MIN_GAP, _status.ILL_CONDITIONED, _status.OK)
     return y, status
+
+
+def _solve_events(model, p, dose, obs_t, obs_after_dose, has_infusion, lam, P):
+    """States ``y[T, n]`` with event codes: steady states (SS=1/2 on any dose), resets (EVID 3/4);
+    see the module docstring and `insilico.engine._records.event_records`."""
+    ev = event_records(model, p, dose, has_infusion)
+    E, R = dose[0].shape[0], ev.t.shape[0]
+    m, n = P.shape[0], P.shape[1]
+    Pc = jnp.moveaxis(P[:, :, ev.cmt], 2, 0)                                  # (R, m, n)
+    coef = ev.bolus[:, None] + ev.drate[:, None] / lam[None, :]
+    order = jnp.lexsort((ev.key, ev.t))
+    ts, sets = ev.t[order], ev.sets[order]
+    s = jnp.concatenate([jnp.zeros(1), ts])
+    Py0 = P @ model.y0(p)
+    keep = jnp.concatenate([jnp.ones(1), jnp.where(sets, 0.0, 1.0)])[:, None] * jnp.ones((1, m))
+    u = jnp.concatenate([Py0[None], jnp.where(sets[:, None, None], Py0[None], (coef[..., None] * Pc)[order])])
+    w = jnp.concatenate([jnp.zeros((1, m, n)), ((-ev.drate[:, None] / lam[None, :])[..., None] * Pc)[order]])
+    a = jnp.exp(lam[None, :] * jnp.diff(s, prepend=0.0)[:, None]) * keep
+    _, Z = jax.lax.associative_scan(_combine, (a, u))                          # a reset restarts from P y0
+    _, C = jax.lax.associative_scan(_combine, (keep, w))
+    key_o = obs_key(E, obs_after_dose)
+    before = (ts[None, :] < obs_t[:, None]) | ((ts[None, :] == obs_t[:, None]) & (ev.key[order][None, :] < key_o))
+    k = jnp.sum(before, axis=1)                                               # records applied before each obs
+    y = jnp.einsum("tm,tmn->tn", jnp.exp(lam[None, :] * (obs_t - s[k])[:, None]), Z[k]) + jnp.sum(C[k], axis=1)
+
+    # infinitely many earlier doses of each SS slot: for on/off record r with entry t_r, the past doses
+    # add sum_{k>=1} e^{lam (t - t_r + k ii)} = e^{lam (t - t_r)} (g - 1), g = 1/(1 - e^{lam ii}), visible from the
+    # slot's entry on while no reset intervened (past infusion constants cancel pairwise: duration <= ii)
+    slot = ev.slot
+    dose_rec = jnp.arange(R) < R - E
+    mode_r = jnp.where(dose_rec, ev.mode[slot], 0)
+    dr_on = ev.drate[:E][slot]
+    dr_full = jnp.where(dose_rec, jnp.where(jnp.arange(R) < E, dr_on, -dr_on), 0.0)   # off records before the drop
+    coef_full = ev.bolus[:, None] + dr_full[:, None] / lam[None, :]
+    g = 1.0 / (-jnp.expm1(lam[None, :] * jnp.where(mode_r > 0, ev.ii[slot], 1.0)[:, None]))
+    past = jnp.where((mode_r > 0)[:, None], g - 1.0, 0.0) * coef_full                  # (R, m)
+    ep_obs = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(sets)])[k]
+    ok = ((obs_t[:, None] >= ev.t_on[slot][None, :]) & (ep_obs[:, None] == ev.epoch[:E][slot][None, :])
+          & (mode_r > 0)[None, :])
+    # masked before the exponential, which would overflow for a record long after the observation
+    dt = jnp.where(ok, obs_t[:, None] - ev.t[None, :], 0.0)
+    Ep = jnp.where(ok[..., None], jnp.exp(lam[None, None, :] * dt[..., None]), 0.0)
+    y = y + jnp.einsum("trm,rm,rmn->tn", Ep, past, Pc)
+    too_long = jnp.any((ev.mode > 0) & (ev.dur > ev.ii))   # a modelled SS infusion longer than ii (see check_dose)
+    return jnp.where(too_long, jnp.nan, y)

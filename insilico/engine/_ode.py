@@ -7,12 +7,14 @@ exact jump) and the rate step to the infusion input; at an observation the state
 Only those states are saved (no dense output, no interpolation). ``throw=False``: failures
 become per-subject status codes.
 
-Steady state (SS=1 on the first dose; NONMEM: the pre-dose state after infinitely many
+Steady state (SS=1/2 on any dose; NONMEM Users Guide: the pre-dose state after infinitely many
 identical doses ``ii`` apart): the root of ``flow(y) − y``, flow being "dose, then integrate one
 interval", found by Newton's method (``optimistix.root_find``), as NONMEM does numerically for
 general models; gradients by the implicit function theorem (``optimistix.ImplicitAdjoint``)
-instead of unrolling iterations. The state is reset to it when the SS dose enters
-(dose time + ALAG); see `_steady_state`.
+instead of unrolling iterations. When the SS dose enters (dose time + ALAG) the state is reset
+to it (SS=1) or ``y_ss − y0`` is added (SS=2, superposition: exact for linear models); see
+`_steady_state`. EVID 3/4 reset the state to ``y0`` and stop infusions
+(`insilico.engine._records.event_records`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import optimistix as optx
 
 from insilico.engine import _status
-from insilico.engine._records import dose_records
+from insilico.engine._records import dose_records, event_records, obs_key
 
 _SOLVERS = {
     "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
@@ -110,40 +112,49 @@ def _integrate(model, p, opts, y, rate, t0, t1, adjoint=diffrax.RecursiveCheckpo
 
 
 def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
-                 reset_at=None, y_reset=None, adjoint=diffrax.RecursiveCheckpointAdjoint()):
+                 adjoint=diffrax.RecursiveCheckpointAdjoint(), events=None):
     """Scan over the merged, time-sorted records and observations.
 
     Each step integrates from the previous event time to this one, then records the state
     (observation) or applies the record's bolus and rate step. At equal times observations
-    come first (pre-dose) unless ``obs_after_dose``. Returns (y at obs, y at the end, status).
+    come first (pre-dose) unless ``obs_after_dose``. ``events`` = (key, obs_key, sets, set_val,
+    add_val) orders records and observations at equal times by key instead (`_records.event_records`)
+    and, where ``sets``, replaces the state by ``set_val`` and stops the infusions, else adds
+    ``add_val`` (SS=2). Returns (y at obs, y at the end, status).
     """
     n = y0.shape[0]
     R = t.shape[0]
     T = 0 if obs_t is None else obs_t.shape[0]
-    is_reset = jnp.zeros(R, bool) if reset_at is None else jnp.arange(R) == reset_at
+    if events is None:
+        rec_rank, obs_rank = jnp.full(R, 0 if obs_after_dose else 1), 1 if obs_after_dose else 0
+        sets, set_val, add_val = jnp.zeros(R, bool), jnp.zeros((R, n)), jnp.zeros((R, n))
+    else:
+        rec_rank, obs_rank, sets, set_val, add_val = events
     if T:
         times = jnp.concatenate([t, obs_t])
-        rank = jnp.concatenate([jnp.full(R, 0 if obs_after_dose else 1), jnp.full(T, 1 if obs_after_dose else 0)])
+        rank = jnp.concatenate([rec_rank, jnp.full(T, obs_rank)])
         order = jnp.lexsort((rank, times))
         zb = jnp.zeros((T, n))
         times, bolus, drate = times[order], jnp.concatenate([bolus, zb])[order], jnp.concatenate([drate, zb])[order]
-        is_reset = jnp.concatenate([is_reset, jnp.zeros(T, bool)])[order]
+        sets = jnp.concatenate([sets, jnp.zeros(T, bool)])[order]
+        set_val, add_val = jnp.concatenate([set_val, zb])[order], jnp.concatenate([add_val, zb])[order]
     else:
-        order = jnp.argsort(t, stable=True)
-        times, bolus, drate, is_reset = t[order], bolus[order], drate[order], is_reset[order]
+        order = jnp.lexsort((rec_rank, t))
+        times, bolus, drate, sets, set_val, add_val = (a[order] for a in (t, bolus, drate, sets, set_val, add_val))
     prev = jnp.concatenate([jnp.zeros(1), times[:-1]])
 
     def body(carry, xs):
         y, rate, status = carry
-        t0, t1, b, dr, reset = xs
+        t0, t1, b, dr, st, sv, av = xs
         y, code = _integrate(model, p, opts, y, rate, t0, t1, adjoint)
-        if y_reset is not None:
-            y = jnp.where(reset, y_reset, y)
+        if events is not None:
+            y = jnp.where(st, sv, y + av)
+            rate = jnp.where(st, 0.0, rate)
         seen = y  # an observation at t1 sees the state before any record placed after it
         return (y + b, rate + dr, jnp.maximum(status, code)), seen
 
     (y_end, _, status), ys = jax.lax.scan(
-        body, (y0, jnp.zeros(n), jnp.asarray(_status.OK)), (prev, times, bolus, drate, is_reset))
+        body, (y0, jnp.zeros(n), jnp.asarray(_status.OK)), (prev, times, bolus, drate, sets, set_val, add_val))
     out = ys[jnp.argsort(order)[R:]] if T else None
     return out, y_end, status
 
@@ -238,22 +249,37 @@ def _steady_state(model, p, opts, y0, b0, dr0, dur0, ii0, active):
 def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverOptions = SolverOptions(),
               has_infusion: bool = True, has_ss: bool = True):
     """States ``y[T, n]`` and status for one subject."""
-    time, amt, rate, cmt, ss, ii = dose
+    if has_ss:
+        return _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion)
+    time, amt, rate, cmt, _, _ = dose
     n = model.n_states
-    t_r, b_r, dr_r, c_r, dur = dose_records(model, p, time, amt, rate, cmt, has_infusion)
+    t_r, b_r, dr_r, c_r, _ = dose_records(model, p, time, amt, rate, cmt, has_infusion)
     onehot = jax.nn.one_hot(c_r, n, dtype=jnp.float64)
     bolus = onehot * b_r[:, None]
     drate = onehot * dr_r[:, None]
-    y0 = model.y0(p)
-    if not has_ss:
-        out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t, obs_after_dose,
-                                      adjoint=_adjoint(opts))
-        return out, status
-    active = ss[0] > 0
-    y_ss, ss_code = _steady_state(model, p, opts, y0, bolus[0], drate[0], dur[0], ii[0], active)
-    out, _, status = _run_records(model, p, opts, y0, t_r, bolus, drate, obs_t,
-                                  obs_after_dose, reset_at=jnp.where(active, 0, -1), y_reset=y_ss,
+    out, _, status = _run_records(model, p, opts, model.y0(p), t_r, bolus, drate, obs_t, obs_after_dose,
                                   adjoint=_adjoint(opts))
-    if not obs_after_dose:  # an observation exactly at the SS dose entry sees the SS trough
-        out = jnp.where((active & (obs_t == t_r[0]))[:, None], y_ss, out)
-    return out, jnp.maximum(status, jnp.where(active, ss_code, _status.OK))
+    return out, status
+
+
+def _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion):
+    """States ``y[T, n]`` and status with event codes (SS=1/2 on any dose, EVID 3/4 resets): one
+    steady state per SS dose slot (Newton solves mapped over the slots), set (SS=1, reset to ``y0``) or added
+    (SS=2: ``y_ss − y0``, superposition) at the slot's event record; `_records.event_records`."""
+    ev = event_records(model, p, dose, has_infusion)
+    E, n = dose[0].shape[0], model.n_states
+    onehot = jax.nn.one_hot(ev.cmt, n, dtype=jnp.float64)
+    bolus, drate = onehot * ev.bolus[:, None], onehot * ev.drate[:, None]
+    y0 = model.y0(p)
+    active = ev.mode > 0
+    y_ss, codes = jax.lax.map(lambda x: _steady_state(model, p, opts, y0, *x),
+                              (bolus[:E], drate[:E], ev.dur, ev.ii, active))
+    slot = ev.slot
+    set_val = jnp.where(ev.reset_to_initial[slot][:, None], y0[None], y_ss[slot])
+    add_val = jnp.where(ev.adds[:, None], y_ss[slot] - y0[None], 0.0)
+    out, _, status = _run_records(model, p, opts, y0, ev.t, bolus, drate, obs_t, obs_after_dose,
+                                  adjoint=_adjoint(opts),
+                                  events=(ev.key, obs_key(E, obs_after_dose), ev.sets, set_val, add_val))
+    too_long = jnp.any(active & (ev.dur > ev.ii))   # a modelled SS infusion longer than ii (see check_dose)
+    out = jnp.where(too_long, jnp.nan, out)
+    return out, jnp.maximum(status, jnp.max(jnp.where(active, codes, _status.OK)))

@@ -16,7 +16,8 @@ from insilico.estimation._objective import LOG_2PI, eta_mode, individual_objecti
 from insilico.estimation._problem import Problem, build_problem
 from insilico.estimation._result import FitResult
 from insilico.estimation._spec import EstimateSpec, PopulationModelSpec, load_population_model
+from insilico.estimation._vpc import assign_bins, bin_edges, prediction_correct, vpc
 
 __all__ = ["FOCEI", "NUTS", "EstimateSpec", "FitResult", "Laplace", "PopulationModelSpec", "Problem", "build_problem",
            "LOG_2PI", "eta_mode", "fit", "individual_objective", "load_population_model", "method_from",
-           "subject_ofv"]
+           "subject_ofv", "assign_bins", "bin_edges", "prediction_correct", "vpc"]

@@ -38,7 +38,15 @@ class NUTS:
     eta (eta = L z, z ~ N(0, I)).
 
     chains (>= 1; >= 4 for R-hat), warmup and samples per chain, seed, target_accept (dual
-    averaging target), max_tree_depth. Priors: see `insilico.estimation` (weakly informative
+    averaging target), max_tree_depth, dense_mass (adapt a dense mass matrix, default: it learns
+    the posterior correlation between typical values and etas that the non-centred
+    parametrisation leaves when individual data are informative; measured on the 24-subject
+    1-cmt test problem: max R-hat 1.075 diagonal vs 1.013 dense, same draws), parameterization
+    of eta: ``noncentred`` (eta = L z, z ~ N(0, I): best when individual data are sparse),
+    ``centred`` (eta ~ MVN(0, Omega): best when they are informative; Betancourt & Girolami 2013)
+    or ``auto`` (default): centred when subjects have a median of >= 4 observations. Measured on
+    16 subjects x 8 samples, 4 chains x 400 draws: centred max R-hat 1.002, min bulk ESS 1282,
+    0 divergences; non-centred 1.049, 54, 22 divergences. Priors: see `insilico.estimation` (weakly informative
     defaults centred on the population model's values)."""
 
     chains: int = 4
@@ -47,8 +55,14 @@ class NUTS:
     seed: int = 0
     target_accept: float = 0.8
     max_tree_depth: int = 8
-    dense_mass: bool = False
+    dense_mass: bool = True
+    parameterization: str = "auto"
     name = "nuts"
+
+    def __post_init__(self):
+        if self.parameterization not in ("auto", "noncentred", "centred"):
+            raise SpecError("method.parameterization",
+                            f"must be auto, noncentred or centred, got {self.parameterization!r}")
 
 
 def method_from(method) -> FOCEI | Laplace | NUTS:

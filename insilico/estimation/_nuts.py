@@ -1,8 +1,9 @@
 """Full Bayes: NumPyro's NUTS on the hierarchical population model.
 
-Model (non-centred, Papaspiliopoulos et al. 2007; the standard parametrisation of Stan/Torsten
-population models): for each block of Omega, SDs ``omega_k`` and an LKJ Cholesky factor of the
-correlation, ``eta_i = L z_i`` with ``z_i ~ N(0, I)``; observations through the one
+Model: for each block of Omega, SDs ``omega_k`` and an LKJ Cholesky factor of the correlation;
+eta non-centred (``eta_i = L z_i``, ``z_i ~ N(0, I)``; Papaspiliopoulos et al. 2007) or centred
+(``eta_i ~ MVN(0, Omega)``), chosen by `NUTS.parameterization` (default: by how informative each
+subject's data are); observations through the one
 log-density (`insilico.population.log_density`, residual part). Fixed quantities stay at their
 values.
 
@@ -43,7 +44,7 @@ from insilico.population import log_density
 __all__ = ["fit_nuts", "tail_ess"]
 
 
-def _model(problem, subjects):
+def _model(problem, subjects, centred=False):
     pv = problem.params
     nat = jnp.asarray(pv.initial)
     for i, e in enumerate(pv.entries):
@@ -80,7 +81,10 @@ def _model(problem, subjects):
     pop = pv.population(nat)
     n, kk = problem.n_subjects, problem.n_eta
     eta = None
-    if kk:
+    if kk and centred:
+        with numpyro.plate("subject", n):
+            eta = numpyro.sample("eta", dist.MultivariateNormal(jnp.zeros(kk), scale_tril=pop.omega_chol))
+    elif kk:
         with numpyro.plate("subject", n):
             z = numpyro.sample("z", dist.Normal(jnp.zeros(kk), 1.0).to_event(1))
         eta = numpyro.deterministic("eta", z @ pop.omega_chol.T)
@@ -110,7 +114,9 @@ def fit_nuts(problem, options) -> FitResult:
                          init_strategy=init_to_median(num_samples=15), dense_mass=options.dense_mass)
     mcmc = MCMC(kernel, num_warmup=options.warmup, num_samples=options.samples, num_chains=options.chains,
                 chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(options.seed), problem, problem.subjects(), extra_fields=("diverging",))
+    centred = options.parameterization == "centred" or (
+        options.parameterization == "auto" and np.median(problem.mask.sum(axis=1)) >= 4)
+    mcmc.run(jax.random.PRNGKey(options.seed), problem, problem.subjects(), bool(centred), extra_fields=("diverging",))
     samples = mcmc.get_samples(group_by_chain=True)
     draws = np.asarray(samples["natural"])                          # (chains, draws, p)
     divergences = int(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).sum())
@@ -143,6 +149,7 @@ def fit_nuts(problem, options) -> FitResult:
     message = "; ".join(reasons) or "R-hat <= 1.01, no divergences"
     if reasons:
         warnings.warn(f"NUTS: {message}", RuntimeWarning, stacklevel=3)
+    extra_info = {"parameterization": "centred" if centred else "noncentred"}
     return FitResult(
         method="nuts", names=pv.names, kinds=tuple(e.kind for e in pv.entries), estimates=mean,
         fixed=np.array([e.fixed for e in pv.entries]), covariance=cov, ofv=float("nan"), converged=converged,
@@ -156,4 +163,4 @@ def fit_nuts(problem, options) -> FitResult:
         spec=problem.spec.model_dump(mode="json", by_alias=True, exclude_none=True), excluded=problem.excluded,
         data_sha256=problem.data_sha256, covariates=problem.data_covariates,
         extra={"draws": draws, "rhat": rhat, "ess_bulk": ess_bulk, "ess_tail": ess_tail, "divergences": divergences,
-               "chains": options.chains, "warmup": options.warmup, "samples": options.samples})
+               "chains": options.chains, "warmup": options.warmup, "samples": options.samples, **extra_info})

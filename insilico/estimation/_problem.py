@@ -74,12 +74,17 @@ class Problem:
                 "dose": tuple(jnp.asarray(a) for a in self.dose),
                 "t": jnp.asarray(self.times), "y": jnp.asarray(self.y), "mask": jnp.asarray(self.mask)}
 
-    def predict(self, pop, subject, eta):
-        """Prediction of the fitted output at the subject's times, and the solver status."""
+    def predict_outputs(self, pop, subject, eta):
+        """Every model output at the subject's times (``{name: (T,)}``) and the solver status."""
         p = individual_parameters(pop, subject["cov"], eta)
         full = {**self.fixed, **p}
         outs, _, status = solve_subject(self.model, full, subject["dose"], subject["t"], self.method,
                                         solver=self.solver, has_infusion=self.has_infusion, has_ss=self.has_ss)
+        return outs, status
+
+    def predict(self, pop, subject, eta):
+        """Prediction of the fitted output at the subject's times, and the solver status."""
+        outs, status = self.predict_outputs(pop, subject, eta)
         return outs[self.spec.output], status
 
 
@@ -128,9 +133,11 @@ def _covariate_arrays(spec, data: NonmemData, pop_covariates, categorical):
 
 
 def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, model=None,
-                  solver: SolverOptions | None = None) -> Problem:
+                  solver: SolverOptions | None = None, require_observations: bool = True) -> Problem:
     """Check ``data`` (a NONMEM CSV path, DataFrame or `NonmemData`) against ``spec`` and build
-    the :class:`Problem`. Errors name the field or the data row and column (`SpecError`)."""
+    the :class:`Problem`. Errors name the field or the data row and column (`SpecError`).
+    ``require_observations=False`` accepts data without any observation (predictions from the
+    prior, candidate regimens)."""
     model = model if model is not None else resolve(spec, base)
     if spec.output not in model.output_names:
         raise SpecError("output", f"model {model.name!r} has no output {spec.output!r} "
@@ -169,7 +176,7 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     keep = np.array([sid not in bad for sid in nm.ids])
     if not keep.any():
         raise SpecError("data", "no subject can be fitted: " + "; ".join(f"ID {k}: {v}" for k, v in bad.items()))
-    if not mask[keep].any():
+    if require_observations and not mask[keep].any():
         raise SpecError("data.DV", "no observations to fit (every DV is missing, MDV=1 or EVID=2)")
     table = nm.doses
     dose = tuple(np.asarray(getattr(table, f))[keep] for f in ("time", "amt", "rate", "cmt", "ss", "ii"))

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from insilico import store
-from insilico.cohorts import compile_spec, load_cohort_spec
+from insilico.cohorts import compile_spec, fit_cohort_spec, load_cohort_spec, population_from_estimates
 from insilico.dosing import MAX_DOSES, Dose, Regimen
 from insilico.errors import SpecError
 from insilico.trials._design import allocate, allocation_block
 from insilico.trials._endpoints import POST_DOSE_OFFSETS
+from insilico.trials._fit import FitSource
 from insilico.trials._screen import check_subjects
 from insilico.trials._spec import TrialSpec, resolve_model
 
@@ -53,6 +54,8 @@ class TrialContext:
     fixed: dict
     cohort_params: list
     covariate_names: tuple = ()     # the cohort's covariates (drawn, derived, stratum), evaluation order
+    fit: FitSource | None = None    # the fit store the cohort comes from (``cohort: fit.zarr``)
+    fit_draws: bool = False         # replicates draw the fitted quantities from the fit's uncertainty
 
     @property
     def n_arms(self) -> int:
@@ -64,6 +67,26 @@ class TrialContext:
 
     def spec_json(self) -> str:
         return self.spec.model_dump_json(by_alias=True)
+
+    def population(self, replicate: int):
+        """The parameter model (`insilico.population.PopulationModel`) of ``replicate`` when it
+        draws the fitted quantities from the fit's uncertainty (`insilico.trials._fit`); None
+        otherwise (the cohort spec's own numbers)."""
+        if not self.fit_draws:
+            return None
+        row = self.fit.draws(self.spec.seed, [replicate])[0]
+        return population_from_estimates(compile_spec(self.cohort).population, self.fit.values(row))
+
+    def residual_error(self, replicate: int):
+        """The residual error of ``replicate``: the cohort's, with the replicate's SDs when it
+        draws from the fit's uncertainty."""
+        spec = getattr(self.cohort, "residual_error", None)
+        pop = self.population(replicate) if spec is not None else None
+        if pop is None:
+            return spec
+        r = pop.residual
+        return {"type": r.type, **{k: float(getattr(r, k)) for k in ("additive", "proportional", "exponential")
+                                   if getattr(spec, k) is not None}}
 
 
 def _regimen(arm, i) -> Regimen:
@@ -106,17 +129,20 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
     if spec.n > MAX_SUBJECTS:
         raise SpecError("n", f"at most {MAX_SUBJECTS} subjects (subject indices are 32-bit), got {spec.n}")
     model = resolve_model(spec.model, base)
+    fit = None
     if isinstance(spec.cohort, str):
-        cpath = (base / spec.cohort) if not Path(spec.cohort).is_absolute() else Path(spec.cohort)
-        if not cpath.exists():
-            raise SpecError("cohort", f"cohort spec file not found: {cpath}")
-        src = cpath
+        cpath = _cohort_path(spec.cohort, base)
+        if cpath != base / spec.cohort and not Path(spec.cohort).is_absolute():
+            spec = spec.model_copy(update={"cohort": str(cpath)})   # found in the working directory
+        if cpath.is_dir():
+            fit, cohort = _fit_cohort(cpath, spec, model)
+        else:
+            cohort = _cohort_spec(cpath, base)
     else:
-        src = spec.cohort
-    try:
-        cohort = load_cohort_spec(src)
-    except SpecError as e:
-        raise SpecError(f"cohort.{e.field}" if e.field else "cohort", e.message) from None
+        cohort = _cohort_spec(spec.cohort, base)
+    fit_draws = _replicate_source(spec, fit)
+    fitted_fixed = (fit.model.get("parameters") or {}) if fit is not None else {}   # the fit's fixed model values
+    model_parameters = {**fitted_fixed, **spec.model.parameters}
     cohort_params = [p for p in cohort.parameters if p in model.parameter_names]
     for k in spec.model.parameters:
         if k in cohort_params:
@@ -125,7 +151,7 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
         if k not in model.parameter_names:
             raise SpecError(f"model.parameters.{k}", f"unknown parameter for model {model.name!r}; "
                                                      f"known: {list(model.parameter_names)}")
-    fixed = model.validate_params({k: v for k, v in spec.model.parameters.items() if k not in cohort_params}
+    fixed = model.validate_params({k: v for k, v in model_parameters.items() if k not in cohort_params}
                                   | {k: 1.0 for k in cohort_params}, where="model.parameters")
     fixed = {k: float(v) for k, v in fixed.items() if k not in cohort_params}
     for k in spec.replicates.uncertainty:
@@ -168,13 +194,85 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
                     raise SpecError(f"endpoints.{i}.dose", f"arm {spec.arms[a].name!r} has only "
                                                            f"{len(reg.expanded())} doses")
     ctx = TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params,
-                       tuple(compiled.covariates))
+                       tuple(compiled.covariates), fit, fit_draws)
     check_names(ctx)
     check_allocation(spec)
     check_resources(ctx)
     if screen:
         check_subjects(ctx)
     return ctx
+
+
+def _cohort_path(cohort: str, base: Path) -> Path:
+    """The cohort file or fit store a spec names: absolute, or relative to the spec's folder, else
+    to the working directory (``--set cohort=fit.zarr`` next to where the fit was written)."""
+    p = Path(cohort)
+    if p.is_absolute():
+        found = p
+    elif (base / p).exists() or not p.exists():
+        found = base / p
+    else:
+        found = p.resolve()
+    if not found.exists():
+        raise SpecError("cohort", f"cohort spec file or fit store not found: {base / p}")
+    return found
+
+
+def _cohort_spec(source, base: Path):
+    """A cohort spec (file or mapping) loaded and compiled; errors name ``cohort.<field>``."""
+    try:
+        return load_cohort_spec(source, base)
+    except SpecError as e:
+        raise SpecError(f"cohort.{e.field}" if e.field else "cohort", e.message) from None
+
+
+def _fit_cohort(path: Path, spec: TrialSpec, model) -> tuple[FitSource, object]:
+    """The fit store at ``path`` and its cohort (`insilico.cohorts.fit_cohort_spec`); the trial must
+    simulate the model that was fitted."""
+    from insilico.store import open_fit, recognise
+    if recognise(path) != "fit":
+        raise SpecError("cohort", f"{path} is a folder but not a fit store (written by `insilico fit --out`)")
+    try:
+        ds = open_fit(path)
+    except SpecError as e:
+        raise SpecError("cohort", e.message) from None
+    fit = FitSource.from_dataset(ds, path)
+    for key, given in (("name", spec.model.name), ("import", spec.model.import_)):
+        fitted = fit.model.get(key)
+        if fitted is not None and given != fitted:
+            raise SpecError(f"model.{key}", f"the fit {path.name} is of model {fitted!r}; the trial must simulate "
+                                            f"the fitted model (got {given!r})")
+    units = {p.name: p.units for p in model.parameters}
+    try:
+        cohort = fit_cohort_spec(ds, path, units=units)
+    except SpecError as e:
+        raise SpecError(f"cohort.{e.field}" if e.field != "cohort" else "cohort", e.message) from None
+    return fit, cohort
+
+
+def _replicate_source(spec: TrialSpec, fit: FitSource | None) -> bool:
+    """Whether the replicates draw the fitted quantities from the fit's uncertainty; refuses
+    ``replicates.fit_uncertainty`` without a fit, both it and ``replicates.uncertainty``, and a
+    fit with neither a covariance of the estimates nor posterior draws."""
+    r = spec.replicates
+    if fit is None:
+        if r.fit_uncertainty:
+            raise SpecError("replicates.fit_uncertainty", "needs `cohort:` a fit store (insilico fit --out fit.zarr)")
+        return False
+    if r.fit_uncertainty is False:
+        return False
+    if r.uncertainty:
+        raise SpecError("replicates.uncertainty", "the cohort is a fit store: the replicates' population-parameter "
+                                                  "uncertainty is the fit's (covariance of the estimates or posterior "
+                                                  "draws); remove replicates.uncertainty, or set "
+                                                  "replicates.fit_uncertainty: false to use these log-scale SDs "
+                                                  "around the estimates instead")
+    if fit.uncertainty is None:
+        raise SpecError("replicates.fit_uncertainty", f"the fit {fit.path.name} has no covariance of the estimates "
+                                                      f"({fit.covariance_step or 'no covariance step'}) and no "
+                                                      "posterior draws; set replicates.fit_uncertainty: false to "
+                                                      "simulate every replicate at the estimates")
+    return True
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ from insilico.cluster import using
 from insilico.cohorts import compile_spec
 from insilico.engine import status as engine_status
 from insilico.errors import SpecError
+from insilico.trials._fit import tree_digest
 from insilico.trials._prepare import TrialContext, check_resources, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
 from insilico.trials._unit import compute_unit, subject_range
@@ -106,17 +107,34 @@ def _worker_layout(spec_json: str, base: str) -> store.Layout:
     return _layout(_worker_context(spec_json, base))
 
 
+def replicate_population(ctx: TrialContext) -> dict:
+    """The fitted quantities each replicate simulates with (cohort: a fit store): ``{"fit": path,
+    "source": "posterior" | "covariance" | "estimate", "names": [...], "values": [[...] per
+    replicate]}`` (stored as the results' attribute ``replicate_population``)."""
+    fit, n = ctx.fit, ctx.spec.replicates.n
+    source = fit.uncertainty if ctx.fit_draws else "estimate"
+    rows = fit.draws(ctx.spec.seed, range(n)) if ctx.fit_draws else [fit.estimate] * n
+    return {"fit": str(fit.path), "method": fit.method, "source": source, "names": list(fit.names),
+            "values": [[float(v) for v in row] for row in rows]}
+
+
 def input_digests(spec_obj, base: Path, ctx: TrialContext, spec_json: str, overrides) -> dict:
     """SHA-256 digests of everything a trial's stored results depend on: the resolved spec, the
     seed, the ``--set`` overrides, the cohort spec (its file's bytes when it is a file, and as
-    resolved) and a user model's source file (``model.import``)."""
+    resolved), the fit store of a fit cohort, the table a cohort resamples and a user model's
+    source file (``model.import``)."""
     d = {"trial spec": store.digest(spec_json), "seed": store.digest(str(spec_obj.seed)),
          "--set overrides": store.digest(json.dumps(list(overrides or []))),
          "cohort spec": store.digest(ctx.cohort.model_dump_json(by_alias=True, exclude_none=True))}
-    if isinstance(spec_obj.cohort, str):
-        cpath = Path(spec_obj.cohort) if Path(spec_obj.cohort).is_absolute() else Path(base) / spec_obj.cohort
+    cohort = ctx.spec.cohort       # as resolved by `prepare`
+    if isinstance(cohort, str):
+        cpath = Path(cohort) if Path(cohort).is_absolute() else Path(base) / cohort
         if cpath.is_file():
             d["cohort spec file"] = store.digest(cpath.read_bytes())
+    if ctx.fit is not None:
+        d["fit store"] = ctx.fit.digest
+    elif getattr(ctx.cohort, "resample", None) is not None:
+        d["resample table"] = tree_digest(Path(ctx.cohort.resample.table))
     target = getattr(spec_obj.model, "import_", None)
     if target:
         source = getattr(sys.modules.get(target.split(":", 1)[0]), "__file__", None)
@@ -197,6 +215,8 @@ def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool =
                          "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
                          "design": spec_obj.design, "versions": json.dumps(_versions()),
                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                if ctx.fit is not None:
+                    attrs["replicate_population"] = json.dumps(replicate_population(ctx))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 store.create_store(out, layout, attrs)
             else:

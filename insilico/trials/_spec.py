@@ -285,10 +285,16 @@ class AnalysisSpec(_Strict):
 class ReplicateSpec(_Strict):
     """``n`` replicate trials; ``uncertainty`` gives a log-scale SD per parameter: each replicate
     multiplies that parameter by exp(N(0, sd²)) for all its subjects (population-parameter
-    uncertainty)."""
+    uncertainty).
+
+    ``fit_uncertainty`` (only with ``cohort:`` a fit store; default true there): each replicate
+    draws the fitted quantities (typical values, effects, Omega, sigma) from the fit's
+    uncertainty — MVN(estimate, covariance of the estimates), or one posterior draw of a
+    Bayesian fit (`insilico.trials._fit`). Not with ``uncertainty``: give one or the other."""
 
     n: Annotated[int, Field(ge=1)] = 1
     uncertainty: dict[str, NonNegFloat] = {}
+    fit_uncertainty: bool | None = None
 
 
 class ExecutionSpec(_Strict):
@@ -302,6 +308,11 @@ class ExecutionSpec(_Strict):
 
 
 class TrialSpec(_Strict):
+    """A trial. ``cohort``: a cohort spec (a file, relative to the trial spec's folder, or written
+    inline), or a population fit store (``fit.zarr``, `insilico.fit`): the fitted population
+    model with covariates resampled from the fitted subjects; a relative path not found in the
+    spec's folder is looked up in the working directory."""
+
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
     seed: Annotated[int, Field(ge=0, lt=2**63)]

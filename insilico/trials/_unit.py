@@ -22,9 +22,11 @@ def subject_range(ctx, chunk: int) -> np.ndarray:
 
 
 def draw_subjects(ctx, replicate: int, idx: np.ndarray):
-    """Cohort, parameters (with replicate uncertainty), allocation and dropout for ``idx``."""
+    """Cohort, parameters (with replicate uncertainty: the replicate's draw of a fit's quantities,
+    `TrialContext.population`, or the per-parameter factors), allocation and dropout for ``idx``."""
     spec = ctx.spec
-    cohort = draw_cohort(ctx.cohort, n=len(idx), seed=replicate_seed(spec.seed, replicate), start=int(idx[0]))
+    cohort = draw_cohort(ctx.cohort, n=len(idx), seed=replicate_seed(spec.seed, replicate), start=int(idx[0]),
+                         population=ctx.population(replicate))
     factors = _design.uncertainty_factors(spec.replicates, spec.seed, replicate)
     params = {}
     for name in ctx.model.parameter_names:
@@ -54,7 +56,7 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
     cohort, params, alloc, dropout = draw_subjects(ctx, replicate, idx)
     sel = np.flatnonzero((alloc == arm) | (alloc < 0))
     arm_vars = {o: np.full((n, T), np.nan) for o in ctx.outputs}
-    residual = getattr(ctx.cohort, "residual_error", None)
+    residual = ctx.residual_error(replicate)
     if residual is not None and "conc" in ctx.outputs:
         arm_vars["conc_obs"] = np.full((n, T), np.nan)
     eps = {e.name: np.full(n, np.nan) for e in spec.endpoints}

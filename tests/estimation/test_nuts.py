@@ -18,15 +18,16 @@ residual_error: {type: proportional, proportional: 0.15}
 
 @pytest.fixture(scope="module")
 def both():
-    df, _ = oral_data(24, seed=5)
+    df, _ = oral_data(16, seed=5)
     df["WT"] = 70.0       # no covariate effect in this model: CL at WT 70 is the truth
-    return fit(MODEL, df, "focei", npde_samples=0), fit(MODEL, df, NUTS(chains=4, warmup=300, samples=300, seed=1))
+    return fit(MODEL, df, "focei", npde_samples=0), fit(MODEL, df, NUTS(chains=4, warmup=400, samples=400, seed=1))
 
 
 def test_nuts_converges_and_reports_its_diagnostics(both):
     _, bayes = both
     ds = bayes.to_dataset()
-    assert ds.posterior.shape == (4, 300, len(bayes.names))
+    assert ds.posterior.shape == (4, 400, len(bayes.names))
+    assert ds.attrs["parameterization"] == "centred"      # 8 samples per subject: informative
     assert np.nanmax(ds.rhat.values) <= 1.01
     assert int(ds.attrs["divergences"]) == 0 and bayes.converged
     assert np.nanmin(ds.ess_bulk.values) > 100 and np.nanmin(ds.ess_tail.values) > 100

@@ -1,0 +1,617 @@
+"""Translate a NONMEM control stream into an insilico population model (``population.yaml``).
+
+The control stream is parsed by pharmpy-core (``pharmpy.modeling.read_model``); its $PK, $ERROR,
+$THETA, $OMEGA and $SIGMA are then mapped onto :mod:`insilico.estimation`'s population-model
+file (``PopulationModelSpec``):
+
+* $SUBROUTINE ADVAN1/2 TRANS2 and ADVAN3/4 TRANS4 -> built-ins ``1cmt_iv``, ``1cmt_oral``,
+  ``2cmt_iv``, ``2cmt_oral`` (NONMEM Users Guide VI, PREDPP: ADVAN4 TRANS4's V2/V3 are insilico's
+  V1/V2). The scale of the observed compartment (S1 or S2) must equal its volume, so that
+  F = amount / volume is insilico's ``conc``.
+* $PK: each basic PK parameter must be ``TV * EXP(ETA(k))`` with ``TV`` a product of one THETA
+  (the typical value) and covariate factors: ``COV`` or ``(COV/ref)**THETA`` (power),
+  ``EXP(THETA*(COV-ref))`` (exponential), ``(1 + THETA*(COV-ref))`` (linear) and ``IF`` blocks
+  on a covariate (categorical: one multiplier per level of that covariate in the data set).
+* $OMEGA (diagonal and BLOCK) -> ``bsv.omega`` in ETA order; $SIGMA and the $ERROR code ->
+  ``residual_error``: Var(Y | F) = sum_kl dY/dEPS_k dY/dEPS_l SIGMA(k,l) must be
+  ``a + b F**2`` (additive a, proportional b, combined both; the ``W``/``IPRED`` idioms included);
+  ``Y = F*EXP(EPS(1))`` is exponential.
+* FIX and finite bounds -> ``estimate.fix`` / ``estimate.bounds``.
+
+What cannot be translated is collected line by line (``NonmemImport.untranslated``); when it
+is essential (a structural parameter, the residual model) ``NonmemImport.ok`` is False.
+NONMEM's names (THETA1…, OMEGA(i,j), SIGMA(i,j), ETA1…) and the comment names pharmpy reads are
+kept in ``NonmemImport.names`` (the ``nonmem_names.yaml`` sidecar).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sympy
+
+from insilico.errors import SpecError
+
+__all__ = ["ADVANS", "NonmemImport", "import_nonmem"]
+
+# (ADVAN, TRANS) -> (built-in model, {NONMEM parameter: insilico parameter}, scale, observed volume)
+ADVANS = {
+    ("ADVAN1", "TRANS2"): ("1cmt_iv", {"CL": "CL", "V": "V"}, "S1", "V"),
+    ("ADVAN2", "TRANS2"): ("1cmt_oral", {"CL": "CL", "V": "V", "KA": "KA"}, "S2", "V"),
+    ("ADVAN3", "TRANS4"): ("2cmt_iv", {"CL": "CL", "V1": "V1", "Q": "Q", "V2": "V2"}, "S1", "V1"),
+    ("ADVAN4", "TRANS4"): ("2cmt_oral", {"CL": "CL", "V2": "V1", "Q": "Q", "V3": "V2", "KA": "KA"}, "S2", "V2"),
+}
+_OPTIONAL = {"F1": "F", "ALAG1": "ALAG"}     # oral models: bioavailability and lag of the depot
+_HANDLED_RECORDS = {"PROBLEM", "DATA", "INPUT", "SUBROUTINES", "ABBREVIATED", "PK", "ERROR", "THETA", "OMEGA",
+                    "SIGMA", "ESTIMATION", "COVARIANCE", "TABLE", "SIZES", "SCATTER", "ETAS", "PHIS"}
+_ESSENTIAL_RECORDS = {"PRED", "DES", "MODEL", "MIX", "AES", "INFN"}
+
+
+class _Untranslatable(Exception):
+    """A $PK/$ERROR expression outside the supported forms (message: why)."""
+
+
+@dataclass
+class NonmemImport:
+    """Result of :func:`import_nonmem`.
+
+    population : the population-model mapping (``PopulationModelSpec`` fields), or None when an
+        essential part could not be translated.
+    names : NONMEM names -> insilico names (``thetas``, ``etas``, ``omegas``, ``sigmas``), with the
+        comment names of the control stream.
+    untranslated : one line per control-stream line or item not translated, with the reason.
+    ok : False when an essential part is among ``untranslated``.
+    """
+
+    population: dict | None
+    names: dict
+    untranslated: list[str] = field(default_factory=list)
+    ok: bool = True
+
+
+@dataclass
+class _Context:
+    """Symbols of the control stream: THETA/ETA/EPS names (pharmpy's), data columns, values."""
+
+    thetas: list[str]
+    etas: list[str]
+    eps: list[str]
+    columns: set[str]
+    values: dict[str, float]
+    dataset: object
+    sigma_matrix: list[list[str]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- expression forms
+
+def _linear_in(term, theta, cov):
+    """``ref`` if ``term == theta * (cov - ref)`` identically, else None."""
+    t, c = sympy.Symbol(theta), sympy.Symbol(cov)
+    e = sympy.expand(term)
+    if sympy.simplify(e.diff(t).diff(c) - 1) != 0 or sympy.simplify(e.diff(c, 2)) != 0 \
+            or sympy.simplify(e.diff(t, 2)) != 0:
+        return None
+    rest = sympy.simplify(e - t * c)
+    ref = sympy.simplify(-rest / t)
+    return float(ref) if ref.is_number and sympy.simplify(rest + ref * t) == 0 else None
+
+
+def _theta_and_cov(expr, ctx):
+    names = {s.name for s in expr.free_symbols}
+    th = [n for n in names if n in ctx.thetas]
+    cv = [n for n in names if n in ctx.columns]
+    if len(th) != 1 or len(cv) != 1 or len(names) != 2:
+        raise _Untranslatable(f"`{expr}`: expected one THETA and one covariate")
+    return th[0], cv[0]
+
+
+def _exp_terms(arg, ctx):
+    """Split the argument of EXP(...) into the ETA and exponential covariate effects."""
+    eta, effects = None, []
+    for term in sympy.Add.make_args(sympy.expand(arg)):
+        names = {s.name for s in term.free_symbols}
+        if names & set(ctx.etas):
+            if not (term.is_Symbol and eta is None):
+                raise _Untranslatable(f"`EXP({arg})`: an ETA must enter as EXP(ETA) once")
+            eta = term.name
+    rest = sympy.simplify(arg - (sympy.Symbol(eta) if eta else 0))
+    if rest != 0:
+        theta, cov = _theta_and_cov(rest, ctx)
+        ref = _linear_in(rest, theta, cov)
+        if ref is None:
+            raise _Untranslatable(f"`EXP({rest})`: expected EXP(THETA*(COV - ref))")
+        effects.append({"covariate": cov, "type": "exponential", "ref": ref, "theta": theta})
+    return eta, effects
+
+
+def _power(f, ctx):
+    """``COV``, ``COV**e`` or ``(COV/ref)**e`` (e a THETA or a number) as a power effect."""
+    base, ex = (f.base, f.exp) if f.is_Pow else (f, sympy.Integer(1))
+    covs = [s.name for s in base.free_symbols]
+    if len(covs) != 1 or covs[0] not in ctx.columns:
+        raise _Untranslatable(f"`{f}`: not a power of a covariate")
+    k = sympy.simplify(base / sympy.Symbol(covs[0]))
+    if not (k.is_number and k > 0):
+        raise _Untranslatable(f"`{f}`: expected (COV/ref)**THETA")
+    if ex.is_Symbol and ex.name in ctx.thetas:
+        theta = ex.name
+    elif ex.is_number:
+        theta = float(ex)
+    else:
+        raise _Untranslatable(f"`{f}`: the exponent must be a THETA or a number")
+    return {"covariate": covs[0], "type": "power", "ref": float(1 / k), "theta": theta}
+
+
+def _categorical(pw, ctx):
+    """An ``IF`` on one covariate (a sympy Piecewise) -> (default branch, categorical effect).
+
+    Each non-default branch must be the default times a factor of THETAs only; the effect's
+    multipliers are given per level of the covariate in the data set (``relation`` keeps the
+    factor per level for the names)."""
+    default = [e for e, c in pw.args if c == sympy.true]
+    if len(default) != 1:
+        raise _Untranslatable(f"`{pw}`: IF without a default branch")
+    default = default[0]
+    branches, covs = [], set()
+    for e, c in pw.args:
+        if c == sympy.true:
+            continue
+        names = {s.name for s in c.free_symbols}
+        if len(names) != 1 or not names <= ctx.columns:
+            raise _Untranslatable(f"`IF ({c})`: the condition must test one covariate")
+        covs |= names
+        ratio = sympy.simplify(e / default)
+        if not {s.name for s in ratio.free_symbols} <= set(ctx.thetas):
+            raise _Untranslatable(f"`IF ({c})`: the branch must multiply the typical value by THETAs")
+        branches.append((c, ratio))
+    if len(covs) != 1:
+        raise _Untranslatable(f"`{pw}`: IF branches must test one covariate")
+    cov = covs.pop()
+    if ctx.dataset is None or cov not in getattr(ctx.dataset, "columns", ()):
+        raise _Untranslatable(f"IF on {cov}: its levels come from the data set, which could not be read")
+    levels = sorted(set(float(v) for v in ctx.dataset[cov].dropna()))
+    if len(levels) > 50:
+        raise _Untranslatable(f"IF on {cov}: {len(levels)} levels in the data; not a categorical covariate")
+    relation, thetas = {}, set()
+    for lv in levels:
+        ratio = next((r for c, r in branches if bool(c.subs(sympy.Symbol(cov), lv))), sympy.Integer(1))
+        relation[level_label(lv)] = ratio
+        thetas |= {s.name for s in ratio.free_symbols}
+    return default, {"covariate": cov, "type": "categorical", "relation": relation, "thetas": sorted(thetas)}
+
+
+def level_label(value: float) -> str:
+    """The category label of a numeric covariate level: ``7`` for an integer value (as insilico's
+    data reader labels an integer column), else the float's repr (``0.5``)."""
+    v = float(value)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
+def _covariate_factor(f, ctx):
+    """A factor of the typical value other than THETA: a covariate effect."""
+    names = {s.name for s in f.free_symbols}
+    if f.is_Add:
+        theta, cov = _theta_and_cov(f - 1, ctx)
+        ref = _linear_in(f - 1, theta, cov)
+        if ref is None:
+            raise _Untranslatable(f"`{f}`: expected 1 + THETA*(COV - ref)")
+        return {"covariate": cov, "type": "linear", "ref": ref, "theta": theta}
+    if names <= ctx.columns:
+        return _power(f, ctx)
+    if f.is_Pow and f.exp.is_Symbol and f.exp.name in ctx.thetas:
+        return _power(f, ctx)
+    raise _Untranslatable(f"`{f}`: not a supported covariate relation")
+
+
+def parameter_relation(expr, ctx: _Context) -> dict:
+    """Decompose a basic PK parameter's full expression ``THETA * effects * EXP(ETA)``.
+
+    Returns ``{typical: theta name, effects: [...], eta: eta name or None}``; effect thetas are
+    THETA names or numbers (fixed). Raises `_Untranslatable` for other forms."""
+    effects, typical, eta, const = [], None, None, 1.0
+    for f in sympy.Mul.make_args(expr):
+        if isinstance(f, sympy.Piecewise):
+            default, effect = _categorical(f, ctx)
+            effects.append(effect)
+            inner = parameter_relation(default, ctx)
+            if (inner["eta"] and eta) or typical:
+                raise _Untranslatable(f"`{expr}`: two ETAs or two typical values")
+            typical, eta = inner["typical"], eta or inner["eta"]
+            effects.extend(inner["effects"])
+            continue
+        if isinstance(f, sympy.exp):
+            e, eff = _exp_terms(f.args[0], ctx)
+            if e and eta:
+                raise _Untranslatable("two ETAs on one parameter")
+            eta = eta or e
+            effects.extend(eff)
+        elif f.is_Symbol and f.name in ctx.thetas:
+            typical = f.name if typical is None else "__twice__"
+        elif f.is_number:
+            const *= float(f)
+        else:
+            effects.append(_covariate_factor(f, ctx))
+    if typical is None or typical == "__twice__":
+        raise _Untranslatable(f"`{expr}`: expected exactly one THETA as the typical value")
+    if const != 1.0:
+        effects = _absorb_constant(const, effects)
+    return {"typical": typical, "effects": effects, "eta": eta}
+
+
+def _absorb_constant(const: float, effects: list[dict]) -> list[dict]:
+    """sympy writes ``(WT/70)**0.75`` as ``70**-0.75 * WT**0.75``: fold the constant back into
+    the reference of the one power effect with a fixed exponent, ``ref = ref * const**(-1/e)``."""
+    fixed = [e for e in effects if e["type"] == "power" and not isinstance(e["theta"], str) and e["theta"] != 0]
+    if len(fixed) != 1 or const <= 0:
+        raise _Untranslatable(f"constant factor {const:g}: write it into the THETA or a covariate reference")
+    e = fixed[0]
+    return [({**e, "ref": e["ref"] * const ** (-1.0 / e["theta"])} if e is fixed[0] else x) for x in effects]
+
+
+def residual_relation(y, f_sym, ctx: _Context) -> tuple[str, dict]:
+    """The residual model of ``Y`` (in terms of ``F``): its type and ``{component: variance
+    expression in THETAs/SIGMAs}`` (``additive``, ``proportional`` or ``exponential``)."""
+    eps = [sympy.Symbol(e) for e in ctx.eps]
+    at0 = {e: 0 for e in eps}
+    if sympy.simplify(y.subs(at0) - f_sym) != 0:
+        raise _Untranslatable(f"`Y = {y}`: Y must equal F (IPRED) when EPS = 0")
+    exponential = any(isinstance(a, sympy.exp) and a.free_symbols & set(eps) for a in sympy.preorder_traversal(y))
+    grads = [sympy.simplify(y.diff(e).subs(at0)) for e in eps]
+    var = sum(grads[i] * grads[j] * sympy.Symbol(_sigma_symbol(ctx, i, j))
+              for i in range(len(eps)) for j in range(len(eps)))
+    poly = sympy.Poly(sympy.expand(var), f_sym)
+    if poly.degree() > 2 or sympy.simplify(poly.coeff_monomial(f_sym)) != 0:
+        raise _Untranslatable(f"`Y = {y}`: Var(Y) = {var} is not additive + proportional * F**2")
+    c0, c2 = sympy.simplify(poly.coeff_monomial(1)), sympy.simplify(poly.coeff_monomial(f_sym ** 2))
+    if exponential:
+        if c0 != 0:
+            raise _Untranslatable(f"`Y = {y}`: exponential error with an additive part")
+        return "exponential", {"exponential": c2}
+    parts = {k: v for k, v in (("proportional", c2), ("additive", c0)) if v != 0}
+    if not parts:
+        raise _Untranslatable(f"`Y = {y}`: no residual error")
+    return ("combined" if len(parts) == 2 else next(iter(parts))), parts
+
+
+def _sigma_symbol(ctx, i, j):
+    return ctx.sigma_matrix[max(i, j)][min(i, j)]
+
+
+# --------------------------------------------------------------------------- control stream
+
+def _code_lines(record) -> list[str]:
+    return [ln for ln in str(record).splitlines()[1:]]
+
+
+_ASSIGN = re.compile(r"^\s*(?:IF\s*\(.*\)\s*)?([A-Za-z_][A-Za-z_0-9]*)\s*=(?!=)", re.I)
+
+
+def _report_lines(cs, needed: set[str], failed: dict[str, str]) -> list[str]:
+    """$PK/$ERROR lines not translated: assignments no translated quantity uses, verbatim code,
+    and the lines of quantities that failed (with the reason)."""
+    out = []
+    for name in ("PK", "ERROR"):
+        for rec in cs.get_records(name):
+            for k, line in enumerate(_code_lines(rec), start=1):
+                code = line.split(";")[0].strip()
+                if not code:
+                    continue
+                where = f"${name} line {k}: {code}"
+                if code.startswith('"'):
+                    out.append(f"{where} -- verbatim Fortran is not translated")
+                    continue
+                m = _ASSIGN.match(code)
+                if m is None:
+                    if not re.match(r"^(IF\s*\(.*\)\s*THEN|ELSE|ELSE\s*IF.*|END\s*IF)\s*$", code, re.I):
+                        out.append(f"{where} -- statement not translated")
+                    continue
+                var = m.group(1).upper()
+                if var in failed:
+                    out.append(f"{where} -- {failed[var]}")
+                elif var not in needed:
+                    out.append(f"{where} -- {var} is not used by the structural or residual model; not translated")
+    return out
+
+
+def _needed(statements, targets: set[str]) -> set[str]:
+    """Names of the assignments the ``targets`` depend on (targets included)."""
+    needed = set(targets)
+    for s in reversed(list(statements)):
+        sym = getattr(s, "symbol", None)
+        if sym is not None and str(sym) in needed:
+            needed |= {str(x) for x in s.expression.free_symbols}
+    return {n.upper() for n in needed}
+
+
+def _symbol_matrix(dists) -> list[list[str]]:
+    m = dists.covariance_matrix
+    n = len(dists.names)
+    return [[str(m[i, j]) for j in range(n)] for i in range(n)]
+
+
+def _pk_expression(model, name: str):
+    return model.statements.before_odes.full_expression(name)._sympy_()
+
+
+def _assigned(model, name: str) -> bool:
+    return any(str(getattr(s, "symbol", "")) == name for s in model.statements.before_odes)
+
+
+# --------------------------------------------------------------------------- main
+
+def import_nonmem(path: str | Path, ext: str | Path | None = None) -> NonmemImport:
+    """Translate the control stream at ``path`` (values from the control stream, or the final
+    estimates of the NONMEM ``.ext`` file ``ext``). Errors reading the files: `SpecError`."""
+    from pharmpy.modeling import read_model
+
+    from insilico.imports._tables import read_ext
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("model", f"no control stream at {path}")
+    try:
+        model = read_model(str(path))
+    except Exception as e:   # pharmpy raises many kinds on a malformed stream
+        raise SpecError("model", f"{path}: pharmpy cannot parse the control stream: {e}") from None
+    cs = model.internals.control_stream
+    untranslated: list[str] = []
+    for rec in cs.records:
+        if rec.name not in _HANDLED_RECORDS:
+            kind = "essential" if rec.name in _ESSENTIAL_RECORDS else "not translated"
+            untranslated.append(f"${rec.name}: {str(rec).strip().splitlines()[0]} -- record {kind}")
+    subs = cs.get_records("SUBROUTINES")
+    advan = (subs[0].advan, subs[0].trans) if subs else (None, None)
+    if advan not in ADVANS:
+        untranslated.append(f"$SUBROUTINE {advan[0] or '(none)'} {advan[1] or ''} -- only ADVAN1/2 TRANS2 and "
+                            "ADVAN3/4 TRANS4 are translated")
+        return NonmemImport(None, {}, untranslated, ok=False)
+    builtin, pk_map, scale, volume = ADVANS[advan]
+
+    thetas = list(_theta_names(model))
+    etas = list(model.random_variables.etas.names)
+    eps = list(model.random_variables.epsilons.names)
+    nm_names = _nonmem_names(model, thetas)
+    values = {p.name: float(p.init) for p in model.parameters}
+    if ext is not None:
+        final = read_ext(ext)
+        for pname, nm in nm_names.items():
+            if nm in final:
+                values[pname] = final[nm]
+            elif nm.startswith(("OMEGA", "SIGMA")) and _transposed(nm) in final:
+                values[pname] = final[_transposed(nm)]
+            else:
+                raise SpecError("ext", f"{ext}: no final estimate of {nm}")
+    try:
+        dataset = model.dataset
+    except Exception:   # the data file is optional: only IF-categorical relations need it
+        dataset = None
+    ctx = _Context(thetas, etas, eps, set(model.datainfo.names), values, dataset,
+                   _symbol_matrix(model.random_variables.epsilons))
+
+    failed, relations, fixed_model = {}, {}, {}
+    wanted = dict(pk_map)
+    if builtin.endswith("oral"):
+        wanted.update({k: v for k, v in _OPTIONAL.items() if _assigned(model, k)})
+    for nm_par, ins_par in wanted.items():
+        if not _assigned(model, nm_par):
+            failed[nm_par] = f"{nm_par} is required by {advan[0]} {advan[1]} but not assigned in $PK"
+            untranslated.append(f"$PK: {failed[nm_par]}")
+            continue
+        expr = _pk_expression(model, nm_par)
+        if expr.is_number and nm_par in _OPTIONAL:
+            fixed_model[ins_par] = float(expr)
+            continue
+        try:
+            relations[ins_par] = parameter_relation(expr, ctx)
+        except _Untranslatable as e:
+            failed[nm_par] = f"{nm_par} = {expr}: {e}"
+    if not _assigned(model, scale) or sympy.simplify(_pk_expression(model, scale)
+                                                    - _pk_expression(model, volume)) != 0:
+        failed[scale] = f"{scale} must equal {volume} (F = amount / volume is the concentration)"
+    try:
+        res_type, res_parts = _residual(model, scale, ctx)
+    except _Untranslatable as e:
+        failed["Y"] = f"residual model: {e}"
+        res_type, res_parts = None, {}
+
+    needed = _needed(model.statements, set(wanted) | {scale, "Y"})
+    untranslated += _report_lines(cs, needed, failed)
+    for k, v in failed.items():
+        if not any(f"-- {v}" in line for line in untranslated):
+            untranslated.append(f"{k}: {v}")
+    if failed:
+        return NonmemImport(None, {}, untranslated, ok=False)
+
+    population, names, notes = _assemble(model, path, builtin, relations, fixed_model, res_type, res_parts,
+                                         ctx, nm_names, thetas)
+    untranslated += notes
+    return NonmemImport(population, names, untranslated, ok=True)
+
+
+def _theta_names(model):
+    from pharmpy.modeling import get_thetas
+    return get_thetas(model).names
+
+
+def _transposed(nm: str) -> str:
+    m = re.fullmatch(r"(\w+)\((\d+),(\d+)\)", nm)
+    return f"{m.group(1)}({m.group(3)},{m.group(2)})"
+
+
+def _nonmem_names(model, thetas) -> dict[str, str]:
+    """pharmpy parameter name -> NONMEM name (THETA1, OMEGA(i,j), SIGMA(i,j))."""
+    out = {t: f"THETA{k}" for k, t in enumerate(thetas, start=1)}
+    for kind, dists in (("OMEGA", model.random_variables.etas), ("SIGMA", model.random_variables.epsilons)):
+        mat = _symbol_matrix(dists)
+        for i, row in enumerate(mat):
+            for j, sym in enumerate(row[:i + 1]):
+                if sym != "0":
+                    out.setdefault(sym, f"{kind}({i + 1},{j + 1})")
+    return out
+
+
+def _residual(model, scale, ctx):
+    """Y of $ERROR in terms of F (the amount over the scale), then `residual_relation`."""
+    y = model.statements.after_odes.full_expression("Y")._sympy_()
+    f_sym = sympy.Symbol("F")
+    amounts = [a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)]
+    if len({str(a.func) for a in amounts}) != 1:
+        raise _Untranslatable("Y must depend on the observed compartment's amount through F only")
+    y = y.subs(amounts[0], f_sym * sympy.Symbol(scale))
+    y = _drop_w_guard(y)
+    return residual_relation(sympy.simplify(y), f_sym, ctx)
+
+
+def _drop_w_guard(y):
+    """``IF (W.EQ.0) W = 1`` (a guard against W = 0 at F = 0): the Piecewise keeps its
+    otherwise-branch (insilico guards the variance itself)."""
+    def repl(pw):
+        conds = [c for _, c in pw.args if c != sympy.true]
+        if all(isinstance(c, sympy.Eq) for c in conds):
+            return next(e for e, c in pw.args if c == sympy.true)
+        raise _Untranslatable(f"IF in $ERROR: `{pw}`")
+    return y.replace(lambda e: isinstance(e, sympy.Piecewise), repl)
+
+
+def _value(expr, ctx) -> float:
+    return float(sympy.sympify(expr).subs({sympy.Symbol(k): v for k, v in ctx.values.items()}))
+
+
+def _assemble(model, path, builtin, relations, fixed_model, res_type, res_parts, ctx, nm_names, thetas):
+    """The population mapping, the names sidecar and notes (bounds not carried)."""
+    params, fix, bounds, notes = {}, [], {}, []
+    theta_map: dict[str, dict] = {}
+    pars = {p.name: p for p in model.parameters}
+
+    def theta_entry(theta, ins_name, relation=None):
+        e = theta_map.setdefault(nm_names[theta], {"name": ins_name, **_comment(theta)})
+        if relation:
+            e["relation"] = relation
+        if pars[theta].fix:
+            fix.append(ins_name)
+
+    def carry_bounds(theta, ins_name, positive):
+        p = pars[theta]
+        lo, hi = float(p.lower), float(p.upper)
+        if p.fix or (not math.isfinite(hi) and (not math.isfinite(lo) or (positive and lo <= 0))):
+            return    # fixed, or NONMEM's (0, inf) of a typical value: insilico keeps typical values > 0
+        if math.isfinite(lo) and math.isfinite(hi) and lo < hi and (lo > 0 or not positive):
+            bounds[ins_name] = [lo, hi]
+        else:
+            notes.append(f"$THETA {_label(nm_names, theta)}: bound ({lo:g}, {hi:g}) not carried "
+                         "(insilico bounds need two finite ends, a typical value's lower one > 0)")
+
+    for ins_par, rel in relations.items():
+        typ = _value(rel["typical"], ctx)
+        entry = {"typical": typ, "effects": []}
+        theta_entry(rel["typical"], ins_par)
+        carry_bounds(rel["typical"], ins_par, positive=True)
+        for eff in rel["effects"]:
+            cov = eff["covariate"]
+            if eff["type"] == "categorical":
+                mult = {lv: _value(r, ctx) for lv, r in eff["relation"].items()}
+                entry["effects"].append({"covariate": cov, "type": "categorical", "multipliers": mult})
+                tied = [lv for lv, r in eff["relation"].items() if r.free_symbols]
+                for lv, r in eff["relation"].items():
+                    if not r.free_symbols:
+                        fix.append(f"{ins_par}.{cov}[{lv}]")
+                for th in eff["thetas"]:
+                    p = pars[th]
+                    if not p.fix and (math.isfinite(float(p.lower)) or math.isfinite(float(p.upper))):
+                        notes.append(f"$THETA {_label(nm_names, th)}: bound ({float(p.lower):g}, {float(p.upper):g}) "
+                                     "not carried to the categorical multipliers (kept > 0 by insilico)")
+                    first = f"{ins_par}.{cov}[{tied[0]}]"
+                    rel_txt = "; ".join(f"{ins_par}.{cov}[{lv}] = {eff['relation'][lv]}" for lv in tied)
+                    theta_entry(th, first, rel_txt.replace(th, nm_names[th]))
+                    notes.append(f"$PK IF on {cov} ({nm_names[th]}): mapped to categorical multipliers per {cov} "
+                                 f"level ({rel_txt.replace(th, nm_names[th])}); a fit estimates each level's "
+                                 "multiplier separately where NONMEM estimates one THETA")
+                continue
+            name = f"{ins_par}.{cov}"
+            th = eff["theta"]
+            if isinstance(th, str):
+                theta_entry(th, name)
+                carry_bounds(th, name, positive=False)
+                value = _value(th, ctx)
+            else:
+                value = th
+                fix.append(name)
+            entry["effects"].append({"covariate": cov, "type": eff["type"], "ref": eff["ref"], "theta": value})
+        if not entry["effects"]:
+            del entry["effects"]
+        params[ins_par] = entry
+
+    eta_order = [e for e in ctx.etas if any(r["eta"] == e for r in relations.values())]
+    eta_par = {r["eta"]: p for p, r in relations.items() if r["eta"]}
+    for e in ctx.etas:
+        if e not in eta_par:
+            notes.append(f"$OMEGA: {e} is used by no translated parameter; not translated")
+    om = _symbol_matrix(model.random_variables.etas)
+    idx = [ctx.etas.index(e) for e in eta_order]
+    omega_names = {}
+    omega = [[_value(om[i][j], ctx) if om[i][j] != "0" else 0.0 for j in idx] for i in idx]
+    for a, i in enumerate(idx):
+        for b, j in enumerate(idx[:a + 1]):
+            sym = om[i][j]
+            if sym == "0":
+                continue
+            ins = f"OMEGA({a + 1},{b + 1})"
+            omega_names[nm_names[sym]] = {"name": ins, **_comment(sym)}
+            if pars[sym].fix:
+                fix.append(ins)
+
+    residual = {"type": res_type}
+    sigma_names = {}
+    slot = {"proportional": "SIGMA(1,1)", "exponential": "SIGMA(1,1)",
+            "additive": "SIGMA(2,2)" if res_type == "combined" else "SIGMA(1,1)"}
+    for comp, var_expr in res_parts.items():
+        residual[comp] = math.sqrt(_value(var_expr, ctx))
+        syms = sorted(s.name for s in sympy.sympify(var_expr).free_symbols)
+        for s in syms:
+            sigma_names.setdefault(nm_names[s], {"name": slot[comp], **_comment(s),
+                                                 "relation": f"{comp}**2 = {_rename(var_expr, nm_names)}"})
+        if syms and all(pars[s].fix for s in syms):
+            fix.append(slot[comp])
+
+    population = {"name": _problem_name(model, path), "description": f"imported from {path.name} by insilico "
+                  "import nonmem", "model": {"name": builtin, **({"parameters": fixed_model} if fixed_model else {})},
+                  "output": "conc", "parameters": params}
+    if eta_order:
+        population["bsv"] = {"parameters": [eta_par[e] for e in eta_order], "omega": omega}
+    population["residual_error"] = residual
+    estimate = {}
+    if fix:
+        estimate["fix"] = list(dict.fromkeys(fix))
+    if bounds:
+        estimate["bounds"] = bounds
+    if estimate:
+        population["estimate"] = estimate
+    names = {"thetas": dict(sorted(theta_map.items(), key=lambda kv: int(kv[0][5:]))),
+             "etas": {f"ETA{ctx.etas.index(e) + 1}": eta_par[e] for e in eta_order},
+             "omegas": omega_names, "sigmas": sigma_names}
+    for th in thetas:
+        if nm_names[th] not in names["thetas"] and nm_names[th] not in sigma_names:
+            notes.append(f"$THETA {_label(nm_names, th)}: used by no translated relation; not translated")
+    return population, names, notes
+
+
+def _comment(pharmpy_name: str) -> dict:
+    """``{"comment": name}`` for a name the control stream's comments gave, else {} (pharmpy's
+    default names THETA_k, OMEGA_i_j, SIGMA_i_j carry nothing)."""
+    return {} if re.fullmatch(r"(THETA|OMEGA|SIGMA|ETA|EPS)_\d+(_\d+)?", pharmpy_name) else {"comment": pharmpy_name}
+
+
+def _label(nm_names, pharmpy_name) -> str:
+    return nm_names[pharmpy_name] + "".join(f" ({c})" for c in _comment(pharmpy_name).values())
+
+
+def _rename(expr, nm_names) -> str:
+    e = sympy.sympify(expr)
+    return str(e.subs({sympy.Symbol(k): sympy.Symbol(v) for k, v in nm_names.items()}))
+
+
+def _problem_name(model, path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "population"
+
