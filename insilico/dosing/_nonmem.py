@@ -5,9 +5,16 @@ Columns (case-insensitive): ``ID``, ``TIME`` (h) required; ``AMT`` (mg), ``RATE`
 oral models as in ADVAN2/4), ``EVID``, ``II`` (h), ``ADDL``, ``SS``, ``MDV``, ``DV`` optional.
 Every other column is kept as a covariate (its first value per subject).
 
-EVID (NONMEM): 0 observation, 1 dose, 2 other (an output time without an observation);
-3 (reset) and 4 (reset + dose) are rejected with a clear error. Without an EVID column a
-record with AMT > 0 is a dose, otherwise an observation.
+EVID (NONMEM Users Guide Part V, "Data items: EVID"): 0 observation, 1 dose, 2 other (an output
+time without an observation), 3 reset (every state returns to the model's initial state and
+infusions in progress stop, at TIME), 4 reset and dose (the reset, then the record's dose). Without
+an EVID column a record with AMT > 0 is a dose, otherwise an observation. SS (Part V, "SS"): 1 the
+dose is at steady state and the state is reset to it, 2 the steady state is added to the current
+state (superposition), on any dose record, with II (and ADDL for the doses after it). RATE
+(Part V, "RATE"): > 0 an infusion rate (mg/h), −1 the rate is the model parameter ``R<n>``, −2 the
+duration is ``D<n>`` (``n`` the record's CMT; the model needs the parameter,
+`insilico.models.Model.with_dose_parameters`). A negative CMT (NONMEM: turn that compartment off)
+is refused.
 
 Data are never changed silently; every problem is a `SpecError` naming the column (``data.TIME``)
 and the 1-based data row (the header is not counted): an empty or missing ``ID``; a value that is
@@ -154,6 +161,27 @@ def _check_order(df: pd.DataFrame) -> None:
                                      "within an individual")
 
 
+def _dose(r: pd.Series, row: int, model) -> Dose:
+    """The `Dose` of a dose or reset record (EVID 1, 3, 4) at 1-based data row ``row``; EVID 3 is a reset
+    without a dose (its AMT, RATE, SS, II, ADDL are not read, as in NONMEM)."""
+    cmt = None if pd.isna(r.get("CMT", 0)) or r.get("CMT", 0) == 0 else int(r["CMT"])
+    if r["EVID"] == 3:
+        return Dose(amt=0.0, time=float(r["TIME"]), cmt=cmt, reset=True)
+    d = Dose(amt=float(r["AMT"]), time=float(r["TIME"]), cmt=cmt, rate=float(r["RATE"]),
+             ii=float(r["II"]), addl=int(r["ADDL"]), ss=int(r["SS"]), reset=bool(r["EVID"] == 4))
+    d.validate(f"data.row{row}")
+    if d.rate < 0:
+        number = model.compartment_index(cmt if cmt is not None else model.default_dose_compartment,
+                                         where=f"data.row{row}.cmt") + 1
+        name = f"{'R' if d.rate == -1 else 'D'}{number}"
+        if name not in model.parameter_names:
+            raise SpecError("data.RATE", f"row {row}: RATE={d.rate:g} takes the infusion "
+                                         f"{'rate' if d.rate == -1 else 'duration'} from the model parameter "
+                                         f"{name}, which model {model.name!r} does not have; use "
+                                         f"model.with_dose_parameters({name!r})")
+    return d
+
+
 def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
     """Read a NONMEM data set (CSV path or DataFrame) for ``model`` (a `Model` or a model name)."""
     if isinstance(model, str):
@@ -191,24 +219,20 @@ def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
         df["EVID"] = np.where(df["AMT"] > 0, 1, 0)
     if (df["TIME"] < 0).any():
         raise _bad("TIME", (df["TIME"] < 0).to_numpy(), df["TIME"].to_numpy(), "TIME must be >= 0")
-    reset = df["EVID"].isin([3, 4]).to_numpy()
-    if reset.any():
-        raise _bad("EVID", reset, df["EVID"].to_numpy(), "EVID 3/4 (reset) is not supported")
-    unknown = (~df["EVID"].isin([0, 1, 2])).to_numpy()
+    unknown = (~df["EVID"].isin([0, 1, 2, 3, 4])).to_numpy()
     if unknown.any():
-        raise _bad("EVID", unknown, df["EVID"].to_numpy(), "EVID must be 0, 1 or 2")
+        raise _bad("EVID", unknown, df["EVID"].to_numpy(), "EVID must be 0, 1, 2, 3 or 4")
+    if "CMT" in df.columns and (df["CMT"] < 0).any():
+        raise _bad("CMT", (df["CMT"] < 0).to_numpy(), df["CMT"].to_numpy(),
+                   "a negative CMT (NONMEM: turn the compartment off) is not supported; remove the record")
     _check_order(df)
 
     cov_cols = [c for c in df.columns if c not in STANDARD]
     ids, regimens, obs_times, obs_dv, obs_flag = [], [], [], [], []
     for sid, g in df.groupby("ID", sort=False):
         doses = []
-        for row_idx, r in g[g["EVID"] == 1].iterrows():
-            cmt = None if "CMT" not in g.columns or pd.isna(r.get("CMT")) or r["CMT"] == 0 else int(r["CMT"])
-            d = Dose(amt=float(r["AMT"]), time=float(r["TIME"]), cmt=cmt, rate=float(r["RATE"]),
-                     ii=float(r["II"]), addl=int(r["ADDL"]), ss=int(r["SS"]))
-            d.validate(f"data.row{row_idx + 1}")
-            doses.append(d)
+        for row_idx, r in g[g["EVID"].isin([1, 3, 4])].iterrows():
+            doses.append(_dose(r, int(row_idx) + 1, model))
         obs = g[g["EVID"].isin([0, 2])]
         t = obs["TIME"].to_numpy(float)
         if np.any(np.diff(t) <= 0):

@@ -14,14 +14,20 @@ class FOCEI:
     """First-order conditional estimation with interaction (NONMEM METHOD=1 INTER).
 
     max_iter : outer (L-BFGS-B) iterations; inner_max_iter, inner_tol : Newton iterations and
-    Newton-decrement tolerance of the eta modes; covariance : run the covariance step
-    (R^-1 S R^-1, NONMEM's default)."""
+    Newton-decrement tolerance of the eta modes; covariance : run the covariance step;
+    matrix : its form, ``sandwich`` (R^-1 S R^-1, NONMEM's default), ``R`` (2 R^-1, the inverse
+    observed information, as nlme and most ML software report) or ``S`` (4 S^-1)."""
 
     max_iter: int = 500
     inner_max_iter: int = 100
     inner_tol: float = 1e-12
     covariance: bool = True
+    matrix: str = "sandwich"
     name = "focei"
+
+    def __post_init__(self):
+        if self.matrix not in ("sandwich", "R", "S"):
+            raise SpecError("method.matrix", f"must be sandwich, R or S, got {self.matrix!r}")
 
 
 @dataclass(frozen=True)

@@ -113,13 +113,14 @@ def fit_ml(problem, options) -> MLFit:
         converged, message = False, "objective not finite at the final estimates"
     cov, cov_msg = None, "not requested"
     if options.covariance and pv.free.size and np.isfinite(ofv):
-        cov, cov_msg = _covariance(fns, np.asarray(x), nat, pv.free, subjects, eta_hat)
+        cov, cov_msg = _covariance(fns, np.asarray(x), nat, pv.free, subjects, eta_hat, options.matrix)
     return MLFit(np.asarray(nat), ofv, converged, message, iters, state["n"], np.asarray(eta_hat),
                  np.asarray(codes), ofv_i, cov, cov_msg, time.perf_counter() - start)
 
 
-def _covariance(fns, x, nat, free, subjects, eta_hat, rel_step: float = 1e-4):
-    """``R^-1 S R^-1`` on the natural scale (see module docstring).
+def _covariance(fns, x, nat, free, subjects, eta_hat, matrix: str = "sandwich", rel_step: float = 1e-4):
+    """``R^-1 S R^-1`` (``matrix="sandwich"``), ``2 R^-1`` (``"R"``) or ``4 S^-1`` (``"S"``) on the
+    natural scale (NONMEM $COV MATRIX=R/S; see module docstring).
 
     ``S`` from the exact per-subject gradients. ``R``: central differences of the exact (AD)
     gradient in the transformed parameters x (step ``rel_step`` (1 + |x|), eta modes re-found at
@@ -151,6 +152,10 @@ def _covariance(fns, x, nat, free, subjects, eta_hat, rel_step: float = 1e-4):
                       "standard errors are not available", RuntimeWarning, stacklevel=3)
         return None, "R matrix not positive definite"
     r_inv = np.linalg.inv(r)
+    if matrix == "R":
+        return 2.0 * r_inv, "ok (2 R^-1)"
+    if matrix == "S":
+        return 4.0 * np.linalg.inv(s), "ok (4 S^-1)"
     return r_inv @ s @ r_inv, "ok (R^-1 S R^-1)"
 
 

@@ -102,6 +102,13 @@ def _with_model_units(spec: PopulationModelSpec, model) -> PopulationModelSpec:
     return spec.model_copy(update={"parameters": params})
 
 
+def _label(v) -> str:
+    """A category's label: integer-valued numbers as integers (7 and 7.0 both read "7")."""
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def _covariate_arrays(spec, data: NonmemData, pop_covariates, categorical):
     """Per-subject covariate arrays and {ID: reason} for subjects with unusable values."""
     cov = data.covariates
@@ -115,7 +122,8 @@ def _covariate_arrays(spec, data: NonmemData, pop_covariates, categorical):
         col = cov[c]
         if c in categorical:
             labels = categorical[c]
-            codes = np.array([labels.index(str(v)) if str(v) in labels else -1 for v in col])
+            text = [_label(v) for v in col]
+            codes = np.array([labels.index(t) if t in labels else -1 for t in text])
             for sid, code in zip(cov.index, codes):
                 if code < 0:
                     bad.setdefault(sid, f"{c} = {col[sid]!r} is not a category with a multiplier")

@@ -247,7 +247,8 @@ def _absorb_constant(const: float, effects: list[dict]) -> list[dict]:
     if len(fixed) != 1 or const <= 0:
         raise _Untranslatable(f"constant factor {const:g}: write it into the THETA or a covariate reference")
     e = fixed[0]
-    return [({**e, "ref": e["ref"] * const ** (-1.0 / e["theta"])} if e is fixed[0] else x) for x in effects]
+    ref = float(f"{e['ref'] * const ** (-1.0 / e['theta']):.12g}")  # 70, not 70.00000000000001
+    return [({**x, "ref": ref} if x is e else x) for x in effects]
 
 
 def residual_relation(y, f_sym, ctx: _Context) -> tuple[str, dict]:
@@ -282,7 +283,9 @@ def _sigma_symbol(ctx, i, j):
 # --------------------------------------------------------------------------- control stream
 
 def _code_lines(record) -> list[str]:
-    return [ln for ln in str(record).splitlines()[1:]]
+    """The record's lines; the first is what follows ``$PK`` on its own line (line 0)."""
+    lines = str(record).splitlines()
+    return [re.sub(r"^\s*\$\w+", "", lines[0]), *lines[1:]]
 
 
 _ASSIGN = re.compile(r"^\s*(?:IF\s*\(.*\)\s*)?([A-Za-z_][A-Za-z_0-9]*)\s*=(?!=)", re.I)
@@ -294,7 +297,7 @@ def _report_lines(cs, needed: set[str], failed: dict[str, str]) -> list[str]:
     out = []
     for name in ("PK", "ERROR"):
         for rec in cs.get_records(name):
-            for k, line in enumerate(_code_lines(rec), start=1):
+            for k, line in enumerate(_code_lines(rec)):
                 code = line.split(";")[0].strip()
                 if not code:
                     continue
@@ -575,7 +578,7 @@ def _assemble(model, path, builtin, relations, fixed_model, res_type, res_parts,
         if syms and all(pars[s].fix for s in syms):
             fix.append(slot[comp])
 
-    population = {"name": _problem_name(model, path), "description": f"imported from {path.name} by insilico "
+    population = {"name": _problem_name(path), "description": f"imported from {path.name} by insilico "
                   "import nonmem", "model": {"name": builtin, **({"parameters": fixed_model} if fixed_model else {})},
                   "output": "conc", "parameters": params}
     if eta_order:
@@ -612,6 +615,6 @@ def _rename(expr, nm_names) -> str:
     return str(e.subs({sympy.Symbol(k): sympy.Symbol(v) for k, v in nm_names.items()}))
 
 
-def _problem_name(model, path: Path) -> str:
+def _problem_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "population"
 

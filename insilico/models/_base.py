@@ -14,7 +14,7 @@ exact superposition solution instead of an ODE solver.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax.numpy as jnp
 import numpy as np
@@ -253,6 +253,29 @@ class Model:
             raise SpecError(where, f"compartment {name!r} cannot be dosed; dose-able: "
                                    f"{list(self.dose_compartments)}")
         return idx
+
+    def with_dose_parameters(self, *names: str) -> Model:
+        """This model with the NONMEM modelled-infusion parameters ``names`` added (no default, > 0):
+        ``R<n>`` (mg/h), the infusion rate of doses with RATE = −1 into compartment number ``n``
+        (1-based state index), and ``D<n>`` (h), the duration of doses with RATE = −2 (NONMEM
+        Users Guide Part V, "Infusions: modelled rate and duration"; with F, the duration of a
+        RATE = −1 dose is ``F·AMT/R<n>`` and the rate of a RATE = −2 dose ``F·AMT/D<n>``). A model gains
+        them only when its data need them; names the model already has are kept as they are."""
+        new = []
+        for name in names:
+            kind, num = str(name)[:1], str(name)[1:]
+            if kind not in ("R", "D") or not num.isdigit() or not 1 <= int(num) <= self.n_states:
+                raise SpecError("model.parameters", f"{name!r} is not a modelled-infusion parameter: give R<n> "
+                                                    f"(rate) or D<n> (duration), n a compartment number "
+                                                    f"1..{self.n_states}")
+            state = self.states[int(num) - 1]
+            if state not in self.dose_compartments:
+                raise SpecError("model.parameters", f"{name!r}: compartment {state!r} cannot be dosed")
+            if name in self.parameter_names or name in [p.name for p in new]:
+                continue
+            units, what, code = ("mg/h", "rate", -1) if kind == "R" else ("h", "duration", -2)
+            new.append(Parameter(name, units, f"modelled infusion {what} into {state} (NONMEM RATE={code})"))
+        return replace(self, parameters=self.parameters + tuple(new)) if new else self
 
     # -- parameter validation ------------------------------------------------------------
     def validate_params(self, params: Mapping, n: int | None = None, where: str = "parameters") -> dict:

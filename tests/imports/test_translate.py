@@ -101,12 +101,12 @@ def test_advan2_prediction_matches_closed_form(tmp_path):
     $SUBROUTINE ADVAN2 TRANS2
     $PK
     CL = THETA(1)*(WT/70)**0.75*EXP(ETA(1))
-    V = THETA(2)*EXP(ETA(2))
+    V = THETA(2)*EXP(ETA(2))*(WT/70)*(1 + THETA(4)*(AGE-40))
     KA = THETA(3)
     S2 = V
     $ERROR
     Y = F + EPS(1)
-    $THETA 4 40 1.5
+    $THETA 4 40 1.5 0.01
     $OMEGA 0.1 0.1
     $SIGMA 0.25
     """
@@ -121,12 +121,17 @@ def test_advan2_prediction_matches_closed_form(tmp_path):
     import jax.numpy as jnp
     pop_model = problem.params.population(jnp.asarray(problem.params.initial))
     s = problem.subjects()
-    for i, wt in enumerate((60.0, 80.0)):
+    assert pop["parameters"]["V"]["effects"] == [
+        {"covariate": "WT", "type": "power", "ref": 70.0, "theta": 1.0},
+        {"covariate": "AGE", "type": "linear", "ref": 40.0, "theta": 0.01}] or pop["parameters"]["V"]["effects"] == [
+        {"covariate": "AGE", "type": "linear", "ref": 40.0, "theta": 0.01},
+        {"covariate": "WT", "type": "power", "ref": 70.0, "theta": 1.0}]
+    for i, (wt, age) in enumerate(((60.0, 30.0), (80.0, 50.0))):
         sub = {"cov": {k: v[i] for k, v in s["cov"].items()}, "dose": tuple(a[i] for a in s["dose"]),
                "t": s["t"][i], "y": s["y"][i], "mask": s["mask"][i]}
         pred, _ = problem.predict(pop_model, sub, jnp.zeros(2))
         t = np.asarray(problem.times[i])[np.asarray(problem.mask[i])]
-        cl, v, ka = 4 * (wt / 70) ** 0.75, 40.0, 1.5
+        cl, v, ka = 4 * (wt / 70) ** 0.75, 40.0 * wt / 70 * (1 + 0.01 * (age - 40)), 1.5
         ref = 100 * ka / (v * (ka - cl / v)) * (np.exp(-cl / v * t) - np.exp(-ka * t))
         np.testing.assert_allclose(np.asarray(pred)[np.asarray(problem.mask[i])], ref, rtol=1e-8)
 
@@ -134,7 +139,7 @@ def test_advan2_prediction_matches_closed_form(tmp_path):
 def test_ext_values_replace_the_control_stream(tmp_path):
     r0 = import_nonmem(_write(tmp_path, ADVAN4))
     ext = tmp_path / "run1.ext"
-    cols = ["THETA%d" % k for k in range(1, 11)] + ["SIGMA(1,1)", "OMEGA(1,1)", "OMEGA(2,1)", "OMEGA(2,2)",
+    cols = [f"THETA{k}" for k in range(1, 11)] + ["SIGMA(1,1)", "OMEGA(1,1)", "OMEGA(2,1)", "OMEGA(2,2)",
                                                      "OMEGA(3,1)", "OMEGA(3,2)", "OMEGA(3,3)"]
     vals = [6, 31, 2, 61, 1.3, 0.75, 0.011, 0.021, 0.11, 0.21, 1, 0.08, 0.01, 0.15, 0, 0, 0.25]
     ext.write_text("TABLE NO.     1: FOCE\n ITERATION " + " ".join(cols) + " OBJ\n"
@@ -148,7 +153,7 @@ def test_ext_values_replace_the_control_stream(tmp_path):
 
 
 @pytest.mark.parametrize("pk, reason", [
-    ("CL = THETA(1)*EXP(ETA(1))*WT**2/AGE\nV = THETA(2)\nS1 = V", "CL ="),
+    ("CL = THETA(1)*EXP(ETA(1)) + THETA(2)*WT\nV = THETA(2)\nS1 = V", "CL ="),
     ("CL = THETA(1)+ETA(1)\nV = THETA(2)\nS1 = V", "CL ="),
     ("CL = THETA(1)\nV = THETA(2)\nS1 = V/1000", "S1 must equal V"),
     ("CL = THETA(1)\nS1 = 1", "V is required"),
