@@ -1,7 +1,8 @@
 """Dosing regimens (NONMEM event semantics), per-subject dose tables, NONMEM data import."""
 from insilico.dosing._nonmem import NonmemData, read_nonmem
 from insilico.dosing._regimen import Dose, Regimen
-from insilico.dosing._rules import MAX_DOSES, check_dose
-from insilico.dosing._table import DoseTable, dose_table
+from insilico.dosing._rules import MAX_DOSES, MODELLED_RATES, check_dose
+from insilico.dosing._table import DoseTable, dose_table, event_slots
 
-__all__ = ["Dose", "Regimen", "MAX_DOSES", "check_dose", "DoseTable", "dose_table", "NonmemData", "read_nonmem"]
+__all__ = ["Dose", "Regimen", "MAX_DOSES", "MODELLED_RATES", "check_dose", "DoseTable", "dose_table", "event_slots",
+           "NonmemData", "read_nonmem"]

@@ -49,7 +49,7 @@ class Dose:
     def validate(self, where: str = "dose") -> None:
         """Raise `SpecError` for the first broken dose rule (see `check_dose`)."""
         check_dose(amt=self.amt, time=self.time, rate=self.rate, duration=self.duration, ii=self.ii,
-                   addl=self.addl, ss=self.ss, where=where)
+                   addl=self.addl, ss=self.ss, where=where, modelled_rates=True)
         if not isinstance(self.reset, bool):
             raise SpecError(f"{where}.reset", f"must be True or False, got {self.reset!r}")
 

@@ -8,7 +8,8 @@ trial-spec shorthand for ADDL = n − 1) are ``ii`` hours apart; ``ss = 1`` is N
 system is reset to the pre-dose steady state of the dose repeated every ``ii``), ``ss = 2`` is NONMEM
 SS=2 (that steady state is added to the current state, superposition); ``rate = −1`` / ``−2`` are
 NONMEM's modelled rate / duration (the infusion rate is the model parameter ``R<cmt>``, the duration
-``D<cmt>``; NONMEM Users Guide Part V, "Infusions: modelled rate and duration").
+``D<cmt>``; NONMEM Users Guide Part V, "Infusions: modelled rate and duration"), accepted for a `Dose`
+(``modelled_rates=True``) and refused in a trial spec, whose cohorts do not draw those parameters.
 
 Messages name the rule in the words pydantic uses for the same bound ("greater than or equal to
 0"), so a trial spec reports what it reported before the rules moved here.
@@ -43,12 +44,13 @@ def _integer(where: str, name: str, v, low: int, what: str) -> None:
 
 
 def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None, ss=0,
-               where: str = "dose") -> None:
+               where: str = "dose", modelled_rates: bool = False) -> None:
     """Raise `SpecError` naming the field (``f"{where}.{field}"``, or just the field when
     ``where`` is empty) for the first rule the dosing record breaks.
 
     amt (mg) >= 0, > 0 for an infusion given by rate; time (h) >= 0; rate (mg/h) >= 0 (0 for a bolus),
-    or -1 / -2 (modelled rate / duration; then amt > 0 and no duration);
+    or, with ``modelled_rates`` (a `Dose`, whose model supplies ``R<n>``/``D<n>``; not a trial spec,
+    whose cohort does not draw them), -1 / -2 (modelled rate / duration; then amt > 0, no duration);
     duration (h) > 0 and not together with rate; addl >= 0 or n >= 1 (not both), at most
     `MAX_DOSES` doses in all; ss 0, 1 or 2;
     ii (h) > 0 for repeated or steady-state doses; a steady-state infusion ends within one
@@ -60,10 +62,11 @@ def check_dose(*, amt, time=0.0, rate=0.0, duration=None, ii=0.0, addl=0, n=None
         raise SpecError(_field(where, "amt"), f"dose amount must be >= 0 mg (greater than or equal to 0), got {amt}")
     if time < 0:
         raise SpecError(_field(where, "time"), f"dose time must be >= 0 h (greater than or equal to 0), got {time}")
-    modelled = rate in MODELLED_RATES
-    if rate < 0 and not modelled:
+    if rate < 0 and not (modelled_rates and rate in MODELLED_RATES):
+        codes = ", or -1 / -2 for a modelled rate / duration" if modelled_rates else ""
+        note = "" if modelled_rates else " (modelled rate/duration, RATE=-1/-2, is not supported here)"
         raise SpecError(_field(where, "rate"), f"infusion rate must be > 0 (mg/h) or 0 for a bolus (greater than or "
-                                               f"equal to 0), or -1 / -2 for a modelled rate / duration, got {rate}")
+                                               f"equal to 0){codes}, got {rate}{note}")
     if duration is not None:
         _finite(where, "duration", duration)
         if duration <= 0:

@@ -27,7 +27,7 @@ import numpy as np
 from insilico.dosing._regimen import Regimen
 from insilico.errors import SpecError
 
-__all__ = ["DoseTable", "dose_table"]
+__all__ = ["DoseTable", "dose_table", "event_slots"]
 
 FIELDS = ("time", "amt", "rate", "cmt", "ss", "ii")
 
@@ -120,6 +120,13 @@ def dose_table(regimens: Regimen | Sequence[Regimen], model, n: int | None = Non
                 rate = rate * scale if rate > 0 else rate  # same duration; a modelled rate stays a code
             cmt = model.compartment_index(d.cmt if d.cmt is not None else model.default_dose_compartment,
                                           where=f"{w}.cmt")
+            if rate < 0:    # RATE -1/-2 (NONMEM): the model must supply R<n>/D<n>, n = CMT number
+                name = f"{'R' if rate == -1 else 'D'}{cmt + 1}"
+                if name not in model.parameter_names:
+                    raise SpecError(f"{w}.rate", f"rate {rate:g} takes the infusion "
+                                                 f"{'rate' if rate == -1 else 'duration'} from the model "
+                                                 f"parameter {name}, which model {model.name!r} does not have; use "
+                                                 f"model.with_dose_parameters({name!r})")
             rows.append((d.time, amt, rate, cmt, d.ss + (DoseTable.RESET if d.reset else 0), d.ii))
         per_rows.append(rows)
     e = max(1, max(len(r) for r in per_rows))
@@ -135,3 +142,12 @@ def _inert(slot: tuple) -> tuple:
     """An inert dose slot after ``slot`` (time, amt, rate, cmt, ss, ii): same time and compartment,
     nothing given."""
     return (slot[0], 0.0, 0.0, slot[3], 0, 0.0)
+
+
+def event_slots(ss) -> int:
+    """Static size of the engine's event work for an ``ss`` array (subjects x dose slots): 0 when
+    no dose has an SS code or a reset, else the index of the last slot that has one, plus 1 (the
+    engine solves steady states only for those slots; SS on the first dose only gives 1)."""
+    ss = np.asarray(ss)
+    cols = np.flatnonzero(np.any(ss.reshape(-1, ss.shape[-1]) != 0, axis=0)) if ss.size else []
+    return int(cols[-1]) + 1 if len(cols) else 0

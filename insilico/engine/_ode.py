@@ -250,7 +250,7 @@ def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverO
               has_infusion: bool = True, has_ss: bool = True):
     """States ``y[T, n]`` and status for one subject."""
     if has_ss:
-        return _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion)
+        return _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion, has_ss)
     time, amt, rate, cmt, _, _ = dose
     n = model.n_states
     t_r, b_r, dr_r, c_r, _ = dose_records(model, p, time, amt, rate, cmt, has_infusion)
@@ -262,7 +262,7 @@ def solve_ode(model, p, dose, obs_t, obs_after_dose: bool = False, opts: SolverO
     return out, status
 
 
-def _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion):
+def _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion, has_ss=True):
     """States ``y[T, n]`` and status with event codes (SS=1/2 on any dose, EVID 3/4 resets): one
     steady state per SS dose slot (Newton solves mapped over the slots), set (SS=1, reset to ``y0``) or added
     (SS=2: ``y_ss − y0``, superposition) at the slot's event record; `_records.event_records`."""
@@ -272,8 +272,14 @@ def _solve_events(model, p, dose, obs_t, obs_after_dose, opts, has_infusion):
     bolus, drate = onehot * ev.bolus[:, None], onehot * ev.drate[:, None]
     y0 = model.y0(p)
     active = ev.mode > 0
+    # steady states only for the first S slots, the last one with an event code in any subject
+    # (`insilico.dosing.event_slots`, static); the others have none: y0 and status OK
+    S = E if has_ss is True else max(1, min(E, int(has_ss)))
     y_ss, codes = jax.lax.map(lambda x: _steady_state(model, p, opts, y0, *x),
-                              (bolus[:E], drate[:E], ev.dur, ev.ii, active))
+                              (bolus[:S], drate[:S], ev.dur[:S], ev.ii[:S], active[:S]))
+    if S < E:
+        y_ss = jnp.concatenate([y_ss, jnp.broadcast_to(y0, (E - S, n))])
+        codes = jnp.concatenate([codes, jnp.full((E - S,), _status.OK, codes.dtype)])
     slot = ev.slot
     set_val = jnp.where(ev.reset_to_initial[slot][:, None], y0[None], y_ss[slot])
     add_val = jnp.where(ev.adds[:, None], y_ss[slot] - y0[None], 0.0)

@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from insilico.batching import bucket_size
-from insilico.dosing import DoseTable, NonmemData, Regimen, dose_table
+from insilico.dosing import DoseTable, NonmemData, Regimen, dose_table, event_slots
 from insilico.engine import _status
 from insilico.engine._exact import solve_exact
 from insilico.engine._ode import SolverOptions, solve_ode
@@ -59,7 +59,8 @@ def solve_subject(model: Model, p: Mapping, dose, obs_t, method: str = "exact",
     """Pure, differentiable single-subject solve: returns (outputs dict, states[T, n], status).
 
     ``dose`` is the tuple (time, amt, rate, cmt, ss, ii) of 1-D arrays (one subject's row of a
-    `DoseTable`). ``has_infusion``/``has_ss`` (static) may be set False when no dose is an
+    `DoseTable`). ``has_infusion``/``has_ss`` (static; ``has_ss``: `insilico.dosing.event_slots` of the table,
+    the dose slots carrying SS or reset codes) may be set False/0 when no dose is an
     infusion / steady-state dose, which skips that work. Use under ``jax.grad``/``jax.vmap``.
     """
     if method == "exact":
@@ -358,7 +359,7 @@ def _solve(model, p, table: DoseTable, t, method, solver, chunk_size, obs_after_
     n, T = len(table.time), t.shape[-1]
     shared = t.ndim == 1
     fn = _batched(model, method, bool(obs_after_dose), solver, shared, bool(keep_states),
-                  bool(np.any(table.rate > 0)), bool(np.any(table.ss > 0)))
+                  bool(np.any(table.rate != 0)), event_slots(table.ss))
     size = bucket_size(n, MIN_SUBJECTS, chunk_size)
     padded = table.padded(bucket_size(table.n_events, MIN_DOSE_SLOTS))
     tp = _pad_times(t, bucket_size(T, MIN_TIME_SLOTS, per_octave=TIME_BUCKETS_PER_OCTAVE))

@@ -35,9 +35,39 @@ def diagnostics(problem, pop, eta_hat) -> dict:
     """``{name: array}``: PRED, IPRED, RES, IRES, IWRES, CWRES (N, T; NaN where no observation),
     ``eta_cov`` (N, k, k), ``eta_shrinkage`` (k,), ``eps_shrinkage`` (scalar)."""
     k = problem.n_eta
-    log = _log_scale(pop)
+    f0, fi, iwres, cwres, eta_cov = _per_subject(problem, pop)(pop, problem.subjects(), jnp.asarray(eta_hat))
+    mask = problem.mask
+    nan = np.where(mask, 1.0, np.nan)
+    y = np.where(mask, problem.y, np.nan)
+    out = {"PRED": np.asarray(f0) * nan, "IPRED": np.asarray(fi) * nan, "RES": y - np.asarray(f0),
+           "IRES": y - np.asarray(fi), "IWRES": np.asarray(iwres) * nan, "CWRES": np.asarray(cwres) * nan,
+           "eta_cov": np.asarray(eta_cov)}
+    omega_sd = np.sqrt(np.diag(np.asarray(pop.omega))) if k else np.zeros(0)
+    eta_hat = np.asarray(eta_hat)
+    out["eta_shrinkage"] = 1.0 - eta_hat.std(axis=0, ddof=1) / omega_sd if k and eta_hat.shape[0] > 1 \
+        else np.full(k, np.nan)
+    out["eps_shrinkage"] = float(1.0 - np.nanstd(out["IWRES"], ddof=1))
+    return out
 
-    def one(subject, eta):
+
+_COMPILED: dict = {}
+
+
+def _per_subject(problem, pop_like):
+    """The jitted, vmapped per-subject diagnostics ``(pop, subjects, eta) -> arrays``, one per
+    structure (model, output, fixed parameters, solver, residual type, number of etas)."""
+    key = (id(problem.model), problem.spec.output, tuple(sorted(problem.fixed.items())), problem.method,
+           problem.solver, problem.has_infusion, problem.has_ss, pop_like.residual.type, problem.n_eta)
+    if key not in _COMPILED:
+        _COMPILED[key] = (problem.model, jax.jit(jax.vmap(_diagnose(problem), in_axes=(None, 0, 0))))
+    return _COMPILED[key][1]
+
+
+def _diagnose(problem):
+    k = problem.n_eta
+
+    def one(pop, subject, eta):
+        log = _log_scale(pop)
         f0, _ = problem.predict(pop, subject, jnp.zeros(k))
         fi, _ = problem.predict(pop, subject, eta)
         y, mask = subject["y"], subject["mask"]
@@ -60,19 +90,7 @@ def diagnostics(problem, pop, eta_hat) -> dict:
             eta_cov = jnp.zeros((0, 0))
         return f0, fi, iwres, cwres, eta_cov
 
-    f0, fi, iwres, cwres, eta_cov = jax.jit(jax.vmap(one))(problem.subjects(), jnp.asarray(eta_hat))
-    mask = problem.mask
-    nan = np.where(mask, 1.0, np.nan)
-    y = np.where(mask, problem.y, np.nan)
-    out = {"PRED": np.asarray(f0) * nan, "IPRED": np.asarray(fi) * nan, "RES": y - np.asarray(f0),
-           "IRES": y - np.asarray(fi), "IWRES": np.asarray(iwres) * nan, "CWRES": np.asarray(cwres) * nan,
-           "eta_cov": np.asarray(eta_cov)}
-    omega_sd = np.sqrt(np.diag(np.asarray(pop.omega))) if k else np.zeros(0)
-    eta_hat = np.asarray(eta_hat)
-    out["eta_shrinkage"] = 1.0 - eta_hat.std(axis=0, ddof=1) / omega_sd if k and eta_hat.shape[0] > 1 \
-        else np.full(k, np.nan)
-    out["eps_shrinkage"] = float(1.0 - np.nanstd(out["IWRES"], ddof=1))
-    return out
+    return one
 
 
 def _transformed(problem, pop, subject, eta, log):

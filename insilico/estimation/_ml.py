@@ -42,40 +42,68 @@ class MLFit:
     seconds: float
 
 
-def _functions(problem, method: str, inner_max_iter: int, inner_tol: float):
+_COMPILED: dict = {}     # structure key -> (model kept alive, jitted functions): reused by every fit of that structure
+
+
+def _structure_key(problem, method: str, inner_max_iter: int, inner_tol: float) -> tuple:
+    """What the traced objective depends on besides its array arguments: the structural model,
+    the fitted output, the fixed model parameters, the solver, the parameter model's structure and
+    which entries are free. Fits that share it (e.g. the same model on new data or from new initial
+    values) reuse the compiled functions."""
+    pv = problem.params
+    t = pv.template
+    effects = tuple(tuple((e.covariate, e.type, e.ref, e.labels) for e in es) for es in t.effects)
+    return (id(problem.model), problem.spec.output, tuple(sorted(problem.fixed.items())), problem.method,
+            problem.solver, problem.has_infusion, problem.has_ss, t.names, effects, t.bsv_names,
+            tuple(map(tuple, pv.blocks)), t.residual.type, tuple(pv.free.tolist()), method, inner_max_iter, inner_tol)
+
+
+def _build(problem, method: str, inner_max_iter: int, inner_tol: float) -> dict:
     pv = problem.params
     free = jnp.asarray(pv.free)
-    tr0 = pv.to_transformed(pv.initial)
-    nat0 = jnp.asarray(pv.initial)
 
-    def nat_of_x(x):
+    def nat_of_x(x, tr0):
         return pv.to_natural(tr0.at[free].set(x))
 
-    def x_of_nat(y):
+    def x_of_nat(y, nat0):
         return pv.to_transformed(nat0.at[free].set(y))[free]
 
     def modes(nat, subjects, eta0):
         pop = pv.population(nat)
         return jax.vmap(lambda s, e: eta_mode(problem, pop, s, e, inner_max_iter, inner_tol))(subjects, eta0)
 
-    def per_subject(x, subjects, eta_hat):
-        pop = pv.population(nat_of_x(x))
+    def per_subject(x, tr0, subjects, eta_hat):
+        pop = pv.population(nat_of_x(x, tr0))
         o = jax.vmap(lambda s, e: subject_ofv(problem, pop, s, e, method)[0])(subjects, eta_hat)
         return o, o
 
-    def value_grad(x, subjects, eta0):
+    def value_grad(x, tr0, subjects, eta0):
         """OFV, the per-subject gradients in x (N, p; forward mode gives the Jacobian of the
         per-subject vector at the cost of the gradient of its sum), the eta modes (warm-started
         at eta0), their status codes and the per-subject OFV contributions."""
-        eta_hat, codes = modes(nat_of_x(x), subjects, eta0)
-        g, o = jax.jacfwd(per_subject, has_aux=True)(x, subjects, eta_hat)
+        eta_hat, codes = modes(nat_of_x(x, tr0), subjects, eta0)
+        g, o = jax.jacfwd(per_subject, has_aux=True)(x, tr0, subjects, eta_hat)
         return o.sum(), g, eta_hat, codes, o
 
-    def chain(y):
+    def chain(y, nat0):
         """dx/dy and d2x/dy2 of the map natural -> transformed (free entries)."""
-        return jax.jacfwd(x_of_nat)(y), jax.jacfwd(jax.jacfwd(x_of_nat))(y)
+        return jax.jacfwd(x_of_nat)(y, nat0), jax.jacfwd(jax.jacfwd(x_of_nat))(y, nat0)
 
     return {"nat_of_x": jax.jit(nat_of_x), "value_grad": jax.jit(value_grad), "chain": jax.jit(chain)}
+
+
+def _functions(problem, method: str, inner_max_iter: int, inner_tol: float) -> dict:
+    """The jitted objective functions of ``problem`` with its initial values bound."""
+    key = _structure_key(problem, method, inner_max_iter, inner_tol)
+    if key not in _COMPILED:
+        _COMPILED[key] = (problem.model, _build(problem, method, inner_max_iter, inner_tol))
+    fns = _COMPILED[key][1]
+    pv = problem.params
+    tr0 = pv.to_transformed(pv.initial)
+    nat0 = jnp.asarray(pv.initial)
+    return {"nat_of_x": lambda x: fns["nat_of_x"](x, tr0),
+            "value_grad": lambda x, subjects, eta0: fns["value_grad"](x, tr0, subjects, eta0),
+            "chain": lambda y: fns["chain"](y, nat0)}
 
 
 def fit_ml(problem, options) -> MLFit:

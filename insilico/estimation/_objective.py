@@ -49,12 +49,11 @@ def individual_objective(problem, pop, subject, eta):
 def _newton(obj, eta0, max_iter: int, tol: float):
     """Minimise ``obj`` from ``eta0``: Newton with the exact Hessian, eigenvalues floored
     (|lambda| >= 1e-8 max|lambda|, so the step descends), the step capped at ``MAX_STEP`` in
-    each eta (a trust region: etas are log-scale deviations), then the best of step lengths
-    1, 1/2, ..., 1/2^11. Stops when the Newton decrement g' H^-1 g < tol or no step length
-    lowers the objective. Returns (eta, converged)."""
+    each eta (a trust region: etas are log-scale deviations), then backtracking (step halved
+    until the objective decreases, at most 12 times). Stops when the Newton decrement
+    g' H^-1 g < tol or no step length lowers the objective. Returns (eta, converged)."""
     grad = jax.jacfwd(obj)
     hess = jax.jacfwd(grad)
-    alphas = 0.5 ** jnp.arange(12.0)
 
     def step(state):
         eta, val, it, _ = state
@@ -64,13 +63,20 @@ def _newton(obj, eta0, max_iter: int, tol: float):
         d = -v @ ((v.T @ g) / w)
         decrement = -g @ d
         d = d * jnp.minimum(1.0, MAX_STEP / jnp.max(jnp.abs(d)))
-        trials = jax.vmap(lambda a: obj(eta + a * d))(alphas)
-        trials = jnp.where(jnp.isfinite(trials), trials, jnp.inf)
-        k = jnp.argmin(trials)
-        better = trials[k] < val
-        eta = jnp.where(better, eta + alphas[k] * d, eta)
+
+        def shorter(c):
+            a, _ = c
+            return a / 2.0, obj(eta + (a / 2.0) * d)
+
+        def worse(c):
+            a, trial = c
+            return (~(trial < val)) & (a > 0.5 ** 11)
+
+        a, trial = jax.lax.while_loop(worse, shorter, (1.0, obj(eta + d)))
+        better = jnp.isfinite(trial) & (trial < val)
+        eta = jnp.where(better, eta + a * d, eta)
         done = (decrement < tol) | ~better
-        return eta, jnp.where(better, trials[k], val), it + 1, done
+        return eta, jnp.where(better, trial, val), it + 1, done
 
     def cond(state):
         return (~state[3]) & (state[2] < max_iter)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from insilico.dosing import NonmemData, read_nonmem
+from insilico.dosing import NonmemData, event_slots, read_nonmem
 from insilico.engine import SolverOptions, solve_subject
 from insilico.errors import SpecError
 from insilico.estimation._params import ParameterVector
@@ -51,7 +51,7 @@ class Problem:
     method: str
     solver: SolverOptions
     has_infusion: bool
-    has_ss: bool
+    has_ss: int    # static: `insilico.dosing.event_slots` of the dose table (0: no SS, no reset)
     data_sha256: str = ""
     excluded: dict = field(default_factory=dict)
     data_covariates: pd.DataFrame | None = None    # every covariate column of the data, one row per subject
@@ -191,5 +191,5 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     return Problem(spec, model, pv, nm.ids[keep], {k: v[keep] for k, v in cov.items()}, dose,
                    nm.times[keep], np.where(mask, nm.dv, 0.0)[keep], mask[keep], fixed,
                    "exact" if model.is_linear else "ode",
-                   replace(solver or SolverOptions(), adjoint="forward"), bool(np.any(table.rate > 0)),
-                   bool(np.any(table.ss > 0)), digest, bad, nm.covariates.loc[nm.ids[keep]])
+                   replace(solver or SolverOptions(), adjoint="forward"), bool(np.any(table.rate != 0)),
+                   event_slots(table.ss), digest, bad, nm.covariates.loc[nm.ids[keep]])

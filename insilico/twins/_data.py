@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from insilico.batching import bucket_size
-from insilico.dosing import Dose, Regimen, dose_table
+from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.store import ROW_COLUMNS
 
@@ -96,6 +96,8 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
         ("EVID", ~np.isin(evid, (0, 1, 2)), "EVID must be 0 (level), 1 (dose) or 2 (no observation)"),
         ("AMT", (evid != 1) & (amt != 0), "an amount on a record that is not a dose (EVID 1); a level goes in DV"),
         ("AMT", (evid == 1) & ~(amt > 0), "a dose (EVID 1) needs AMT > 0 (mg)"),
+        ("RATE", out["RATE"].to_numpy() < 0 if "RATE" in out else np.zeros(len(out), bool),
+         "RATE -1/-2 (modelled rate/duration) is not supported by twins yet; give the rate (mg/h)"),
         ("DV", (evid == 1) & np.isfinite(dv) & (dv != 0), "a level on a dose record (EVID 1); put it on its own "
                                                           "record (EVID 0) at its time"),
         ("DV", (evid == 0) & (mdv == 0) & ~np.isfinite(dv), "a level record (EVID 0) without a value in DV"),
@@ -190,4 +192,4 @@ def batch_arrays(tm, hists: list[pd.DataFrame], covs: list[dict], n_pad: int) ->
     dose = tuple(np.asarray(getattr(doses, f))[idx] for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
     subjects = {"cov": cov, "dose": dose, "t": times[idx], "y": y[idx],
                 "mask": mask[idx] & (np.arange(n_pad) < n)[:, None]}
-    return subjects, bool(np.any(doses.rate > 0)), bool(np.any(doses.ss > 0))
+    return subjects, bool(np.any(doses.rate != 0)), event_slots(doses.ss)

@@ -39,7 +39,7 @@ import pandas as pd
 import xarray as xr
 
 from insilico.batching import bucket_size
-from insilico.dosing import Dose, Regimen, dose_table
+from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.engine import solve_subject
 from insilico.errors import SpecError
 from insilico.population import individual_parameters, residual_sd
@@ -139,7 +139,7 @@ def _solve(state, regimens: list[Regimen], times: np.ndarray, etas: np.ndarray) 
     idx = np.minimum(np.arange(c_pad), c - 1)
     dose = tuple(jnp.asarray(np.asarray(getattr(table, f))[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
     cov = {k: jnp.asarray(v[0]) for k, v in tm.covariate_arrays([state.covariates]).items()}
-    kernel = _predict_kernel(tm, bool(np.any(table.rate > 0)), bool(np.any(table.ss > 0)))
+    kernel = _predict_kernel(tm, bool(np.any(table.rate != 0)), event_slots(table.ss))
     outs, status = kernel(tm.nat, cov, dose, jnp.asarray(times[idx]), jnp.asarray(etas))
     return {k: np.asarray(v)[:c] for k, v in outs.items()}, np.asarray(status)[:c]
 

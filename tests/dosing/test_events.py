@@ -27,11 +27,11 @@ def test_event_codes_in_the_dose_table():
 
 
 def test_read_nonmem_event_records_match_the_regimen():
-    """EVID 4 with SS=1 and ADDL, EVID 3, SS=2 and RATE=-2 read from a data set simulate as the
-    equivalent Regimen (and the reset rows are no observations)."""
+    """EVID 4 with SS=1 and ADDL, EVID 3, SS=2 and RATE=-2 read from a data set give the dose table of
+    the equivalent Regimen and simulate as it (the reset rows are no observations)."""
     m = get_model("1cmt_oral").with_dose_parameters("D2")
     df = _frame([
-        (1, 0.0, 1, 100, 0, 1, 0, 0, 0, "."),
+        (1, 0.0, 1, 100, 50, 2, 0, 0, 0, "."),
         (1, 2.0, 0, 0, 0, 2, 0, 0, 0, 1.5),
         (1, 10.0, 3, 0, 0, 0, 0, 0, 0, "."),
         (1, 12.0, 1, 80, -2, 2, 0, 0, 0, "."),
@@ -43,7 +43,7 @@ def test_read_nonmem_event_records_match_the_regimen():
     ])
     data = read_nonmem(df, m)
     assert data.times[0].tolist() == [2.0, 14.0, 31.0, 61.0]
-    reg = Regimen((Dose(amt=100.0, cmt=1), Dose(amt=0.0, time=10.0, reset=True),
+    reg = Regimen((Dose(amt=100.0, cmt=2, rate=50.0), Dose(amt=0.0, time=10.0, reset=True),
                    Dose(amt=80.0, time=12.0, cmt=2, rate=-2.0),
                    Dose(amt=50.0, time=30.0, cmt=1, ii=12.0, addl=2, ss=1, reset=True),
                    Dose(amt=40.0, time=60.0, cmt=1, ii=24.0, ss=2)))
@@ -51,12 +51,10 @@ def test_read_nonmem_event_records_match_the_regimen():
     for f in ("time", "amt", "rate", "cmt", "ss", "ii"):
         np.testing.assert_array_equal(getattr(data.doses, f), getattr(ref, f))
     p = dict(CL=3.0, V=25.0, KA=0.9, D2=3.0)
-    # a dose table with modelled rates needs the engine's infusion records (see the report on has_infusion);
-    # here the data also hold no rate > 0, so compare the dose tables only, and simulate the bolus part
-    bolus = read_nonmem(df[df["RATE"] >= 0], m)
-    got = simulate(m, p, bolus)["conc"].values[0]
-    want = simulate(m, p, Regimen(tuple(d for d in reg.doses if d.rate >= 0)), bolus.times[0])["conc"].values[0]
+    got = simulate(m, p, data)["conc"].values[0]
+    want = simulate(m, p, reg, data.times[0])["conc"].values[0]
     np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.all(np.isfinite(got)) and got[2] > 0 and got[1] > 0
 
 
 @pytest.mark.parametrize("rows, field, words", [

@@ -38,7 +38,7 @@ def test_nonmem_import_reproduces_regimen(tmp_path):
 
 
 @pytest.mark.parametrize("frame, field", [
-    ({"ID": [1], "TIME": [0], "EVID": [3]}, "data.EVID"),
+    ({"ID": [1], "TIME": [0], "EVID": [5]}, "data.EVID"),
     ({"ID": [1, 1], "TIME": [1, 1], "EVID": [0, 0]}, "data.TIME"),
     ({"ID": [1], "AMT": [10]}, "data.TIME"),
     ({"ID": [1], "TIME": [0], "AMT": [-5], "EVID": [1]}, "amt"),

@@ -27,7 +27,7 @@ def _conc(model, p, regimen, t, method):
     return ds["conc"].values[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(model, method, has_ss):
     """A jitted one-subject solve with infusion records on (modelled rates need them)."""
     return jax.jit(lambda p, dose, t: solve_subject(model, p, dose, t, method, solver=TIGHT, has_infusion=True,
@@ -82,17 +82,19 @@ def test_evid3_resets_to_the_initial_state_and_stops_infusions(method):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name, dose_kw, extra", [
     ("2cmt_oral", {}, {"ALAG": 0.5}),                                   # bolus with lag
+    ("1cmt_oral", {}, {"ALAG": 15.0}),                                  # lag longer than the interval
     ("2cmt_iv", {"rate": 25.0}, {}),                                    # infusion, 4 h of a 12 h interval
 ])
 def test_ss1_on_a_later_record_equals_many_explicit_doses(method, name, dose_kw, extra):
     """SS=1 with II and ADDL on a later record (the earlier dose is replaced) equals 62 explicit doses
-    12 h apart (slowest half-life ~15 h: the first doses' remainder after 708 h is < 1e-13)."""
+    12 h apart (slowest half-life ~15 h: the first doses' remainder after 708 h is < 1e-13), from the
+    SS dose's entry (time + ALAG) on."""
     m = get_model(name)
     p = {**params_for(m), **extra}
     ii, t_ss = 12.0, 59 * 12.0
     ss = Regimen((Dose(amt=40.0, time=0.0), Dose(amt=100.0, time=t_ss, ii=ii, addl=2, ss=1, **dose_kw)))
     many = Regimen.repeated(100.0, ii, 62, **dose_kw)
-    t = t_ss + np.array([0.5, 0.75, 1.0, 3.0, 6.0, 11.9, 12.0, 12.5, 20.0, 30.0, 40.0])
+    t = t_ss + extra.get("ALAG", 0.0) + np.array([0.0, 0.25, 0.5, 1.0, 3.0, 6.0, 11.9, 12.0, 12.5, 20.0, 30.0, 40.0])
     assert rel_err(_conc(m, p, ss, t, method), _conc(m, p, many, t, method), floor=1e-9) <= 1e-8
 
 
