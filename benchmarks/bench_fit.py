@@ -61,11 +61,15 @@ residual_error: {type: proportional, proportional: 0.15}
 
 def ensure_peers(stan: bool) -> None:
     libs = "library(nlme)" + ("; library(rstan)" if stan else "")
-    if shutil.which("Rscript") and subprocess.run(["Rscript", "-e", libs], capture_output=True).returncode == 0:
-        return
-    pkgs = ["r-cran-nlme"] + (["r-cran-rstan", "r-cran-bh", "r-cran-rcppeigen"] if stan else [])
-    print(f"installing {' '.join(pkgs)} (Debian) ...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", *pkgs], check=True, capture_output=True)
+    if not (shutil.which("Rscript") and subprocess.run(["Rscript", "-e", libs], capture_output=True).returncode == 0):
+        pkgs = ["r-cran-nlme"] + (["r-cran-rstan", "r-cran-bh", "r-cran-rcppeigen", "libboost-dev"] if stan else [])
+        print(f"installing {' '.join(pkgs)} (Debian) ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", *pkgs], check=True, capture_output=True)
+    if stan:   # Debian's r-cran-bh uses the system Boost headers; rstan looks for them inside BH
+        bh = subprocess.run(["Rscript", "-e", 'cat(system.file(package="BH"))'], capture_output=True,
+                            text=True).stdout.strip()
+        if bh and not Path(bh, "include").exists() and Path("/usr/include/boost").is_dir():
+            Path(bh, "include").symlink_to("/usr/include")
 
 
 def simulate_oral(n: int, seed: int, bsv_ka: bool = True) -> pd.DataFrame:
