@@ -231,7 +231,8 @@ def _fit_cohort(path: Path, spec: TrialSpec, model) -> tuple[FitSource, object]:
     simulate the model that was fitted."""
     from insilico.store import open_fit, recognise
     if recognise(path) != "fit":
-        raise SpecError("cohort", f"{path} is a folder but not a fit store (written by `insilico fit --out`)")
+        raise SpecError("cohort.path", f"{path} is a directory, not a cohort spec file or a fit store (written by "
+                                       "`insilico fit --out`)")
     try:
         ds = open_fit(path)
     except SpecError as e:

@@ -13,6 +13,7 @@ import pytest
 
 from insilico.dosing import Dose, Regimen, dose_table
 from insilico.engine import simulate, solve_subject, status
+from insilico.errors import SpecError
 from insilico.models import get_model
 
 from ._helpers import TIGHT, params_for, rel_err
@@ -153,8 +154,9 @@ def test_modelled_duration_with_bioavailability_scales_the_rate(method):
 def test_missing_modelled_parameter_is_a_nonfinite_status_not_a_bolus():
     """A RATE=-2 dose for a model without D1 (a table built by hand) never runs as something else."""
     m = get_model("1cmt_iv")
-    table = dose_table(Regimen.single(100.0, rate=-2.0), m)
-    dose = tuple(jnp.asarray(getattr(table, f)[0]) for f in FIELDS)
+    with pytest.raises(SpecError, match="D1"):       # dose_table refuses it, naming the missing parameter
+        dose_table(Regimen.single(100.0, rate=-2.0), m)
+    dose = tuple(jnp.asarray(a) for a in ([0.0], [100.0], [-2.0], [0], [0], [0.0]))
     for has_infusion in (True, False):
         _, _, st = solve_subject(m, {"CL": 4.0, "V": 30.0}, dose, jnp.array([1.0]), "exact",
                                  has_infusion=has_infusion, has_ss=False)
