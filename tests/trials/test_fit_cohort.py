@@ -245,9 +245,9 @@ def test_fit_uncertainty_needs_a_fit_and_a_folder_must_be_a_fit(tmp_path):
         _prepare(trial(cohort, replicates={"fit_uncertainty": True}))
     assert e.value.field == "replicates.fit_uncertainty"
     (tmp_path / "empty.zarr").mkdir()
-    with pytest.raises(SpecError, match="not a fit store") as e:
+    with pytest.raises(SpecError, match="not a cohort spec file or a fit store") as e:
         _prepare(trial(tmp_path / "empty.zarr"))
-    assert e.value.field == "cohort"
+    assert e.value.field == "cohort.path"
 
 
 def test_set_cohort_to_a_fit_in_the_working_directory(fit_store, tmp_path, monkeypatch):
