@@ -336,7 +336,9 @@ def test_unknown_composition_is_refused():
         assert e.value.field == "model", bad
 
 
-def test_cli_models_shows_every_unit_and_no_empty_part():
+def test_cli_models_shows_every_unit_and_no_empty_part(monkeypatch):
+    from insilico.cli._common import console
+    monkeypatch.setattr(console, "width", 400)    # the CLI's console: wide enough that no cell is cut or wrapped
     runner = CliRunner()
     res = runner.invoke(app, ["models"], env={"COLUMNS": "400"})
     assert res.exit_code == 0
