@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from insilico.versions import package_versions
 
 __all__ = ["FitResult"]
 
@@ -25,16 +26,6 @@ _PACKAGES = ("insilico", "jax", "diffrax", "numpyro", "optimistix", "scipy", "nu
 METHOD_TITLES = {"focei": "First Order Conditional Estimation with Interaction",
                  "laplace": "Laplacian Conditional Estimation with Interaction",
                  "nuts": "NUTS Bayesian Analysis"}
-
-
-def package_versions() -> dict:
-    out = {}
-    for p in _PACKAGES:
-        try:
-            out[p] = version(p)
-        except Exception:
-            out[p] = "unknown"
-    return out
 
 
 @dataclass(frozen=True)
@@ -182,7 +173,7 @@ class FitResult:
             "n_subjects": self.n_subjects, "n_observations": self.n_observations,
             "excluded": json.dumps({str(k): v for k, v in self.excluded.items()}),
             "population_model": json.dumps(self.population_model()), "spec": json.dumps(self.spec),
-            "data_sha256": self.data_sha256, "versions": json.dumps(package_versions()),
+            "data_sha256": self.data_sha256, "versions": json.dumps(package_versions(_PACKAGES)),
             "ofv_convention": "NONMEM: -2 log L without the n_obs log(2 pi) constant",
         })
         if self.covariates is not None and len(self.covariates.columns):

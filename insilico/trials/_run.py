@@ -7,7 +7,6 @@ import json
 import sys
 import time
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 
 from insilico import store, units
@@ -19,19 +18,10 @@ from insilico.trials._fit import tree_digest
 from insilico.trials._prepare import TrialContext, check_resources, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
 from insilico.trials._unit import compute_unit, subject_range
+from insilico.versions import package_versions
 
 _PACKAGES = ("insilico", "jax", "jaxlib", "diffrax", "equinox", "numpyro", "xarray", "zarr", "dask",
              "distributed", "numpy")
-
-
-def _versions() -> dict:
-    out = {}
-    for p in _PACKAGES:
-        try:
-            out[p] = version(p)
-        except Exception:
-            out[p] = "unknown"
-    return out
 
 
 def _endpoint_units(kind: str, output_units: str) -> str:
@@ -213,7 +203,7 @@ def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool =
                          "spec_sha256": inputs["trial spec"], "inputs_sha256": json.dumps(inputs),
                          "seed": spec_obj.seed, "model": ctx.model.name,
                          "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
-                         "design": spec_obj.design, "versions": json.dumps(_versions()),
+                         "design": spec_obj.design, "versions": json.dumps(package_versions(_PACKAGES)),
                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 if ctx.fit is not None:
                     attrs["replicate_population"] = json.dumps(replicate_population(ctx))
