@@ -14,9 +14,6 @@ the central 95 % posterior interval of the stored draws. R-hat above `RHAT_LIMIT
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from insilico import store
+from insilico.analysis import html
 from insilico.analysis.formatting import format_value
 from insilico.errors import SpecError
 
@@ -32,50 +30,9 @@ __all__ = ["RHAT_LIMIT", "render_fit_report", "write_fit_report"]
 
 RHAT_LIMIT = 1.01
 
-_CSS = """
-body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;color:#222;
-     line-height:1.4;padding:0 1em}
-h1{border-bottom:3px solid #1f77b4;padding-bottom:.2em}
-h2{border-bottom:1px solid #ccc;margin-top:2em;color:#1f4e79}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#eef3f8}
-td:first-child,th:first-child,table.kv td{text-align:left}
-tr:nth-child(even) td{background:#fafafa}
-figure{margin:1em 0 2em;text-align:center}
-figure img{max-width:100%;border:1px solid #ddd}
-figcaption{font-size:13px;color:#555}
-.note{color:#666;font-size:13px}.bad{color:#b00;font-weight:bold}.ok{color:#176b1d;font-weight:bold}
-pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:12px}
-nav a{margin-right:1em}
-"""
 _METHODS = {"focei": "FOCE-I (first-order conditional estimation with interaction)",
             "laplace": "Laplace (conditional estimation with interaction, exact Hessian)",
             "nuts": "NUTS (full Bayes, NumPyro)"}
-
-
-# ----------------------------------------------------------------------------------------------
-# HTML pieces
-# ----------------------------------------------------------------------------------------------
-
-def _e(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _table(df: pd.DataFrame, cls: str) -> str:
-    """``df`` as an HTML table (cells by `format_value`, escaped), ``class=cls``."""
-    return df.to_html(index=False, escape=True, border=0, classes=cls, na_rep="–",
-                      formatters={c: format_value for c in df.columns})
-
-
-def _kv(pairs: list[tuple[str, object]]) -> str:
-    return _table(pd.DataFrame({"": [k for k, _ in pairs], "value": [v for _, v in pairs]}), "kv")
-
-
-def _png_data_uri(fig, dpi: int) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _attr_json(ds: xr.Dataset, key: str):
@@ -98,7 +55,7 @@ def _summary_section(ds: xr.Dataset) -> str:
     model = _attr_json(ds, "population_model") or {}
     converged = bool(int(a.get("converged", 0)))
     status = (f'<p class="{"ok" if converged else "bad"}">{"converged" if converged else "NOT converged"}: '
-              f"{_e(a.get('message', ''))}</p>")
+              f"{html.escape(a.get('message', ''))}</p>")
     facts = [("method", _METHODS.get(a.get("method"), a.get("method"))),
              ("structural model", (model.get("model") or {}).get("name") or (model.get("model") or {}).get("import")),
              ("fitted output", model.get("output")), ("subjects", a.get("n_subjects")),
@@ -110,7 +67,7 @@ def _summary_section(ds: xr.Dataset) -> str:
               ("condition number (correlation of estimates)", a.get("condition_number")),
               ("EPS shrinkage (%)", 100 * float(a.get("eps_shrinkage", np.nan))),
               ("iterations", a.get("iterations")), ("seconds", a.get("seconds"))]
-    return status + _kv(facts)
+    return status + html.key_values(facts)
 
 
 def _estimates_section(ds: xr.Dataset) -> str:
@@ -125,14 +82,14 @@ def _estimates_section(ds: xr.Dataset) -> str:
                        "posterior mean" if nuts else "estimate": ds["estimate"].values, se: ds["se"].values,
                        "RSE %": ds["rse"].values, f"{interval} lower": lo, f"{interval} upper": hi,
                        "fixed": ds["fixed"].values.astype(bool)})
-    out = [_table(df, "estimates")]
+    out = [html.table(df, cls="estimates")]
     corr = np.asarray(ds["correlation"].values, dtype=float)
     free = ~ds["fixed"].values.astype(bool)
     if np.isfinite(corr[np.ix_(free, free)]).any():
         names = [str(p) for p, f in zip(ds["param"].values, free) if f]
         c = pd.DataFrame(corr[np.ix_(free, free)], columns=names)
         c.insert(0, "parameter", names)
-        out.append("<details><summary>correlation of the estimates</summary>" + _table(c, "correlation")
+        out.append("<details><summary>correlation of the estimates</summary>" + html.table(c, cls="correlation")
                    + "</details>")
     else:
         out.append("<p class='note'>no covariance of the estimates (covariance step not available)</p>")
@@ -148,7 +105,7 @@ def _random_effects_section(ds: xr.Dataset) -> str:
     df = pd.DataFrame({"η": ds["eta"].values.astype(str), "parameter": ds["eta_parameter"].values.astype(str),
                        "ω²": var, "CV % (√(exp(ω²) − 1))": 100 * np.sqrt(np.expm1(var)),
                        "shrinkage %": 100 * np.asarray(ds["eta_shrinkage"].values, dtype=float)})
-    return _table(df, "random-effects") + ("<p class='note'>shrinkage: 1 − SD(EBE)/ω (NONMEM's SD-based "
+    return html.table(df, cls="random-effects") + ("<p class='note'>shrinkage: 1 − SD(EBE)/ω (NONMEM's SD-based "
                                           "definition); EPS shrinkage in the fit section</p>")
 
 
@@ -157,7 +114,8 @@ def _subjects_section(ds: xr.Dataset) -> str:
     out = []
     if excluded:
         out.append(f"<p><b>{len(excluded)}</b> subject(s) left out of the fit:</p>"
-                   + _table(pd.DataFrame({"ID": list(excluded), "reason": list(excluded.values())}), "excluded"))
+                   + html.table(pd.DataFrame({"ID": list(excluded), "reason": list(excluded.values())}),
+                                cls="excluded"))
     else:
         out.append("<p>No subject was left out of the fit.</p>")
     if "eta_status" in ds:
@@ -166,9 +124,9 @@ def _subjects_section(ds: xr.Dataset) -> str:
             meaning = {1: "EBE not converged", 2: "solver failed"}
             bad = np.flatnonzero(st != 0)
             out.append(f"<p><b>{bad.size}</b> subject(s) without a converged EBE at the final estimates:</p>"
-                       + _table(pd.DataFrame({"ID": ds["subject"].values[bad].astype(str),
-                                              "status": [meaning.get(int(s), str(s)) for s in st[bad]]}),
-                                "eta-status"))
+                       + html.table(pd.DataFrame({"ID": ds["subject"].values[bad].astype(str),
+                                                  "status": [meaning.get(int(s), str(s)) for s in st[bad]]}),
+                                    cls="eta-status"))
     return "\n".join(out)
 
 
@@ -187,7 +145,7 @@ def _nuts_section(ds: xr.Dataset) -> str:
     df = pd.DataFrame({"parameter": [str(p) for p in ds["param"].values], "R-hat": rhat,
                        "bulk ESS": ds["ess_bulk"].values, "tail ESS": ds["ess_tail"].values,
                        f"R-hat ≤ {RHAT_LIMIT}": [bool(r <= RHAT_LIMIT) if np.isfinite(r) else None for r in rhat]})
-    return head + _kv(facts) + _table(df, "nuts")
+    return head + html.key_values(facts) + html.table(df, cls="nuts")
 
 
 def _vpc_section(v: xr.Dataset) -> str:
@@ -206,39 +164,31 @@ def _vpc_section(v: xr.Dataset) -> str:
     inside, pc = v["inside"].values, v["pc_inside"].values
     ci = 100 * v.attrs["ci"]
     head = (f"<p>{v.attrs['n_sim']} simulations of the fitted model on the data's design (seed "
-            f"{v.attrs['seed']}); binning: {_e(v.attrs['binning'])}. Observed percentile inside the simulated "
+            f"{v.attrs['seed']}); binning: {html.escape(v.attrs['binning'])}. Observed percentile inside the simulated "
             f"{ci:g} % interval in <b>{int(inside.sum())} of {inside.size}</b> bin × percentile cells "
             f"(prediction-corrected: {int(pc.sum())} of {pc.size}). "
-            f"<span class='note'>{_e(v.attrs['method'])}; lower bound {v.attrs['lower_bound']:g}"
+            f"<span class='note'>{html.escape(v.attrs['method'])}; lower bound {v.attrs['lower_bound']:g}"
             f"{'; ' + str(v.attrs['n_outside']) + ' observations outside the bins' if v.attrs['n_outside'] else ''}"
             "</span></p>")
-    return head + _table(pd.DataFrame(rows), "vpc")
+    return head + html.table(pd.DataFrame(rows), cls="vpc")
 
 
 def _figures_section(ds: xr.Dataset, v: xr.Dataset | None, dpi: int) -> str:
     from insilico.analysis.fit_plots import fit_figures
-    figs = []
-    for name, title, make in fit_figures(ds, v):
-        try:
-            fig = make()
-        except Exception as e:
-            figs.append(f"<p class='note'>{_e(title)}: not drawn ({_e(type(e).__name__)}: {_e(e)})</p>")
-            continue
-        figs.append(f'<figure id="fig-{_e(name)}"><img src="{_png_data_uri(fig, dpi)}" alt="{_e(title)}">'
-                    f"<figcaption>{_e(title)}</figcaption></figure>")
-    return "\n".join(figs)
+    return html.figures(fit_figures(ds, v), dpi)
 
 
 def _provenance(ds: xr.Dataset) -> str:
-    out = [_kv([("data SHA-256", ds.attrs.get("data_sha256") or "– (data not given as a file)")])]
+    out = [html.key_values([("data SHA-256", ds.attrs.get("data_sha256") or "– (data not given as a file)")])]
     versions = _attr_json(ds, "versions")
     if versions:
-        out.append("<h3>Package versions</h3>" + _kv(list(versions.items())))
+        out.append("<h3>Package versions</h3>" + html.key_values(list(versions.items())))
     for key, title in (("population_model", "fitted population model (JSON)"), ("spec", "population model as "
                                                                                           "given (JSON)")):
         doc = _attr_json(ds, key)
         if doc:
-            out.append(f"<details><summary>{title}</summary><pre>{_e(json.dumps(doc, indent=2))}</pre></details>")
+            out.append(f"<details><summary>{title}</summary>"
+                       f"<pre>{html.escape(json.dumps(doc, indent=2))}</pre></details>")
     return "\n".join(out)
 
 
@@ -266,17 +216,9 @@ def render_fit_report(ds: xr.Dataset, data=None, *, plots: bool = True, dpi: int
     if plots:
         sections.append(("figures", "Figures", _figures_section(ds, v, dpi)))
     sections.append(("provenance", "Provenance", _provenance(ds)))
-    nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t, _ in sections)
-    body = "\n".join(f'<section id="{sid}"><h2>{_e(t)}</h2>\n{content}</section>' for sid, t, content in sections)
     no_vpc = "" if v is not None else ("<p class='note'>no VPC: give the data set (<code>--data DATA.csv</code>) "
                                        "to simulate the fitted model on its design</p>")
-    version = _version()
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="generator" content="insilico {_e(version)}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>insilico fit report: {_e(method)}</title><style>{_CSS}</style></head>\n"
-            f"<body><h1>insilico fit report: {_e(method)}</h1>{no_vpc}<nav>{nav}</nav>\n{body}\n"
-            f"<p class='note'>generated by insilico {_e(version)}</p></body></html>\n")
+    return html.page(f"fit report: {method}", sections, intro=no_vpc)
 
 
 def write_fit_report(ds: xr.Dataset, path: str | Path, data=None, *, overwrite: bool = False, plots: bool = True,
@@ -287,22 +229,5 @@ def write_fit_report(ds: xr.Dataset, path: str | Path, data=None, *, overwrite: 
     (``n_sim`` simulations, ``seed``, ``bins``: `insilico.estimation.vpc`). An existing file
     is replaced only with ``overwrite`` and only when it is an insilico report (`SpecError`
     naming ``--out`` otherwise; the CLI exits 2). ``plots=False``: tables only."""
-    path = store.check_out(path, folder=False)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise SpecError("--out", f"the report is an HTML file; expected a .html path, got {path}")
-    if path.exists():
-        store.replace_owned(path, "report", overwrite=overwrite)
-    text = render_fit_report(ds, data, plots=plots, dpi=dpi, n_sim=n_sim, seed=seed, bins=bins)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def _version() -> str:
-    try:
-        from insilico import __version__
-        return __version__
-    except Exception:  # pragma: no cover
-        return "?"
+    return html.write_page(path, lambda: render_fit_report(ds, data, plots=plots, dpi=dpi, n_sim=n_sim, seed=seed,
+                                                           bins=bins), overwrite=overwrite)

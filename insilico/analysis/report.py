@@ -8,42 +8,17 @@ power, figures, provenance.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
 
 from insilico import store
-from insilico.analysis.formatting import format_value
-from insilico.errors import SpecError
+from insilico.analysis import html
 
 __all__ = ["render_report", "write_report"]
-
-_CSS = """
-body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;color:#222;
-     line-height:1.4;padding:0 1em}
-h1{border-bottom:3px solid #1f77b4;padding-bottom:.2em}
-h2{border-bottom:1px solid #ccc;margin-top:2em;color:#1f4e79}
-h3{margin-bottom:.3em}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#eef3f8}
-td.t,th.t{text-align:left}
-tr:nth-child(even) td{background:#fafafa}
-td.ok{color:#176b1d;font-weight:bold}td.bad{color:#b00;font-weight:bold}
-figure{margin:1em 0 2em;text-align:center}
-figure img{max-width:100%;border:1px solid #ddd}
-figcaption{font-size:13px;color:#555}
-.note{color:#666;font-size:13px}
-pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:12px}
-nav a{margin-right:1em}
-"""
 
 _SUMMARY_COLS = ["arm", "n", "n_missing", "mean", "sd", "median", "q05", "q95", "geo_mean", "geo_cv_pct",
                  "responders", "proportion", "ci_lower", "ci_upper"]
@@ -53,46 +28,6 @@ _POS_COLS = ["arm", "estimate", "successes", "n_replicates", "n_undefined", "ci_
 _PTA_COLS = ["group", "n", "n_attained", "pta", "ci_lower", "ci_upper"]
 _POWER_COLS = ["arm", "reference", "n", "n_resamples", "power", "mc_se", "ci_lower", "ci_upper"]
 _VALIDATION_COLS = ["variable", "statistic", "condition", "n", "target", "achieved", "se", "z", "ok"]
-
-
-# ----------------------------------------------------------------------------------------------
-# small HTML helpers
-# ----------------------------------------------------------------------------------------------
-
-def _e(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _table(rows: Iterable[dict] | pd.DataFrame, cols: list[str] | None = None, cls: str = "") -> str:
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    if cols is not None:
-        df = df[[c for c in cols if c in df.columns]]
-    head = "".join(f'<th class="t">{_e(c)}</th>' if df[c].dtype == object else f"<th>{_e(c)}</th>"
-                   for c in df.columns)
-    body = []
-    for _, row in df.iterrows():
-        cells = []
-        for c in df.columns:
-            v = row[c]
-            klass = "t" if df[c].dtype == object or isinstance(v, str) else ""
-            if c == "ok" and v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v)):
-                klass = "ok" if bool(v) else "bad"
-            text = _e(format_value(v))
-            cells.append(f'<td class="{klass}">{text}</td>' if klass else f"<td>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    c = f' class="{cls}"' if cls else ""
-    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _kv(pairs: list[tuple[str, object]]) -> str:
-    rows = "".join(f'<tr><th class="t">{_e(k)}</th><td class="t">{_e(format_value(v))}</td></tr>' for k, v in pairs)
-    return f'<table class="kv"><tbody>{rows}</tbody></table>'
-
-
-def _png_data_uri(fig, dpi: int) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,9 +161,9 @@ def _trial_section(ds: xr.Dataset, spec) -> str:
         units = ds[e.name].attrs.get("units", "") if e.name in ds else ""
         eps.append({"endpoint": e.name, "type": e.type, "output": e.output if e.type != "responder" else "–",
                     "definition": ", ".join(detail) or "–", "units": units or "–"})
-    out = [_kv(facts), "<h3>Arms</h3>", _table(arms, cls="arms")]
+    out = [html.key_values(facts), "<h3>Arms</h3>", html.table(arms, cls="arms")]
     if eps:
-        out += ["<h3>Endpoints</h3>", _table(eps, cls="endpoints")]
+        out += ["<h3>Endpoints</h3>", html.table(eps, cls="endpoints")]
     return "\n".join(out)
 
 
@@ -253,22 +188,22 @@ def _cohort_section(ds: xr.Dataset) -> str:
         cohort.attrs = {"criteria_applied": int(bool(c.has_criteria))}
         df = validation_report(cohort, spec, population=population)
     except Exception as e:
-        return f"<p class='note'>cohort validation unavailable: {_e(type(e).__name__)}: {_e(e)}</p>"
+        return f"<p class='note'>cohort validation unavailable: {html.escape(type(e).__name__)}: {html.escape(e)}</p>"
     n_bad = int(df["ok"].eq(False).sum())      # ok is True/False, or missing when not applicable
     n_ok = int(df["ok"].eq(True).sum())
-    note = (f"<p>Cohort <b>{_e(spec.name)}</b> (replicate 0, {cohort.sizes.get('subject', 0)} subjects): "
+    note = (f"<p>Cohort <b>{html.escape(spec.name)}</b> (replicate 0, {cohort.sizes.get('subject', 0)} subjects): "
             f"{n_ok} checks within tolerance, {n_bad} outside (|z| &gt; 5), "
             f"{int(df['ok'].isna().sum())} not applicable. "
-            f"<span class='note'>{_e(df.attrs.get('note', ''))}</span></p>")
+            f"<span class='note'>{html.escape(df.attrs.get('note', ''))}</span></p>")
     g = df.assign(abs_z=df["z"].abs()).groupby("variable", sort=False)
     compact = pd.DataFrame({"checks": g.size(), "within tolerance": g["ok"].apply(lambda s: int(s.eq(True).sum())),
                             "outside": g["ok"].apply(lambda s: int(s.eq(False).sum())),
                             "not applicable": g["ok"].apply(lambda s: int(s.isna().sum())),
                             "max |z|": g["abs_z"].max()}).reset_index()
     compact["variable"] = compact["variable"].astype(object)
-    return (note + _table(compact, cls="validation-summary")
+    return (note + html.table(compact, cls="validation-summary")
             + "<details><summary>all validation checks</summary>"
-            + _table(df, _VALIDATION_COLS, cls="validation") + "</details>")
+            + html.table(df, _VALIDATION_COLS, cls="validation") + "</details>")
 
 
 LISTED = 200   # flagged subject–arm pairs listed one by one in the report
@@ -284,18 +219,18 @@ def _flagged_section(ds: xr.Dataset) -> str:
     out = [f"<p><b>{len(flagged)}</b> of {total} simulated subject–arm pairs have no results (status &gt; 0): "
            "their endpoints are missing (counted in <code>n_missing</code>) and they were not simulated or "
            "the solver failed. The trial went on without them.</p>",
-           _table(store.flagged_counts(flagged), ["arm", "status", "reason", "n"], cls="flagged-counts")]
+           html.table(store.flagged_counts(flagged), ["arm", "status", "reason", "n"], cls="flagged-counts")]
     shown = flagged.head(LISTED)
     more = (f" (first {LISTED} of {len(flagged)}; all: <code>ds.insilico.flagged</code>)"
             if len(flagged) > LISTED else "")
-    out.append(f"<h3>Flagged subjects{more}</h3>" + _table(shown, cls="flagged"))
+    out.append(f"<h3>Flagged subjects{more}</h3>" + html.table(shown, cls="flagged"))
     return "\n".join(out)
 
 
 def _analysis_sections(tables: dict) -> list[tuple[str, str, str]]:
     """Sections of the analysis tables (`ds.insilico.analysis`)."""
     secs = []
-    body = [f"<h3>{_e(ep)}</h3>" + _table(df, _SUMMARY_COLS, cls="summary")
+    body = [f"<h3>{html.escape(ep)}</h3>" + html.table(df, _SUMMARY_COLS, cls="summary")
             for ep, df in tables.get("summary", {}).items()]
     if body:
         secs.append(("summary", "Endpoint summary by arm", "\n".join(body)))
@@ -305,29 +240,30 @@ def _analysis_sections(tables: dict) -> list[tuple[str, str, str]]:
         if "replicate" in df and df["replicate"].nunique() > 1:
             df = df[df["replicate"] == 0]
             note = " <span class='note'>(replicate 0)</span>"
-        body.append(f"<h3>{_e(ep)}{note}</h3>" + _table(df, _COMPARISON_COLS, cls="comparisons"))
+        body.append(f"<h3>{html.escape(ep)}{note}</h3>" + html.table(df, _COMPARISON_COLS, cls="comparisons"))
     if body:
         secs.append(("comparisons", "Comparisons with the reference arm", "\n".join(body)))
     for key, title, cols in (("probability_of_success", "Probability of success", _POS_COLS),
                              ("pta", "Probability of target attainment", _PTA_COLS),
                              ("power", "Power vs N per arm", _POWER_COLS)):
         if key in tables:
-            secs.append((key.replace("_", "-"), title, _table(tables[key], cols, cls=key)))
+            secs.append((key.replace("_", "-"), title, html.table(tables[key], cols, cls=key)))
     return secs
 
 
 def _provenance(ds: xr.Dataset) -> str:
     a = ds.attrs
     facts = [("seed", a.get("seed")), ("spec sha256", a.get("spec_sha256")), ("created", a.get("created"))]
-    out = [_kv([(k, v) for k, v in facts if v is not None])]
+    out = [html.key_values([(k, v) for k, v in facts if v is not None])]
     for key, title in (("versions", "Package versions"), ("timings", "Timings")):
         d = store.stored_json(ds, key)
         if d:
-            out.append(f"<h3>{title}</h3>" + _kv([(k, d[k]) for k in d]))
+            out.append(f"<h3>{title}</h3>" + html.key_values([(k, d[k]) for k in d]))
     for doc, title in ((ds.insilico.spec, "resolved trial spec (JSON)"),
                        (ds.insilico.cohort_spec, "cohort spec (JSON)")):
         if doc:
-            out.append(f"<details><summary>{title}</summary><pre>{_e(json.dumps(doc, indent=2))}</pre></details>")
+            out.append(f"<details><summary>{title}</summary>"
+                       f"<pre>{html.escape(json.dumps(doc, indent=2))}</pre></details>")
     return "\n".join(out)
 
 
@@ -347,27 +283,11 @@ def render_report(ds: xr.Dataset, *, plots: bool = True, dpi: int = 90, n_indivi
                 ("flagged", "Flagged subjects", _flagged_section(ds))]
     sections += _analysis_sections(ds.insilico.analysis)
     if plots:
-        figs = []
-        for name, title, make in P.figures(ds, n_individual=n_individual, seed=seed):
-            try:
-                fig = make()
-            except Exception as e:
-                figs.append(f"<p class='note'>{_e(title)}: not drawn ({_e(type(e).__name__)}: {_e(e)})</p>")
-                continue
-            uri = _png_data_uri(fig, dpi)
-            figs.append(f'<figure id="fig-{_e(name)}"><img src="{uri}" alt="{_e(title)}">'
-                        f"<figcaption>{_e(title)}</figcaption></figure>")
-        sections.append(("figures", "Figures", "\n".join(figs)))
+        sections.append(("figures", "Figures", html.figures(P.figures(ds, n_individual=n_individual, seed=seed),
+                                                           dpi)))
     sections.append(("provenance", "Provenance", _provenance(ds)))
-    nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t, _ in sections)
-    body = "\n".join(f'<section id="{sid}"><h2>{_e(t)}</h2>\n{content}</section>' for sid, t, content in sections)
-    desc = f"<p>{_e(spec.description)}</p>" if spec is not None and spec.description else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="generator" content="insilico {_e(_version())}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>insilico report: {_e(trial)}</title><style>{_CSS}</style></head>\n"
-            f"<body><h1>insilico trial report: {_e(trial)}</h1>{desc}<nav>{nav}</nav>\n{body}\n"
-            f"<p class='note'>generated by insilico {_e(_version())}</p></body></html>\n")
+    desc = f"<p>{html.escape(spec.description)}</p>" if spec is not None and spec.description else ""
+    return html.page(f"trial report: {trial}", sections, intro=desc)
 
 
 def write_report(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False, plots: bool = True,
@@ -380,22 +300,5 @@ def write_report(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False, p
     ``dpi``, ``n_individual`` and ``seed`` are passed to the figures; ``plots=False`` leaves
     them out (tables only).
     """
-    path = store.check_out(path, folder=False)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise SpecError("--out", f"the report is an HTML file; expected a .html path, got {path}")
-    if path.exists():
-        store.replace_owned(path, "report", overwrite=overwrite)
-    text = render_report(ds, plots=plots, dpi=dpi, n_individual=n_individual, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def _version() -> str:
-    try:
-        from insilico import __version__
-        return __version__
-    except Exception:  # pragma: no cover
-        return "?"
+    return html.write_page(path, lambda: render_report(ds, plots=plots, dpi=dpi, n_individual=n_individual,
+                                                    seed=seed), overwrite=overwrite)

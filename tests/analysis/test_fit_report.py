@@ -61,10 +61,10 @@ def _chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
 
 
 def _rows(html: str, cls: str) -> list[list[str]]:
-    """Cell texts of the body rows of the table with class ``cls``."""
+    """Cell texts (header and data cells) of the body rows of the table with class ``cls``."""
     table = re.search(rf'<table[^>]*class="[^"]*\b{cls}\b[^"]*"[^>]*>(.*?)</table>', html, flags=re.DOTALL).group(1)
     body = re.search(r"<tbody>(.*?)</tbody>", table, flags=re.DOTALL).group(1)
-    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.DOTALL)]
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r, flags=re.DOTALL)]
             for r in re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.DOTALL)]
 
 
