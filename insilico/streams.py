@@ -8,10 +8,12 @@ changing one changes every number drawn from that stream.
 """
 from __future__ import annotations
 
-__all__ = ["COHORT", "JITTER", "RESIDUAL", "TRIAL", "stream_id"]
+__all__ = ["COHORT", "JITTER", "OCCASION", "POPULATION", "RESIDUAL", "TRIAL", "stream_id"]
 
 COHORT = 0x636F68       # b"coh": covariates, criteria attempts, eta and kappa of cohort draws
 RESIDUAL = 0x726573     # b"res": residual (observation) error when applied to a cohort draw
+OCCASION = 0x626F76     # b"bov": between-occasion kappa of crossover periods (folded with replicate, subject, period)
+POPULATION = 0x706F70   # b"pop": inter-individual eta of the virtual patients drawn by BE power simulations
 
 # trial design streams, folded with (replicate, subject index)
 TRIAL = {"randomisation": 101, "dropout": 102, "adherence": 103, "schedule": 104,

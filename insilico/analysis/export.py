@@ -27,8 +27,7 @@ import pandas as pd
 from insilico import store
 from insilico.errors import SpecError
 
-__all__ = ["FORMATS", "SIMULATED_LABEL", "export", "read_parquet", "tables", "to_adam", "to_nonmem", "to_parquet",
-           "write_nonmem"]
+__all__ = ["FORMATS", "SIMULATED_LABEL", "export", "read_parquet", "tables", "to_adam", "to_nonmem", "to_parquet"]
 
 FORMATS = ("nonmem", "adam", "parquet")
 SIMULATED_LABEL = "SIMULATED DATA – insilico"
@@ -207,14 +206,6 @@ def to_nonmem(ds, replicate: int = 0, dv: str | None = None) -> pd.DataFrame:
     out = recs[NONMEM_COLUMNS + ["ARM", "ARMN", "SUBJ", "REP", "NTIME"] + covs]
     out.attrs["label"] = f"NONMEM data set: trial {info.name}, replicate {replicate}, DV={dv} ({SIMULATED_LABEL})"
     return out
-
-
-def write_nonmem(df: pd.DataFrame, path) -> Path:
-    """Write a `to_nonmem` table as CSV with ``.`` for missing values (NONMEM convention)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, na_rep=".", float_format="%.12g")
-    return path
 
 
 # -- ADaM-like ----------------------------------------------------------------------------
@@ -448,7 +439,8 @@ def export(results, fmt: str, out, *, replicate: int | None = None, dv: str | No
     if fmt == "nonmem":
         df = to_nonmem(ds, 0 if replicate is None else replicate, dv)
         _prepare_out(out, overwrite)
-        return write_nonmem(df, out)
+        from insilico.dosing import write_nonmem_csv
+        return write_nonmem_csv(df, out)
     if fmt == "parquet":
         return to_parquet(ds, out, replicate, overwrite=overwrite)
     tabs = to_adam(ds, replicate)

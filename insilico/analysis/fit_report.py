@@ -46,6 +46,15 @@ def _attr_json(ds: xr.Dataset, key: str):
 # sections
 # ----------------------------------------------------------------------------------------------
 
+def _model_label(ref: dict) -> str | None:
+    """The fitted model's source as `insilico.models.ModelRef.label` gives it."""
+    from insilico.models import ModelRef
+    try:
+        return ModelRef.model_validate(ref).label
+    except Exception:      # a population model written by another version: show what is there
+        return ref.get("name") or ref.get("import") or ref.get("file")
+
+
 def _is_nuts(ds: xr.Dataset) -> bool:
     return ds.attrs.get("method") == "nuts"
 
@@ -57,9 +66,11 @@ def _summary_section(ds: xr.Dataset) -> str:
     status = (f'<p class="{"ok" if converged else "bad"}">{"converged" if converged else "NOT converged"}: '
               f"{html.escape(a.get('message', ''))}</p>")
     facts = [("method", _METHODS.get(a.get("method"), a.get("method"))),
-             ("structural model", (model.get("model") or {}).get("name") or (model.get("model") or {}).get("import")),
-             ("fitted output", model.get("output")), ("subjects", a.get("n_subjects")),
+             ("structural model", _model_label(model.get("model") or {})),
+             ("fitted output", a.get("outputs", model.get("output"))), ("subjects", a.get("n_subjects")),
              ("observations", a.get("n_observations"))]
+    if a.get("blq"):
+        facts.append(("BLQ records", a["blq"]))
     if not _is_nuts(ds):
         facts += [("OFV", a.get("ofv")), ("AIC", a.get("aic")), ("BIC", a.get("bic")),
                   ("OFV convention", a.get("ofv_convention"))]

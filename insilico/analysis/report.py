@@ -123,7 +123,7 @@ def _trial_section(ds: xr.Dataset, spec) -> str:
     # mean over replicates of the subjects simulated / simulated with status 0, per arm
     n_arm = store.simulated_pairs(ds).sum("subject").mean("replicate").values
     ok_arm = store.simulated_pairs(ds, ok_only=True).sum("subject").mean("replicate").values
-    model = spec.model.name or spec.model.import_
+    model = spec.model.label
     if spec.model.parameters:
         model += " (fixed: " + ", ".join(f"{k}={v:g}" for k, v in spec.model.parameters.items()) + ")"
     cohort = spec.cohort if isinstance(spec.cohort, str) else spec.cohort.get("name", "inline")

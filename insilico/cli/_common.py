@@ -4,12 +4,17 @@ Exit codes: 0 ok; 2 invalid input (one line naming the field or option and the p
 traceback, nothing written); 1 runtime failure (disk, network, cluster: ``error …``) or an
 internal error (a bug: ``internal error, please report …``), each with the path of a log file
 holding the traceback (``$INSILICO_LOG_DIR``, default ``~/.cache/insilico/logs``); 130 Ctrl-C;
-143 SIGTERM. An interrupted run leaves a store that ``--resume`` finishes. Set
+143 SIGTERM. An interrupted run leaves a store that ``--resume`` finishes. A full disk (ENOSPC),
+an exceeded quota (EDQUOT) or file-size limit (EFBIG, ``ulimit -f``) is reported in words with the
+path being written (`space_error`). A failed Dask task is reported once, by the command: the
+worker's own "Compute Failed" log (with its traceback) is left out of the terminal. Set
 ``INSILICO_DEBUG=1`` to see tracebacks instead.
 """
 from __future__ import annotations
 
+import errno
 import functools
+import logging
 import os
 import signal
 import sys
@@ -62,6 +67,35 @@ def write_log(exc: BaseException) -> Path | None:
         return None
 
 
+SPACE_ERRORS = {errno.ENOSPC: "no space left on device (disk full)",
+                errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large (over the file system's or the process's file-size limit, ulimit -f)"}
+
+
+def space_error(exc: BaseException) -> str | None:
+    """The one-line message for an `OSError` that means the output could not be written for lack of
+    space (`SPACE_ERRORS`: ENOSPC, EDQUOT, EFBIG), naming the path being written; None for any
+    other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in SPACE_ERRORS:
+        return None
+    where = f" while writing {exc.filename}" if exc.filename else ""
+    return (f"{SPACE_ERRORS[exc.errno]}{where}; free some space and run the command again (a trial or "
+            "campaign run keeps the work units already written: add --resume to finish it)")
+
+
+class _WorkerFailureFilter(logging.Filter):
+    """Drops distributed's worker-side reports of a failed task ("Compute Failed" with its
+    traceback, and the cancellations that follow): the command reports the failure itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("Compute Failed") or msg.startswith("Async instruction for"))
+
+
+_WORKER_LOGGERS = ("distributed.worker", "distributed.worker.state_machine")
+_WORKER_FILTER = _WorkerFailureFilter()
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
@@ -75,6 +109,8 @@ def handle_errors(fn):
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
         except ValueError:            # not the main thread: leave signals alone
             previous = None
+        for name in _WORKER_LOGGERS:
+            logging.getLogger(name).addFilter(_WORKER_FILTER)
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -93,13 +129,17 @@ def handle_errors(fn):
                 raise
             log = write_log(e)
             where = f" (traceback in {log})" if log else ""
-            if isinstance(e, RUNTIME_FAILURES) and not isinstance(e, (NotImplementedError, RecursionError)):
+            if space_error(e):
+                err_console.print(f"[bold red]error[/] {space_error(e)}{where}", highlight=False, soft_wrap=True)
+            elif isinstance(e, RUNTIME_FAILURES) and not isinstance(e, (NotImplementedError, RecursionError)):
                 err_console.print(f"[bold red]error[/] {_one_line(e)}{where}", highlight=False, soft_wrap=True)
             else:
                 err_console.print(f"[bold red]internal error, please report:[/] {_one_line(e)}{where}",
                                   highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         finally:
+            for name in _WORKER_LOGGERS:
+                logging.getLogger(name).removeFilter(_WORKER_FILTER)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
     return wrapper

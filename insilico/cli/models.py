@@ -1,9 +1,12 @@
-"""`insilico models`: built-in models with their parameters and units.
+"""`insilico models`: built-in models with their parameters and units; ``--show FILE`` prints a
+model written as text equations (`insilico.models.load_text_model`) back with its units.
 
 Model text contains square brackets (``[mg/h]``, ``[+ke0]``) that rich would read as markup and
 drop, so every string is printed literally (``markup=False`` / `rich.text.Text`).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -19,9 +22,14 @@ def parameter_list(model) -> str:
 
 
 @handle_errors
-def models_command(name: str | None = typer.Argument(None, help="Describe one model in detail.")):
+def models_command(name: str | None = typer.Argument(None, help="Describe one model in detail."),
+                   show: Path | None = typer.Option(None, "--show", help="Print a text model file (YAML) back "
+                                                                          "with units and its solver path.")):
     """List built-in models (or describe one: states, parameters with units, outputs)."""
-    from insilico.models import builtin_model_names, get_model
+    from insilico.models import builtin_model_names, describe_text_model, get_model, load_text_model
+    if show is not None:
+        console.print(describe_text_model(load_text_model(show)), markup=False, highlight=False)
+        return
     if name:
         console.print(get_model(name).describe(), markup=False, highlight=False)
         return

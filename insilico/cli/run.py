@@ -49,10 +49,33 @@ def run_command(
 ):
     """Run a trial spec: cohort -> simulation -> endpoints -> Zarr store -> analysis."""
     from insilico.cli.summary import show_summary
-    from insilico.trials import run
+    from insilico.trials import is_crossover_spec, run
+    if is_crossover_spec(spec):
+        _refuse_cluster_flags(resume=resume, scheduler=scheduler, workers=workers, processes=processes,
+                              cluster=cluster != "local", jobs=jobs, cores=cores, memory=memory, walltime=walltime,
+                              queue=queue, account=account, tls_dir=tls_dir, dashboard=dashboard)
+        return _run_crossover(spec, out, overwrite, set_, quiet)
     where = cluster_from_flags(scheduler, workers, processes, cluster, jobs, cores, memory, walltime, queue,
                                account, tls, tls_dir, dashboard)
     ds = run(spec, out, cluster=where, resume=resume, overwrite=overwrite, overrides=set_, progress=not quiet)
     if not quiet:
         show_summary(ds)
+        console.print(f"results: {ds.encoding.get('source', out)}")
+
+
+def _refuse_cluster_flags(**given) -> None:
+    """A crossover trial runs in this process: options it would ignore are refused, naming the first."""
+    from insilico.errors import SpecError
+    for name, value in given.items():
+        if value not in (None, False):
+            raise SpecError(f"--{name.replace('_', '-')}", "a crossover trial runs in this process and in one go; "
+                                                            "cluster and resume options are not supported for it")
+
+
+def _run_crossover(spec: Path, out: Path | None, overwrite: bool, set_: list[str], quiet: bool) -> None:
+    from insilico.cli.summary import show_crossover_summary
+    from insilico.trials import run_crossover
+    ds = run_crossover(spec, out, overwrite=overwrite, overrides=set_)
+    if not quiet:
+        show_crossover_summary(ds)
         console.print(f"results: {ds.encoding.get('source', out)}")

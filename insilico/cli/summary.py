@@ -66,8 +66,38 @@ def show_summary(ds) -> None:
     show_flagged(ds)
 
 
+def show_crossover_summary(ds) -> None:
+    """Print the bioequivalence table of a crossover results store, its power vs N when simulated,
+    and how many subject-periods failed to simulate."""
+    import pandas as pd
+
+    from insilico.trials import be_summary
+    name = ds.attrs.get("title", "crossover trial").removeprefix("insilico crossover trial ")
+    table = be_summary(ds).reset_index()
+    cols = ["metric", "gmr_pct", "ci_lower_pct", "ci_upper_pct", "cv_within_pct", "n_subjects", "bioequivalent"]
+    if ds.attrs.get("method") == "rsabe":
+        cols[5:5] = ["swr", "decided_by"]
+    table = table[[c for c in cols if c in table.columns]]
+    print_table(table, f"{name}: bioequivalence ({ds.attrs.get('method', 'abe')}, "
+                       f"{100 * float(ds.attrs.get('ci_level', 0.9)):g} % CI of the test/reference ratio)")
+    if "power_power" in ds:
+        power = pd.DataFrame({"n": ds["n"].values, "power": ds["power_power"].values,
+                              "ci_lower": ds["power_ci_lower"].values, "ci_upper": ds["power_ci_upper"].values})
+        print_table(power, f"{name}: probability of concluding BE vs N")
+    failed = int((ds["status"].values != 0).sum()) if "status" in ds else 0
+    if failed:
+        console.print(f"{name}: {failed} subject-periods failed to simulate (status > 0) and are left out of the "
+                      "analysis", highlight=False)
+
+
 @handle_errors
 def summary_command(results: Path = typer.Argument(..., help="Results store (.zarr)."), partial: Partial = False):
     """Print per-arm endpoint summaries, comparisons, PoS, PTA and power from a results store, and
-    the subjects flagged without results (status > 0) with the reason."""
+    the subjects flagged without results (status > 0) with the reason; for a crossover store, its
+    bioequivalence table (and power vs N)."""
+    from insilico.store import recognise
+    if recognise(results) == "crossover":
+        from insilico.trials import open_crossover
+        show_crossover_summary(open_crossover(results))
+        return
     show_summary(open_store(results, partial=partial))

@@ -7,6 +7,7 @@
     insilico twin forecast twins.zarr P0001 --regimen "1000 mg q12h x6, 1 h infusion" --until 96
     insilico twin recommend twins.zarr P0001 --target "trough in [10, 20] mg/L" --doses 500:2500:250 --intervals 8,12,24
     insilico twin risk twins.zarr P0001 --output ANC --below 0.5 --within 168
+    insilico twin report twins.zarr P0001 --out p0001.html [--regimen ...] [--target ... --doses ... --intervals ...]
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import typer
 
 from insilico.cli._common import console, handle_errors, print_table
 
-twin_app = typer.Typer(help="Patient digital twins: create, update, forecast, recommend, risk.",
+twin_app = typer.Typer(help="Patient digital twins: create, update, forecast, recommend, risk, report.",
                        no_args_is_help=True, add_completion=False)
 
 Store = typer.Argument(..., help="Twin store (.zarr; created by `create`).")
@@ -187,3 +188,43 @@ def risk_command(store: Path = Store, patient_id: str = Patient,
     side = f"< {below:g}" if below is not None else f"> {above:g}"
     console.print(f"{patient_id}: P({output} {side} within {within:g} h of t={res['start']:g} h | history) = "
                   f"{res['probability']:.3f} (Monte Carlo SE {res['mc_se']:.3f}; {res['regimen']})")
+
+
+@twin_app.command("report")
+@handle_errors
+def report_command(store: Path = Store, patient_id: str = Patient,
+                   out: Path = typer.Option(..., "--out", help="The HTML file to write (.html)."),
+                   regimen: list[str] = typer.Option([], "--regimen", help="Candidate regimen forecast beside the "
+                                                                            "current one (repeatable)."),
+                   until: float = typer.Option(96.0, "--until", help="Forecast horizon (h after the start)."),
+                   target: str = typer.Option(None, "--target", help="Add a dose recommendation for this target."),
+                   doses: str = typer.Option(None, "--doses", help="Amounts (mg) of the recommendation."),
+                   intervals: str = typer.Option(None, "--intervals", help="Intervals (h) of the recommendation."),
+                   durations: str = typer.Option("0", "--durations", help="Infusion durations (h; 0 = bolus)."),
+                   risk_output: str = typer.Option(None, "--risk-output", help="Add an early warning on this "
+                                                                               "output (e.g. ANC)."),
+                   below: float = typer.Option(None, "--below", help="Early-warning threshold crossed from above."),
+                   above: float = typer.Option(None, "--above", help="Early-warning threshold crossed from below."),
+                   within: float = typer.Option(168.0, "--within", help="Early-warning horizon (h)."),
+                   version: int = typer.Option(None, "--version", min=0, help="Report an earlier version."),
+                   draws: int = Draws, seed: int = Seed,
+                   dpi: int = typer.Option(90, "--dpi", min=30, max=300, help="Figure resolution."),
+                   overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing insilico report.")):
+    """One self-contained HTML page: history with digests, posterior, forecast, recommendation, risk."""
+    from insilico.analysis.twin_report import write_twin_report
+    from insilico.errors import SpecError
+    from insilico.twins import parse_grid
+    rec = {}
+    if target is not None:
+        durs = [0.0] if durations.strip() in ("0", "0.0") else list(parse_grid(durations, "--durations"))
+        rec = {"target": target, "durations": durs,
+               "doses": parse_grid(doses, "--doses") if doses else None,
+               "intervals": parse_grid(intervals, "--intervals") if intervals else None}
+    risk = None
+    if risk_output is not None:
+        risk = {"output": risk_output, "below": below, "above": above, "within": within}
+    elif below is not None or above is not None:
+        raise SpecError("--risk-output", "give the output whose threshold --below/--above refers to")
+    path = write_twin_report(store, patient_id, out, overwrite=overwrite, version=version, regimens=list(regimen),
+                             until=until, risk=risk, n_draws=draws, seed=seed, dpi=dpi, **rec)
+    console.print(f"wrote {path}")

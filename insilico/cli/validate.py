@@ -14,7 +14,14 @@ def validate_command(
     set_: list[str] = typer.Option([], "--set", help="Override a spec value: key.path=value."),
 ):
     """Validate a trial spec (schema, model, cohort, regimens, endpoints); exit 2 if invalid."""
-    from insilico.trials import load_trial_spec, prepare
+    from insilico.trials import check_crossover, is_crossover_spec, load_crossover_spec, load_trial_spec, prepare
+    if is_crossover_spec(spec):
+        s, base = load_crossover_spec(spec, set_)
+        model, _ = check_crossover(s, base)
+        c = s.crossover
+        console.print(f"[green]valid[/] {s.name}: crossover, model {model.name}, {len(c.sequences)} sequences x "
+                      f"{len(c.sequences[0])} periods, N = {s.n}, BE of {s.analysis.test} vs {s.analysis.reference}")
+        return
     s, base = load_trial_spec(spec, set_)
     ctx = prepare(s, base)
     console.print(f"[green]valid[/] {s.name}: model {ctx.model.name}, {len(s.arms)} arms, N = {s.n}, "

@@ -22,10 +22,10 @@ import numpy as np
 from insilico.cohorts import _metadata as meta
 from insilico.cohorts._covariates import DerivedNode, DistNode, ExprNode, ParamGetter, StratumNode
 from insilico.cohorts._derived import DERIVED_INPUTS
-from insilico.cohorts._expr import parse_expr
 from insilico.cohorts._resample import ROW, ColumnNode, ResampleTable, RowNode, read_resample_table, table_fingerprint
 from insilico.cohorts._spec import DIST_PARAMS, CohortSpec, parse_cohort_spec
 from insilico.errors import SpecError
+from insilico.expressions import parse_expr
 from insilico.population import PopulationModel, compile_population
 
 __all__ = ["CompiledCohort", "compile_spec"]

@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 from numpyro import handlers
 
-from insilico import batching, streams
+from insilico import batching, exported, streams
 from insilico.cohorts._compile import CompiledCohort, compile_spec
 from insilico.cohorts._model import cohort_model, criteria_mask
 from insilico.errors import SpecError
@@ -64,9 +64,10 @@ def assign_strata(index: np.ndarray, fractions) -> np.ndarray:
 
 
 def _kernel(c: CompiledCohort):
-    """The jitted, vmapped one-subject model of ``c`` (one per spec; jit compiles it once per
-    bucket size). Its last argument, ``(population, table)``, holds the parameter model's numbers
-    and the resampled columns, so other numbers of the same structure reuse the compiled code."""
+    """The jitted, vmapped one-subject model of ``c`` (one per spec; compiled once per bucket size
+    and kept across processes by `insilico.exported.persistent`). Its last argument,
+    ``(population, table)``, holds the parameter model's numbers and the resampled columns, so
+    other numbers of the same structure reuse the compiled code."""
     key = c.cache_key
     with _LOCK:
         fn = _KERNELS.get(key)
@@ -83,12 +84,14 @@ def _kernel(c: CompiledCohort):
         env = {n: tr[n]["value"][0] for n in names}
         return env, criteria_mask(c, env)
 
-    @jax.jit
-    def run(seed, subj, att, strat, data):
+    def batch(seed, subj, att, strat, data):
         base = jax.random.fold_in(jax.random.PRNGKey(seed), COHORT_STREAM)
         keys = jax.vmap(lambda i, a: jax.random.fold_in(jax.random.fold_in(base, i), a))(
             subj.astype(jnp.uint32), att.astype(jnp.uint32))
         return jax.vmap(one, in_axes=(0, 0, None))(keys, strat, data)
+
+    # kept across processes only when the spec's key identifies the traced program
+    run = exported.persistent(batch, "cohort draw", key) if key else jax.jit(batch)
 
     with _LOCK:
         _KERNELS[key] = run

@@ -3,7 +3,11 @@
 Columns (case-insensitive): ``ID``, ``TIME`` (h) required; ``AMT`` (mg), ``RATE`` (mg/h),
 ``CMT`` (1-based state number in the model's state order, so 1 = depot and 2 = central for
 oral models as in ADVAN2/4), ``EVID``, ``II`` (h), ``ADDL``, ``SS``, ``MDV``, ``DV`` optional.
-Every other column is kept as a covariate (its first value per subject).
+Every other column is kept as a covariate (its first value per subject), except the
+per-record observation items ``DVID`` (integer: which model output the record measures),
+``BLQ`` (0/1: below the limit of quantification) and ``LLOQ`` (the lower limit, DV units), which
+are returned per observation in `NonmemData.records` (how they are used: `insilico.estimation`).
+With a ``DVID`` column two observations of one ID may share a TIME if their DVIDs differ.
 
 EVID (NONMEM Users Guide Part V, "Data items: EVID"): 0 observation, 1 dose, 2 other (an output
 time without an observation), 3 reset (every state returns to the model's initial state and
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +48,8 @@ from insilico.errors import SpecError
 __all__ = ["NonmemData", "read_nonmem"]
 
 STANDARD = ("ID", "TIME", "AMT", "RATE", "CMT", "EVID", "II", "ADDL", "SS", "MDV", "DV")
-_INTEGER = ("CMT", "EVID", "ADDL", "SS", "MDV")
+_INTEGER = ("CMT", "EVID", "ADDL", "SS", "MDV", "DVID", "BLQ")
+RECORD = ("DVID", "BLQ", "LLOQ")     # per-observation items (not covariates)
 _NULL_IS_ZERO = ("AMT", "RATE", "II", "ADDL", "SS", "MDV")   # NM-TRAN: "." reads as 0
 _NULL_REFUSED = ("ID", "TIME", "EVID")
 
@@ -56,7 +61,12 @@ class NonmemData:
     ``dv`` (N, T) with NaN where no observation, ``regimens`` (one `Regimen` per subject) and
     ``covariates`` (DataFrame indexed by ID: each subject's first value); ``varying``: the
     covariate columns whose value changes within some ID (time-varying covariates, which
-    ``covariates`` does not represent: a consumer that cannot use them must refuse them)."""
+    ``covariates`` does not represent: a consumer that cannot use them must refuse them);
+    ``records``: per-observation arrays (N, T) aligned with ``times``: ``ROW`` (the 1-based data
+    row, 0 for padding) and each of the ``DVID``, ``BLQ``, ``LLOQ`` columns the data has (NaN
+    where the record leaves it empty, and for padding); ``covariate_records``: every record in data
+    order with ``ID``, ``TIME``, ``EVID`` and the covariate columns (``.`` as NaN), from which
+    time-varying values and ``OCC`` are read (`insilico.engine.simulate`)."""
 
     ids: np.ndarray
     doses: DoseTable
@@ -66,6 +76,8 @@ class NonmemData:
     regimens: list
     covariates: pd.DataFrame
     varying: tuple[str, ...] = ()
+    records: dict = field(default_factory=dict)
+    covariate_records: pd.DataFrame | None = None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -205,12 +217,18 @@ def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
     if null_id.any():
         raise _bad("ID", null_id, ids, "ID is missing")
     num_id = pd.to_numeric(pd.Series(ids, dtype=object), errors="coerce")
-    out = pd.DataFrame({"ID": num_id if num_id.notna().all() else pd.Series(ids, dtype=object)}, index=df.index)
-    for c in STANDARD[1:]:
+    out = pd.DataFrame({"ID": (num_id if num_id.notna().all() else pd.Series(ids, dtype=object)).to_numpy()},
+                       index=df.index)   # by position: a frame with a non-default index must not be realigned
+    for c in STANDARD[1:] + RECORD:
         if c in df.columns:
             out[c] = _numeric(df, c)
+    if "BLQ" in out:
+        bad = ~out["BLQ"].isin([0.0, 1.0]).to_numpy() & out["BLQ"].notna().to_numpy()
+        if bad.any():
+            raise _bad("BLQ", bad, df["BLQ"].to_numpy(dtype=object), "BLQ must be 0 or 1")
     df = pd.concat([out.reset_index(drop=True),
-                    pd.DataFrame({c: _covariate(df[c]).to_numpy() for c in df.columns if c not in STANDARD})],
+                    pd.DataFrame({c: _covariate(df[c]).to_numpy() for c in df.columns
+                                  if c not in STANDARD + RECORD})],
                    axis=1)
     for col, default in (("AMT", 0.0), ("RATE", 0.0), ("II", 0.0), ("ADDL", 0), ("SS", 0), ("MDV", 0)):
         if col not in df.columns:
@@ -227,17 +245,16 @@ def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
                    "a negative CMT (NONMEM: turn the compartment off) is not supported; remove the record")
     _check_order(df)
 
-    cov_cols = [c for c in df.columns if c not in STANDARD]
-    ids, regimens, obs_times, obs_dv, obs_flag = [], [], [], [], []
+    cov_cols = [c for c in df.columns if c not in STANDARD + RECORD]
+    rec_cols = [c for c in RECORD if c in df.columns]
+    ids, regimens, obs_times, obs_dv, obs_flag, obs_rec = [], [], [], [], [], []
     for sid, g in df.groupby("ID", sort=False):
         doses = []
         for row_idx, r in g[g["EVID"].isin([1, 3, 4])].iterrows():
             doses.append(_dose(r, int(row_idx) + 1, model))
         obs = g[g["EVID"].isin([0, 2])]
         t = obs["TIME"].to_numpy(float)
-        if np.any(np.diff(t) <= 0):
-            raise SpecError("data.TIME", f"ID {sid}: observation times must be strictly increasing "
-                                         "(duplicate observation time)")
+        _check_distinct_times(obs, sid)
         dv = obs["DV"].to_numpy(float) if "DV" in obs.columns else np.full(len(obs), np.nan)
         dv = np.where((obs["EVID"].to_numpy() == 2) | (obs["MDV"].to_numpy() == 1), np.nan, dv)
         ids.append(sid)
@@ -245,16 +262,32 @@ def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
         obs_times.append(t)
         obs_dv.append(dv)
         obs_flag.append(np.ones(len(t), bool))
+        obs_rec.append({"ROW": obs.index.to_numpy(float) + 1, **{c: obs[c].to_numpy(float) for c in rec_cols}})
     T = max(1, max(len(t) for t in obs_times))
     times = np.zeros((len(ids), T))
     dvs = np.full((len(ids), T), np.nan)
     observed = np.zeros((len(ids), T), bool)
+    records = {c: np.full((len(ids), T), 0.0 if c == "ROW" else np.nan) for c in ["ROW", *rec_cols]}
     for i, (t, dv) in enumerate(zip(obs_times, obs_dv)):
         k = len(t)
         last = t[-1] if k else 0.0
         times[i, :k], dvs[i, :k], observed[i, :k] = t, dv, True
+        for c, v in obs_rec[i].items():
+            records[c][i, :k] = v
         times[i, k:] = last + np.arange(1, T - k + 1)   # padding outputs, never observed
     covs = df.groupby("ID", sort=False)[cov_cols].first() if cov_cols else pd.DataFrame(index=pd.Index(ids, name="ID"))
     table = dose_table(regimens, model, len(ids), where="data")
     varying = tuple(c for c in cov_cols if (df.groupby("ID", sort=False)[c].nunique(dropna=False) > 1).any())
-    return NonmemData(np.asarray(ids), table, times, observed, dvs, regimens, covs, varying)
+    return NonmemData(np.asarray(ids), table, times, observed, dvs, regimens, covs, varying, records,
+                      covariate_records=df[["ID", "TIME", "EVID", *cov_cols]].reset_index(drop=True))
+
+
+def _check_distinct_times(obs: pd.DataFrame, sid) -> None:
+    """Observation times of one ID strictly increasing; with a DVID column, per DVID (a PK and a PD
+    observation may share a time)."""
+    groups = obs.groupby("DVID", dropna=False)["TIME"] if "DVID" in obs.columns else [(None, obs["TIME"])]
+    for dvid, t in groups:
+        if np.any(np.diff(t.to_numpy(float)) <= 0):
+            which = "" if dvid is None else f" for DVID {dvid:g}"
+            raise SpecError("data.TIME", f"ID {sid}: observation times must be strictly increasing{which} "
+                                         "(duplicate observation time)")

@@ -112,7 +112,7 @@ def _integrate(model, p, opts, y, rate, t0, t1, adjoint=diffrax.RecursiveCheckpo
 
 
 def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
-                 adjoint=diffrax.RecursiveCheckpointAdjoint(), events=None):
+                 adjoint=diffrax.RecursiveCheckpointAdjoint(), events=None, step=None, seg=None):
     """Scan over the merged, time-sorted records and observations.
 
     Each step integrates from the previous event time to this one, then records the state
@@ -120,7 +120,10 @@ def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
     come first (pre-dose) unless ``obs_after_dose``. ``events`` = (key, obs_key, sets, set_val,
     add_val) orders records and observations at equal times by key instead (`_records.event_records`)
     and, where ``sets``, replaces the state by ``set_val`` and stops the infusions, else adds
-    ``add_val`` (SS=2). Returns (y at obs, y at the end, status).
+    ``add_val`` (SS=2). ``step(y, rate, t0, t1, k) -> (y(t1), status)`` with ``seg`` (C,) sorted
+    parameter change times (which must be among ``t``) replaces the integration of one interval with
+    parameters ``p``: ``k`` is the number of change times ``<= t0``, the parameter segment of the
+    interval (`insilico.engine._varying`). Returns (y at obs, y at the end, status).
     """
     n = y0.shape[0]
     R = t.shape[0]
@@ -142,19 +145,24 @@ def _run_records(model, p, opts, y0, t, bolus, drate, obs_t, obs_after_dose,
         order = jnp.lexsort((rec_rank, t))
         times, bolus, drate, sets, set_val, add_val = (a[order] for a in (t, bolus, drate, sets, set_val, add_val))
     prev = jnp.concatenate([jnp.zeros(1), times[:-1]])
+    xs = (prev, times, bolus, drate, sets, set_val, add_val)
+    if seg is not None:
+        xs = xs + (jnp.searchsorted(seg, prev, side="right"),)
 
     def body(carry, xs):
         y, rate, status = carry
-        t0, t1, b, dr, st, sv, av = xs
-        y, code = _integrate(model, p, opts, y, rate, t0, t1, adjoint)
+        t0, t1, b, dr, st, sv, av = xs[:7]
+        if step is None:
+            y, code = _integrate(model, p, opts, y, rate, t0, t1, adjoint)
+        else:
+            y, code = step(y, rate, t0, t1, xs[7])
         if events is not None:
             y = jnp.where(st, sv, y + av)
             rate = jnp.where(st, 0.0, rate)
         seen = y  # an observation at t1 sees the state before any record placed after it
         return (y + b, rate + dr, jnp.maximum(status, code)), seen
 
-    (y_end, _, status), ys = jax.lax.scan(
-        body, (y0, jnp.zeros(n), jnp.asarray(_status.OK)), (prev, times, bolus, drate, sets, set_val, add_val))
+    (y_end, _, status), ys = jax.lax.scan(body, (y0, jnp.zeros(n), jnp.asarray(_status.OK)), xs)
     out = ys[jnp.argsort(order)[R:]] if T else None
     return out, y_end, status
 

@@ -99,14 +99,17 @@ def obs_key(n_slots: int, obs_after_dose: bool) -> int:
     return 5 * n_slots if obs_after_dose else n_slots
 
 
-def event_records(model, p, dose, has_infusion: bool = True) -> Events:
+def event_records(model, p, dose, has_infusion: bool = True, records=None) -> Events:
     """All records of one subject with event codes (module docstring). Records at equal times are
     ordered by ``key``: steady-state event records (0..E−1), then pre-dose observations
     (`obs_key`, E), then in data order each slot's reset (EVID 3/4) and on record (2E..4E−1), then
-    off records (4E..5E−1), then post-dose observations (5E)."""
+    off records (4E..5E−1), then post-dose observations (5E). ``records``: the `dose_records` of
+    ``dose`` when already computed (with parameters that vary by dose, `insilico.engine._varying`);
+    ``p`` is then unused."""
     time, amt, rate, cmt, code, ii = dose
     E = time.shape[0]
-    t_r, b_r, dr_r, c_r, dur = dose_records(model, p, time, amt, rate, cmt, has_infusion)
+    t_r, b_r, dr_r, c_r, dur = records if records is not None else dose_records(model, p, time, amt, rate, cmt,
+                                                                                has_infusion)
     t_on = t_r[:E]
     mode = code & DoseTable.SS_MASK
     reset = (code & DoseTable.RESET) > 0

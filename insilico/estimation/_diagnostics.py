@@ -13,6 +13,8 @@
 * EBE conditional covariance = (H/2)^-1 with H the Hessian of -2 log p(y, eta) at the mode
   (NONMEM's ETC/phc); ETA shrinkage 1 - SD(EBE_k)/omega_k and EPS shrinkage 1 - SD(IWRES)
   (NONMEM's SD-based definitions).
+* Several outputs: each record's prediction, residual SD and scale from its own output. Censored
+  (M3) records have PRED and IPRED but no residuals and no NPDE (NaN): their DV is a limit.
 """
 from __future__ import annotations
 
@@ -21,26 +23,23 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtri
 
+from insilico.estimation._likelihood import record_log_scale, record_sd
 from insilico.estimation._objective import individual_objective
-from insilico.population import residual_sd
 
 __all__ = ["diagnostics", "npde"]
-
-
-def _log_scale(pop) -> bool:
-    return pop.residual.type == "exponential"
 
 
 def diagnostics(problem, pop, eta_hat) -> dict:
     """``{name: array}``: PRED, IPRED, RES, IRES, IWRES, CWRES (N, T; NaN where no observation),
     ``eta_cov`` (N, k, k), ``eta_shrinkage`` (k,), ``eps_shrinkage`` (scalar)."""
     k = problem.n_eta
-    f0, fi, iwres, cwres, eta_cov = _per_subject(problem, pop)(pop, problem.subjects(), jnp.asarray(eta_hat))
+    f0, fi, iwres, cwres, eta_cov = _per_subject(problem)(pop, problem.subjects(), jnp.asarray(eta_hat))
     mask = problem.mask
     nan = np.where(mask, 1.0, np.nan)
-    y = np.where(mask, problem.y, np.nan)
+    measured = np.where(mask & ~problem.records.get("cens", np.zeros_like(mask)), 1.0, np.nan)
+    y = problem.y * measured
     out = {"PRED": np.asarray(f0) * nan, "IPRED": np.asarray(fi) * nan, "RES": y - np.asarray(f0),
-           "IRES": y - np.asarray(fi), "IWRES": np.asarray(iwres) * nan, "CWRES": np.asarray(cwres) * nan,
+           "IRES": y - np.asarray(fi), "IWRES": np.asarray(iwres) * measured, "CWRES": np.asarray(cwres) * measured,
            "eta_cov": np.asarray(eta_cov)}
     omega_sd = np.sqrt(np.diag(np.asarray(pop.omega))) if k else np.zeros(0)
     eta_hat = np.asarray(eta_hat)
@@ -53,11 +52,11 @@ def diagnostics(problem, pop, eta_hat) -> dict:
 _COMPILED: dict = {}
 
 
-def _per_subject(problem, pop_like):
+def _per_subject(problem):
     """The jitted, vmapped per-subject diagnostics ``(pop, subjects, eta) -> arrays``, one per
     structure (model, output, fixed parameters, solver, residual type, number of etas)."""
-    key = (id(problem.model), problem.spec.output, tuple(sorted(problem.fixed.items())), problem.method,
-           problem.solver, problem.has_infusion, problem.has_ss, pop_like.residual.type, problem.n_eta)
+    key = (id(problem.model), problem.outputs, tuple(sorted(problem.fixed.items())), problem.method,
+           problem.solver, problem.has_infusion, problem.has_ss, problem.params.residual_types, problem.n_eta)
     if key not in _COMPILED:
         _COMPILED[key] = (problem.model, jax.jit(jax.vmap(_diagnose(problem), in_axes=(None, 0, 0))))
     return _COMPILED[key][1]
@@ -67,17 +66,15 @@ def _diagnose(problem):
     k = problem.n_eta
 
     def one(pop, subject, eta):
-        log = _log_scale(pop)
         f0, _ = problem.predict(pop, subject, jnp.zeros(k))
         fi, _ = problem.predict(pop, subject, eta)
         y, mask = subject["y"], subject["mask"]
-        safe_fi = jnp.where(mask, fi, 1.0)
-        sd = residual_sd(pop.residual, fi)
-        yt = jnp.log(jnp.where(mask, y, 1.0)) if log else y
-        ft = jnp.log(safe_fi) if log else fi
+        sd = record_sd(pop, subject, fi)
+        yt = _transformed(pop, subject, y)
+        ft = _transformed(pop, subject, fi)
         iwres = (yt - ft) / jnp.where(mask, sd, 1.0)
         if k:
-            g = jax.jacfwd(lambda e: _transformed(problem, pop, subject, e, log))(eta)
+            g = jax.jacfwd(lambda e: _transformed(pop, subject, problem.predict(pop, subject, e)[0]))(eta)
             c = g @ pop.omega @ g.T + jnp.diag(jnp.where(mask, sd ** 2, 1.0))
             c = jnp.where(mask[:, None] & mask[None, :], c, jnp.eye(c.shape[0]))
             e = ft - g @ eta
@@ -93,44 +90,35 @@ def _diagnose(problem):
     return one
 
 
-def _transformed(problem, pop, subject, eta, log):
-    f, _ = problem.predict(pop, subject, eta)
-    return jnp.log(jnp.where(subject["mask"], f, 1.0)) if log else f
+def _transformed(pop, subject, v):
+    """Values ``v`` (T,) of a subject's records on their residual scale (log for the exponential error)."""
+    log = record_log_scale(pop, subject) & subject["mask"]
+    return jnp.where(log, jnp.log(jnp.where(log, v, 1.0)), v)
 
 
 def npde(problem, pop, seed: int = 0, n_sim: int = 1000) -> np.ndarray:
     """NPDE (N, T; NaN where no observation) from ``n_sim`` simulated data sets per subject
     (random effects and residual error drawn with ``jax.random`` from ``seed``)."""
     k = problem.n_eta
-    log = _log_scale(pop)
-    r = pop.residual
 
     def simulate(subject, key):
-        ke, k1, k2 = jax.random.split(key, 3)
+        """One simulated data set on the residual scale: transformed prediction + SD x N(0, 1)."""
+        ke, k1 = jax.random.split(key)
         eta = pop.omega_chol @ jax.random.normal(ke, (k,)) if k else jnp.zeros(0)
         f, _ = problem.predict(pop, subject, eta)
-        e1 = jax.random.normal(k1, f.shape)
-        e2 = jax.random.normal(k2, f.shape)
-        if r.type == "additive":
-            y = f + r.additive * e1
-        elif r.type == "proportional":
-            y = f * (1 + r.proportional * e1)
-        elif r.type == "combined":
-            y = f * (1 + r.proportional * e1) + r.additive * e2
-        else:
-            y = jnp.log(jnp.where(subject["mask"], f, 1.0)) + r.exponential * e1
-        return y
+        return _transformed(pop, subject, f) + record_sd(pop, subject, f) * jax.random.normal(k1, f.shape)
 
     keys = jax.random.split(jax.random.PRNGKey(seed), problem.n_subjects * n_sim)
     keys = keys.reshape(problem.n_subjects, n_sim, *keys.shape[1:])
     sims = jax.jit(jax.vmap(lambda s, ks: jax.vmap(lambda kk: simulate(s, kk))(ks)))(problem.subjects(), keys)
     sims = np.asarray(sims)
+    observed = np.asarray(jax.vmap(lambda s: _transformed(pop, s, s["y"]))(problem.subjects()))
     out = np.full(problem.y.shape, np.nan)
     for i in range(problem.n_subjects):
-        m = problem.mask[i]
+        m = problem.mask[i] & ~problem.records.get("cens", np.zeros_like(problem.mask))[i]
         if not m.any():
             continue
-        obs = np.log(problem.y[i, m]) if log else problem.y[i, m]
+        obs = observed[i, m]
         s = sims[i][:, m]
         mean = s.mean(0)
         cov = np.atleast_2d(np.cov(s, rowvar=False))

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from insilico.errors import SpecError
 from insilico.estimation._diagnostics import diagnostics, npde
 from insilico.estimation._methods import NUTS, method_from
 from insilico.estimation._problem import build_problem
@@ -29,6 +30,10 @@ def fit(model, data, method="focei", *, overrides: list[str] | None = None, npde
     npde_samples : simulated data sets per subject for NPDE (0: skip NPDE).
     seed : seed of the NPDE simulations (and of NUTS unless its options give one).
 
+    Records below the limit of quantification (``BLQ``/``LLOQ`` columns) are dropped (M1, the
+    default) or censored (``estimate: {blq: m3}``; needs ``laplace`` or ``nuts``, a `SpecError` with
+    ``focei``); ``result.extra["blq"]`` says which and how many records.
+
     Subjects that cannot be evaluated (a missing covariate; a solve that fails at the initial
     estimates) are left out and listed in ``result.excluded``; a fit that does not converge is
     returned with ``converged`` False and the optimiser's message.
@@ -36,6 +41,10 @@ def fit(model, data, method="focei", *, overrides: list[str] | None = None, npde
     options = method_from(method)
     spec, base = load_population_model(model, overrides)
     problem = build_problem(spec, data, base=base if isinstance(model, (str, Path)) else None, solver=solver)
+    if problem.blq == "m3" and problem.n_blq and options.name == "focei":
+        raise SpecError("estimate.blq", f"M3 ({problem.n_blq} censored BLQ records) needs method laplace (or "
+                                        "nuts): FOCE-I has no form for a censored likelihood (NONMEM, too, needs "
+                                        "LAPLACIAN for M3); or use blq: m1")
     if isinstance(options, NUTS):
         from insilico.estimation._nuts import fit_nuts
         return fit_nuts(problem, options)
@@ -62,4 +71,5 @@ def fit(model, data, method="focei", *, overrides: list[str] | None = None, npde
         residuals=residuals, eta_shrinkage=diag["eta_shrinkage"], eps_shrinkage=diag["eps_shrinkage"],
         n_observations=problem.n_observations, spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         excluded=problem.excluded, data_sha256=problem.data_sha256,
-        covariates=problem.data_covariates)
+        covariates=problem.data_covariates, extra=problem.record_notes())
+

@@ -53,9 +53,10 @@ def _structure_key(problem, method: str, inner_max_iter: int, inner_tol: float) 
     pv = problem.params
     t = pv.template
     effects = tuple(tuple((e.covariate, e.type, e.ref, e.labels) for e in es) for es in t.effects)
-    return (id(problem.model), problem.spec.output, tuple(sorted(problem.fixed.items())), problem.method,
+    return (id(problem.model), problem.outputs, tuple(sorted(problem.fixed.items())), problem.method,
             problem.solver, problem.has_infusion, problem.has_ss, t.names, effects, t.bsv_names,
-            tuple(map(tuple, pv.blocks)), t.residual.type, tuple(pv.free.tolist()), method, inner_max_iter, inner_tol)
+            tuple(map(tuple, pv.blocks)), pv.residual_types, tuple(pv.free.tolist()), method, inner_max_iter,
+            inner_tol)
 
 
 def _build(problem, method: str, inner_max_iter: int, inner_tol: float) -> dict:
@@ -191,8 +192,6 @@ def screen_subjects(problem, options):
     """``problem`` without the subjects whose OFV contribution or gradient is not finite at the
     initial estimates (a solve that fails, an eta mode that cannot be found); they are listed
     in ``excluded`` with the reason. Every subject failing is a `SpecError`."""
-    from dataclasses import replace
-
     from insilico.errors import SpecError
     pv = problem.params
     fns = _functions(problem, options.name, options.inner_max_iter, options.inner_tol)
@@ -208,8 +207,4 @@ def screen_subjects(problem, options):
     for i in np.flatnonzero(~ok):
         excluded[problem.ids[i]] = ("the model could not be solved at the initial estimates" if int(codes[i]) == 2
                                     else "objective not finite at the initial estimates")
-    keep = ok
-    return replace(problem, ids=problem.ids[keep], covariates={k: v[keep] for k, v in problem.covariates.items()},
-                   dose=tuple(a[keep] for a in problem.dose), times=problem.times[keep], y=problem.y[keep],
-                   mask=problem.mask[keep], excluded=excluded,
-                   data_covariates=None if problem.data_covariates is None else problem.data_covariates[keep])
+    return problem.select(ok, excluded)

@@ -4,8 +4,8 @@ Model: for each block of Omega, SDs ``omega_k`` and an LKJ Cholesky factor of th
 eta non-centred (``eta_i = L z_i``, ``z_i ~ N(0, I)``; Papaspiliopoulos et al. 2007) or centred
 (``eta_i ~ MVN(0, Omega)``), chosen by `NUTS.parameterization` (default: by how informative each
 subject's data are); observations through the one
-log-density (`insilico.population.log_density`, residual part). Fixed quantities stay at their
-values.
+log-density's residual part (`insilico.estimation._likelihood`: each record from its own output,
+censored M3 records by their probability). Fixed quantities stay at their values.
 
 Default priors, weakly informative and centred on the population model's values (documented in
 the README; write the population model's values as your prior guess):
@@ -38,8 +38,8 @@ from numpyro.infer import MCMC, init_to_median
 from numpyro.infer import NUTS as NumPyroNUTS
 
 from insilico.estimation._diagnostics import diagnostics
+from insilico.estimation._likelihood import log_likelihood
 from insilico.estimation._result import FitResult
-from insilico.population import log_density
 
 __all__ = ["fit_nuts", "tail_ess"]
 
@@ -91,7 +91,7 @@ def _model(problem, subjects, centred=False):
 
     def loglik(subject, e):
         f, status = problem.predict(pop, subject, e)
-        ll = log_density(pop, None, y=subject["y"], f=f, mask=subject["mask"])
+        ll = log_likelihood(pop, subject, f)
         return jnp.where((status == 0) & jnp.isfinite(ll), ll, -jnp.inf)
 
     etas = eta if kk else jnp.zeros((n, 0))
@@ -163,4 +163,5 @@ def fit_nuts(problem, options) -> FitResult:
         spec=problem.spec.model_dump(mode="json", by_alias=True, exclude_none=True), excluded=problem.excluded,
         data_sha256=problem.data_sha256, covariates=problem.data_covariates,
         extra={"draws": draws, "rhat": rhat, "ess_bulk": ess_bulk, "ess_tail": ess_tail, "divergences": divergences,
-               "chains": options.chains, "warmup": options.warmup, "samples": options.samples, **extra_info})
+               "chains": options.chains, "warmup": options.warmup, "samples": options.samples, **extra_info,
+               **problem.record_notes()})

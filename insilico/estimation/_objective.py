@@ -3,8 +3,10 @@
 Conventions (Beal & Sheiner, NONMEM Users Guide Part VII; Wang, J Pharmacokinet Pharmacodyn
 2007;34:575, "Derivation of various NONMEM estimation methods"):
 
-* individual objective ``O_i(eta) = -2 log p(y_i, eta | theta)`` from the one log-density
-  `insilico.population.log_density` (all constants included);
+* individual objective ``O_i(eta) = -2 log p(y_i, eta | theta)``: the eta prior from the one
+  log-density `insilico.population.log_density` plus the residual likelihood of
+  `insilico.estimation._likelihood` (each record from its own output and residual model; censored
+  records by M3), all constants included;
 * EBE / conditional mode ``eta_i = argmin O_i`` by Newton's method with the exact Hessian
   (forward-mode AD), eigenvalues floored to keep steps descending, backtracking, vmapped;
 * Laplace: ``-2 log L_i ~ O_i(eta_i) - n_eta log 2 pi + log det(H_i / 2)``, ``H_i`` the exact
@@ -13,9 +15,11 @@ Conventions (Beal & Sheiner, NONMEM Users Guide Part VII; Wang, J Pharmacokinet 
   approximation ``Omega^-1 + sum_j g_j g_j' / V_j + 1/2 sum_j h_j h_j' / V_j^2`` where
   ``g = d f/d eta``, ``V`` the residual variance at the individual prediction and
   ``h = dV/d eta`` (the interaction); for the exponential error ``f`` is ``log f``.
-  FOCE-I equals Laplace when ``f`` is linear in eta and V does not depend on eta.
+  FOCE-I equals Laplace when ``f`` is linear in eta and V does not depend on eta. It has no
+  form for censored (M3) records: those need Laplace (as NONMEM's M3 needs LAPLACIAN).
 * OFV (NONMEM's scale) = sum_i (-2 log L_i) - n_obs log 2 pi: NONMEM omits the
-  ``n_obs log(2 pi)`` constant, and so does this objective.
+  ``n_obs log(2 pi)`` constant, and so does this objective; ``n_obs`` counts the uncensored
+  records (a censored record's probability has no 2 pi constant).
 
 Outer derivatives by implicit differentiation: the mode found by Newton (no gradient through
 its iterations) is refined by two Newton steps that are differentiated,
@@ -30,9 +34,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from insilico.population import log_density, residual_sd
+from insilico.estimation._likelihood import log_likelihood, record_log_scale, record_sd
+from insilico.population import log_density
 
-__all__ = ["LOG_2PI", "eta_mode", "individual_objective", "subject_ofv"]
+__all__ = ["LOG_2PI", "eta_mode", "gaussian_count", "individual_objective", "subject_ofv"]
 
 LOG_2PI = float(jnp.log(2.0 * jnp.pi))
 OK, NOT_CONVERGED, SOLVER_FAILED = 0, 1, 2
@@ -42,8 +47,16 @@ MAX_STEP = 1.0   # largest change of one eta in one Newton step (log scale: a fa
 def individual_objective(problem, pop, subject, eta):
     """``O_i(eta) = -2 log p(y_i, eta)`` (constants included) and the solver status."""
     f, status = problem.predict(pop, subject, eta)
-    lp = log_density(pop, eta if problem.n_eta else None, y=subject["y"], f=f, mask=subject["mask"])
+    lp = log_likelihood(pop, subject, f)
+    if problem.n_eta:
+        lp = lp + log_density(pop, eta)
     return -2.0 * lp, status
+
+
+def gaussian_count(subject):
+    """Number of uncensored fitted records of a subject (those whose density has a 2 pi constant)."""
+    mask = subject["mask"]
+    return (mask & ~subject["cens"]).sum() if "cens" in subject else mask.sum()
 
 
 def _newton(obj, eta0, max_iter: int, tol: float):
@@ -116,13 +129,14 @@ def _refine(obj, eta, steps: int = 2):
 
 
 def _focei_half_hessian(problem, pop, subject, eta):
-    """Omega^-1 + sum_j g g'/V + 1/2 sum_j h h'/V^2 at ``eta`` (masked observations only)."""
-    r = pop.residual
+    """Omega^-1 + sum_j g g'/V + 1/2 sum_j h h'/V^2 at ``eta`` (masked observations only; each
+    record on its own output's scale, log for the exponential error)."""
+    log = record_log_scale(pop, subject)
 
     def moments(e):
         f, _ = problem.predict(pop, subject, e)
-        m = jnp.log(jnp.where(subject["mask"], f, 1.0)) if r.type == "exponential" else f
-        v = residual_sd(r, f) ** 2
+        m = jnp.where(log, jnp.log(jnp.where(subject["mask"] & log, f, 1.0)), f)
+        v = record_sd(pop, subject, f) ** 2
         return m, v
 
     g, h = jax.jacfwd(moments)(eta)
@@ -137,7 +151,7 @@ def subject_ofv(problem, pop, subject, eta_hat, method: str, order: int = 1):
     """-2 log L_i on NONMEM's scale (without n_obs,i log 2 pi) for ``method`` laplace or focei,
     differentiable in ``pop`` through the refined mode up to ``order`` (1: gradients, 2: also
     Hessians); also returns the refined eta."""
-    n_obs = subject["mask"].sum()
+    n_obs = gaussian_count(subject)
     if not problem.n_eta:
         o, _ = individual_objective(problem, pop, subject, eta_hat)
         return o - n_obs * LOG_2PI, eta_hat

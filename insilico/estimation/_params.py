@@ -8,6 +8,10 @@
   with log diagonal (Pinheiro & Bates 1996, "unconstrained parametrizations for variance-covariance
   matrices"); log of residual SDs.
 
+With several observed outputs the SIGMAs of each output's residual model follow one another
+(the primary output's first, then the others in order), and ``population(nat)`` is a
+:class:`FitPopulation` whose ``residuals`` hold one residual model per output.
+
 Both maps are pure ``jax.numpy`` so the covariance step can differentiate the objective on the
 natural scale (NONMEM reports standard errors of THETA, OMEGA and SIGMA elements).
 """
@@ -21,7 +25,7 @@ import numpy as np
 from insilico.errors import SpecError
 from insilico.population import Effect, PopulationModel, ResidualError
 
-__all__ = ["Entry", "ParameterVector", "omega_blocks"]
+__all__ = ["Entry", "FitPopulation", "ParameterVector", "omega_blocks"]
 
 _SIGMA_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
                  "combined": ("proportional", "additive"), "exponential": ("exponential",)}
@@ -60,15 +64,23 @@ def omega_blocks(omega: np.ndarray) -> list[list[int]]:
     return blocks
 
 
+class FitPopulation(PopulationModel):
+    """A :class:`PopulationModel` with one residual model per observed output (``residuals``, in
+    `insilico.estimation.Problem.outputs` order; ``residual`` is the first)."""
+
+    residuals: tuple = ()
+
+
 class ParameterVector:
     """Packing of a :class:`PopulationModel`'s estimated numbers (see module docstring).
 
     ``entries``: every quantity in a fixed order (typical values and effects per parameter in
     spec order, then Omega elements block by block, then SIGMA); ``free``: indices not fixed.
     ``to_natural``/``to_transformed`` map full vectors; ``population(nat)`` builds the
-    :class:`PopulationModel` with those values (traceable)."""
+    :class:`PopulationModel` with those values (traceable). ``extra_residuals``: {output:
+    `ResidualError`} of the observed outputs other than the primary one, in order."""
 
-    def __init__(self, template: PopulationModel, fix=(), bounds=None):
+    def __init__(self, template: PopulationModel, fix=(), bounds=None, extra_residuals=None):
         self.template = template
         bounds = dict(bounds or {})
         entries = []
@@ -87,13 +99,19 @@ class ParameterVector:
                     entries.append(Entry(f"OMEGA({i + 1},{j + 1})", "omega", float(template.omega[i, j])))
         if template.residual is None:
             raise SpecError("residual_error", "required for estimation")
-        self.sigma_fields = _SIGMA_FIELDS[template.residual.type]
-        for k, f in enumerate(self.sigma_fields):
-            sd = float(getattr(template.residual, f))
-            if not sd > 0:
-                raise SpecError(f"residual_error.{f}", "must be > 0 to be estimated (or list "
-                                                       f"SIGMA({k + 1},{k + 1}) in estimate.fix)")
-            entries.append(Entry(f"SIGMA({k + 1},{k + 1})", "sigma", sd * sd))
+        extra = dict(extra_residuals or {})
+        self.residual_types = (template.residual.type, *(r.type for r in extra.values()))
+        self.sigma_fields = tuple(f for t in self.residual_types for f in _SIGMA_FIELDS[t])
+        where = [("residual_error", template.residual), *((f"residual_errors.{o}", r) for o, r in extra.items())]
+        k = 0
+        for field, r in where:
+            for f in _SIGMA_FIELDS[r.type]:
+                k += 1
+                sd = float(getattr(r, f))
+                if not sd > 0:
+                    raise SpecError(f"{field}.{f}", f"must be > 0 to be estimated (or list SIGMA({k},{k}) in "
+                                                    "estimate.fix)")
+                entries.append(Entry(f"SIGMA({k},{k})", "sigma", sd * sd))
         names = [e.name for e in entries]
         fix = list(fix)
         for i, f in enumerate(fix):
@@ -214,13 +232,20 @@ class ParameterVector:
         if t.bsv_names:
             omega = self.omega(nat)
             chol = jnp.linalg.cholesky(omega)
+        return FitPopulation(t.names, t.units, t.long_names, tuple(typical), tuple(effects), t.bsv_names,
+                             omega, chol, t.iov_names, t.iov_sd, t.occasions, *self._residuals(nat))
+
+    def _residuals(self, nat):
+        """(first residual model, all of them) from the SIGMAs of ``nat``."""
         sig = jnp.sqrt(nat[len(self.entries) - len(self.sigma_fields):])
-        sds = {f: sig[k] for k, f in enumerate(self.sigma_fields)}
-        r = t.residual
-        residual = ResidualError(r.type, sds.get("additive", 0.0), sds.get("proportional", 0.0),
-                                 sds.get("exponential", 0.0))
-        return PopulationModel(t.names, t.units, t.long_names, tuple(typical), tuple(effects), t.bsv_names,
-                               omega, chol, t.iov_names, t.iov_sd, t.occasions, residual)
+        out, pos = [], 0
+        for rtype in self.residual_types:
+            fields = _SIGMA_FIELDS[rtype]
+            sds = {f: sig[pos + k] for k, f in enumerate(fields)}
+            pos += len(fields)
+            out.append(ResidualError(rtype, sds.get("additive", 0.0), sds.get("proportional", 0.0),
+                                     sds.get("exponential", 0.0)))
+        return out[0], tuple(out)
 
 
 def _fill_lower(values, m):

@@ -5,6 +5,13 @@ existing compartments, observations of the fitted output) and turns them into pe
 arrays (subjects x doses, subjects x observation times) that the vmapped objective reads.
 Subjects that cannot be evaluated for a reason of their own (a missing or invalid covariate
 value) are excluded and listed in ``problem.excluded`` with the reason; they never abort a fit.
+
+Records: an observation is fitted when EVID = 0, MDV = 0 and DV is a number. With a ``DVID``
+column each record measures the output ``outputs[DVID]`` of the population model. A record is
+below the limit of quantification (BLQ) when ``BLQ`` = 1 or ``DV < LLOQ``; its limit is the
+record's ``LLOQ``, or its DV when the data have no LLOQ value for it (so a BLQ record needs a
+DV: the limit, or any value below a given LLOQ). ``estimate.blq`` m1 drops BLQ records, m3 keeps
+them as censored (`insilico.estimation._likelihood`).
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from insilico.engine import SolverOptions, solve_subject
 from insilico.errors import SpecError
 from insilico.estimation._params import ParameterVector
 from insilico.estimation._spec import PopulationModelSpec
+from insilico.models import resolve_model
 from insilico.population import compile_population, individual_parameters
 
 __all__ = ["Problem", "build_problem", "resolve"]
@@ -34,8 +42,15 @@ class Problem:
     data_covariates : every covariate column of the data (first value per subject), indexed by ID.
     covariates : {name: (N,) float or int codes} for the covariates the effects use.
     dose : (time, amt, rate, cmt, ss, ii), each (N, E).
-    times, y, mask : (N, T) observation times (h), DV and True where DV is a fitted observation.
+    times, y, mask : (N, T) observation times (h), DV and True where DV is a fitted observation
+        (a censored record's y is its limit).
     fixed : model parameters not in the population model ({name: value}).
+    outputs : the observed model outputs (the primary first; `PopulationModelSpec.fitted_outputs`).
+    records : per-record arrays (N, T), present only when needed: ``out`` (index into
+        ``outputs``, several outputs), ``cens`` and ``lloq`` (censored records: none under M1, so
+        that M1 and M3 fits of one data set share their compiled functions).
+    blq : the BLQ handling, ``m1``, ``m3`` or ``""`` (no BLQ information in the data);
+        ``n_blq``: the number of BLQ records (dropped under m1, censored under m3).
     """
 
     spec: PopulationModelSpec
@@ -55,6 +70,10 @@ class Problem:
     data_sha256: str = ""
     excluded: dict = field(default_factory=dict)
     data_covariates: pd.DataFrame | None = None    # every covariate column of the data, one row per subject
+    outputs: tuple = ()
+    records: dict = field(default_factory=dict)
+    blq: str = ""
+    n_blq: int = 0
 
     @property
     def n_subjects(self) -> int:
@@ -72,7 +91,27 @@ class Problem:
         """The per-subject arrays as one pytree with a leading subject axis."""
         return {"cov": {k: jnp.asarray(v) for k, v in self.covariates.items()},
                 "dose": tuple(jnp.asarray(a) for a in self.dose),
-                "t": jnp.asarray(self.times), "y": jnp.asarray(self.y), "mask": jnp.asarray(self.mask)}
+                "t": jnp.asarray(self.times), "y": jnp.asarray(self.y), "mask": jnp.asarray(self.mask),
+                **{k: jnp.asarray(v) for k, v in self.records.items()}}
+
+    def select(self, keep: np.ndarray, excluded: dict | None = None) -> Problem:
+        """The problem restricted to the subjects where ``keep`` (N,) is True."""
+        return replace(self, ids=self.ids[keep], covariates={k: v[keep] for k, v in self.covariates.items()},
+                       dose=tuple(a[keep] for a in self.dose), times=self.times[keep], y=self.y[keep],
+                       mask=self.mask[keep], records={k: v[keep] for k, v in self.records.items()},
+                       excluded=self.excluded if excluded is None else excluded,
+                       data_covariates=None if self.data_covariates is None else self.data_covariates[keep])
+
+    def record_notes(self) -> dict:
+        """What was done with BLQ records (``{"blq": "m1: 12 BLQ records dropped"}``) and the observed
+        outputs when there are several (``{"outputs": "conc, effect"}``); empty when neither applies."""
+        out = {}
+        if self.blq:
+            what = "dropped" if self.blq == "m1" else "censored (likelihood Phi((LLOQ - IPRED) / SD))"
+            out["blq"] = f"{self.blq}: {self.n_blq} BLQ records {what}"
+        if len(self.outputs) > 1:
+            out["outputs"] = ", ".join(self.outputs)
+        return out
 
     def predict_outputs(self, pop, subject, eta):
         """Every model output at the subject's times (``{name: (T,)}``) and the solver status."""
@@ -83,16 +122,19 @@ class Problem:
         return outs, status
 
     def predict(self, pop, subject, eta):
-        """Prediction of the fitted output at the subject's times, and the solver status."""
+        """Prediction of each record (T,), from the output it measures, and the solver status."""
         outs, status = self.predict_outputs(pop, subject, eta)
-        return outs[self.spec.output], status
+        names = self.outputs or (self.spec.output,)
+        if len(names) == 1 or "out" not in subject:
+            return outs[names[0]], status
+        stack = jnp.stack([outs[o] for o in names])
+        return jnp.take_along_axis(stack, subject["out"][None, :], axis=0)[0], status
 
 
 def resolve(spec: PopulationModelSpec, base: Path | None = None):
-    """The structural model a population model names (built-in or ``import``)."""
-    from insilico.trials._spec import ModelSpec, resolve_model
-    ref = ModelSpec(name=spec.model.name, **({"import": spec.model.import_} if spec.model.import_ else {}))
-    return resolve_model(ref, base)
+    """The structural model a population model names (`insilico.models.resolve_model`: built-in,
+    ``import``, text model ``file`` or inline ``text``)."""
+    return resolve_model(spec.model, base)
 
 
 def _with_model_units(spec: PopulationModelSpec, model) -> PopulationModelSpec:
@@ -147,9 +189,10 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     ``require_observations=False`` accepts data without any observation (predictions from the
     prior, candidate regimens)."""
     model = model if model is not None else resolve(spec, base)
-    if spec.output not in model.output_names:
-        raise SpecError("output", f"model {model.name!r} has no output {spec.output!r} "
-                                  f"(outputs: {', '.join(model.output_names)})")
+    for o in spec.fitted_outputs:
+        if o not in model.output_names:
+            raise SpecError("output" if o == spec.output else "outputs",
+                            f"model {model.name!r} has no output {o!r} (outputs: {', '.join(model.output_names)})")
     for name in spec.parameters:
         if name not in model.parameter_names:
             raise SpecError(f"parameters.{name}", f"not a parameter of model {model.name!r} "
@@ -168,7 +211,9 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     cov, bad = _covariate_arrays(spec, nm, covariates, categorical)
     template = compile_population(spec.parameters, spec.bsv, None, spec.residual_error,
                                   covariates=covariates, categories=categorical)
-    pv = ParameterVector(template, spec.estimate.fix, spec.estimate.bounds)
+    extra = {o: compile_population(spec.parameters, residual_error=spec.residual_errors[o]).residual
+             for o in spec.fitted_outputs[1:]}
+    pv = ParameterVector(template, spec.estimate.fix, spec.estimate.bounds, extra)
     fixed = {}
     for par in model.parameters:
         if par.name in spec.parameters:
@@ -181,6 +226,17 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
             raise SpecError("parameters", f"model {model.name!r} needs {par.name} ({par.units}): add it to "
                                           "parameters (estimated) or to model.parameters (fixed)")
     mask = nm.observed & np.isfinite(nm.dv)
+    records = {}
+    out = _output_index(spec, nm, mask)
+    if out is not None:
+        records["out"] = out
+    blq, cens, limit = _censoring(spec, nm, mask)
+    n_blq = int(cens.sum())
+    if blq:
+        if blq == "m1":
+            mask, cens = mask & ~cens, np.zeros_like(cens)
+        records["cens"], records["lloq"] = cens, np.where(cens, limit, 1.0)
+    y = np.where(cens, limit, nm.dv)
     keep = np.array([sid not in bad for sid in nm.ids])
     if not keep.any():
         raise SpecError("data", "no subject can be fitted: " + "; ".join(f"ID {k}: {v}" for k, v in bad.items()))
@@ -189,7 +245,54 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     table = nm.doses
     dose = tuple(np.asarray(getattr(table, f))[keep] for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
     return Problem(spec, model, pv, nm.ids[keep], {k: v[keep] for k, v in cov.items()}, dose,
-                   nm.times[keep], np.where(mask, nm.dv, 0.0)[keep], mask[keep], fixed,
+                   nm.times[keep], np.where(mask, y, 0.0)[keep], mask[keep], fixed,
                    "exact" if model.is_linear else "ode",
                    replace(solver or SolverOptions(), adjoint="forward"), bool(np.any(table.rate != 0)),
-                   event_slots(table.ss), digest, bad, nm.covariates.loc[nm.ids[keep]])
+                   event_slots(table.ss), digest, bad, nm.covariates.loc[nm.ids[keep]], spec.fitted_outputs,
+                   {k: v[keep] for k, v in records.items()}, blq, n_blq)
+
+
+def _output_index(spec: PopulationModelSpec, nm: NonmemData, mask: np.ndarray) -> np.ndarray | None:
+    """Each record's index into ``spec.fitted_outputs`` (N, T), or None when every record measures
+    ``spec.output``. SpecError naming the data row for a fitted record whose DVID is not mapped."""
+    dvid = nm.records.get("DVID")
+    if dvid is None:
+        if len(spec.fitted_outputs) > 1:
+            raise SpecError("data.DVID", "column missing: `outputs` maps several model outputs, and the DVID "
+                                         "column says which one each record measures")
+        return None
+    if not spec.outputs:
+        if np.unique(dvid[mask]).size > 1:
+            raise SpecError("outputs", "the data's DVID column has the values "
+                                       f"{', '.join(f'{v:g}' for v in np.unique(dvid[mask]))}: map each to a model "
+                                       "output (outputs: {1: conc, 2: effect})")
+        return None
+    unmapped = mask & ~np.isin(dvid, list(spec.outputs))
+    if unmapped.any():
+        i, j = np.argwhere(unmapped)[0]
+        raise SpecError("data.DVID", f"row {int(nm.records['ROW'][i, j])}: DVID {dvid[i, j]:g} is not mapped to a "
+                                     f"model output (outputs: {spec.outputs})")
+    names = spec.fitted_outputs
+    table = {k: names.index(v) for k, v in spec.outputs.items()}
+    return np.vectorize(lambda v: table.get(v, 0), otypes=[int])(np.where(mask, dvid, next(iter(table))))
+
+
+def _censoring(spec: PopulationModelSpec, nm: NonmemData, mask: np.ndarray):
+    """(BLQ handling, censored (N, T), limit (N, T)) of the fitted records (module docstring).
+    SpecError naming the data row for a BLQ record without a positive limit."""
+    blq_col, lloq_col = nm.records.get("BLQ"), nm.records.get("LLOQ")
+    none = np.zeros(mask.shape, bool)
+    if blq_col is None and lloq_col is None:
+        return spec.estimate.blq or "", none, np.zeros(mask.shape)
+    lloq = lloq_col if lloq_col is not None else np.full(mask.shape, np.nan)
+    dv = np.where(mask, nm.dv, np.inf)
+    flagged = (blq_col == 1) if blq_col is not None else none
+    cens = mask & (flagged | (np.isfinite(lloq) & (dv < lloq)))
+    limit = np.where(np.isfinite(lloq), lloq, dv)
+    bad = cens & ~(limit > 0)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        column = "LLOQ" if np.isfinite(lloq[i, j]) else "DV"
+        raise SpecError(f"data.{column}", f"row {int(nm.records['ROW'][i, j])}: a BLQ record needs a limit > 0 "
+                                          f"(its LLOQ, or its DV without an LLOQ column), got {limit[i, j]:g}")
+    return spec.estimate.blq or "m1", cens, np.where(cens, limit, 0.0)

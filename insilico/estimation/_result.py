@@ -216,11 +216,16 @@ class FitResult:
                     i, j = (int(x) - 1 for x in n[6:-1].split(","))
                     om[i, j] = om[j, i] = v
             spec["bsv"] = {"parameters": spec["bsv"]["parameters"], "omega": om.tolist()}
-        r = spec["residual_error"]
         fields = {"additive": ["additive"], "proportional": ["proportional"],
-                  "combined": ["proportional", "additive"], "exponential": ["exponential"]}[r["type"]]
-        for k, f in enumerate(fields):
-            r[f] = float(np.sqrt(values[f"SIGMA({k + 1},{k + 1})"]))
+                  "combined": ["proportional", "additive"], "exponential": ["exponential"]}
+        primary = spec.get("output", "conc")
+        others = [o for o in dict.fromkeys(spec.get("outputs", {}).get(k) for k in sorted(spec.get("outputs", {}),
+                                                                                        key=int)) if o != primary]
+        k = 0
+        for r in [spec["residual_error"], *(spec["residual_errors"][o] for o in others)]:   # SIGMA order
+            for f in fields[r["type"]]:
+                k += 1
+                r[f] = float(np.sqrt(values[f"SIGMA({k},{k})"]))
         return spec
 
     def write_ext(self, path) -> None:

@@ -25,17 +25,39 @@ variances ``SIGMA(k,k)`` (NONMEM: EPS variances; k = 1 the proportional or only 
 the additive error of a combined model). Omega is estimated with the structure of its initial
 value, as NONMEM's $OMEGA BLOCK: elements that are 0 stay 0, the blocks of nonzero elements are
 estimated as full covariance matrices.
+
+Several observed outputs (NONMEM's DVID): ``outputs`` maps the data's DVID values to model
+outputs, ``output`` (the primary one) takes ``residual_error`` and every other mapped output its
+own model in ``residual_errors``; their SIGMAs follow the primary's, outputs in DVID order::
+
+    model: {name: 1cmt_iv+emax}
+    output: conc
+    outputs: {1: conc, 2: effect}
+    residual_error: {type: proportional, proportional: 0.1}          # conc: SIGMA(1,1)
+    residual_errors: {effect: {type: additive, additive: 2.0}}       # effect: SIGMA(2,2)
+
+Without a DVID column every record measures ``output``.
+
+Censored observations (BLQ), ``estimate: {blq: m1 | m3}``: a record is below the limit of
+quantification when ``BLQ`` = 1 or ``DV < LLOQ`` (NONMEM/Monolix convention; a record without an
+``LLOQ`` value takes its DV as the limit, which is how such data sets report it). ``m1`` (the
+default when the data have a ``BLQ`` or ``LLOQ`` column) drops those records; ``m3`` (Beal, J
+Pharmacokinet Pharmacodyn 2001;28:481) keeps them with the likelihood
+``P(y < LLOQ) = Phi((LLOQ - IPRED) / SD)`` (on the log scale for the exponential error), which needs
+``method: laplace`` or ``nuts`` (as NONMEM needs LAPLACIAN for M3).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from insilico.config import SpecModel, as_tuple, read_mapping, validate
 from insilico.errors import SpecError
+from insilico.models import ModelRef  # `model:`, as in a trial spec (one home: insilico.models)
 from insilico.population import BSVSpec, IOVSpec, ParameterSpec, ResidualErrorSpec
 
 __all__ = ["EstimateSpec", "PopulationModelSpec", "load_population_model"]
@@ -44,11 +66,14 @@ __all__ = ["EstimateSpec", "PopulationModelSpec", "load_population_model"]
 class EstimateSpec(SpecModel):
     """What is estimated: ``fix`` lists names held at their initial value; ``bounds`` gives
     ``[lower, upper]`` for a typical value or an effect theta (natural scale, units of the
-    parameter); ``max_iter`` bounds the outer iterations."""
+    parameter); ``max_iter`` bounds the outer iterations; ``blq``: the handling of records below
+    the limit of quantification, ``m1`` (drop) or ``m3`` (censored likelihood), default ``m1``
+    when the data have a BLQ or LLOQ column (see the module docstring)."""
 
     fix: list[str] = []
     bounds: dict[str, as_tuple(tuple[float, float])] = {}
     max_iter: int = Field(default=500, ge=1, le=100_000)
+    blq: Literal["m1", "m3"] | None = None
 
     @field_validator("bounds")
     @classmethod
@@ -59,21 +84,10 @@ class EstimateSpec(SpecModel):
         return v
 
 
-class ModelRef(SpecModel):
-    """A built-in model ``name`` or a user model ``import: pkg.mod:attr`` (the trial spec's
-    ``model`` section); ``parameters`` fixes model parameters the population model does not
-    provide."""
-
-    name: str | None = None
-    import_: str | None = Field(None, alias="import")
-    parameters: dict[str, float] = {}
-
-    model_config = ConfigDict(populate_by_name=True)
-
-
 class PopulationModelSpec(SpecModel):
     """A population model (see the module docstring). ``output``: the model output the DV
-    column measures (default ``conc``)."""
+    column measures (default ``conc``); ``outputs``: {DVID: model output} and
+    ``residual_errors``: {output: residual model} for several observed outputs (module docstring)."""
 
     name: str = "population"
     description: str = ""
@@ -83,7 +97,22 @@ class PopulationModelSpec(SpecModel):
     bsv: BSVSpec | None = None
     iov: IOVSpec | None = None
     residual_error: ResidualErrorSpec
+    outputs: dict[int, str] = {}
+    residual_errors: dict[str, ResidualErrorSpec] = {}
     estimate: EstimateSpec = EstimateSpec()
+
+    @property
+    def fitted_outputs(self) -> tuple[str, ...]:
+        """The observed outputs: ``output`` first, then the other mapped ones in DVID order."""
+        return tuple(dict.fromkeys([self.output, *(self.outputs[k] for k in sorted(self.outputs))]))
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _integer_keys(cls, v):
+        """DVID keys written as text (JSON object keys, ``"1"``) read as integers."""
+        if isinstance(v, Mapping):
+            return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: o for k, o in v.items()}
+        return v
 
     @field_validator("parameters")
     @classmethod
@@ -103,9 +132,26 @@ def load_population_model(source: PopulationModelSpec | Mapping | str | os.PathL
     from insilico.config import apply_overrides
     data, base = read_mapping(source, "population model")
     spec = validate(PopulationModelSpec, apply_overrides(data, overrides or []))
-    if (spec.model.name is None) == (spec.model.import_ is None):
-        raise SpecError("model", "give exactly one of `name` (built-in) or `import` (pkg.module:attribute)")
+    _check_outputs(spec)
     if spec.iov is not None:
         raise SpecError("iov", "inter-occasion variability is not estimated yet (the data reader has no "
                                "occasions); remove the iov section to fit this model")
     return spec, base
+
+
+def _check_outputs(spec: PopulationModelSpec) -> None:
+    """``outputs`` maps to ``output`` among others; ``residual_errors`` covers exactly the other outputs."""
+    mapped = set(spec.outputs.values())
+    if spec.outputs and spec.output not in mapped:
+        raise SpecError("outputs", f"map the primary output {spec.output!r} (``output``) to a DVID "
+                                   f"(mapped: {', '.join(sorted(mapped))})")
+    others = [o for o in spec.fitted_outputs if o != spec.output]
+    for o in others:
+        if o not in spec.residual_errors:
+            raise SpecError(f"residual_errors.{o}", f"output {o!r} is observed (outputs) and needs its residual "
+                                                    "error model here")
+    for o in spec.residual_errors:
+        if o not in others:
+            raise SpecError(f"residual_errors.{o}", f"{o!r} is not an observed output other than {spec.output!r} "
+                                                    "(its residual model is residual_error)" if o == spec.output
+                            else f"{o!r} is not mapped in outputs")

@@ -8,6 +8,11 @@ model's error type, NONMEM $ERROR convention, `insilico.population.apply_residua
 predictions come from the same engine call the fit used (`insilico.estimation.build_problem`,
 ``problem.predict``). Parameter uncertainty is not simulated (the usual VPC: point estimates).
 
+One observed output at a time (``output``, default the population model's ``output``): with
+several outputs (DVID) the records of the others are left out and the output's own residual model
+is simulated. Censored (BLQ, M3) records are left out of the observed and the simulated
+percentiles alike (no BLQ fraction panel yet).
+
 Random streams: eta of replicate r, subject index i from
 ``normal(fold_in(fold_in(fold_in(PRNGKey(seed), COHORT), r), i))``; residual error of
 observation j from ``fold_in(fold_in(fold_in(fold_in(PRNGKey(seed), RESIDUAL), r), i), j)``
@@ -138,8 +143,9 @@ def _bin_percentiles(values, bin_index, n_bins: int, q) -> np.ndarray:
 # simulation on the data's design
 # ----------------------------------------------------------------------------------------------
 
-def _simulate(problem, pop, n_sim: int, seed: int):
-    """Population predictions (N, T) and ``n_sim`` simulated data sets (n_sim, N, T)."""
+def _simulate(problem, pop, residual, n_sim: int, seed: int):
+    """Population predictions (N, T) and ``n_sim`` simulated data sets (n_sim, N, T) with the
+    residual error spec ``residual``."""
     n, k = problem.n_subjects, problem.n_eta
     root = jax.random.fold_in(jax.random.PRNGKey(seed), streams.COHORT)
     replicates = jnp.arange(n_sim, dtype=jnp.uint32)
@@ -163,7 +169,7 @@ def _simulate(problem, pop, n_sim: int, seed: int):
 
     f = np.asarray(predict_all(etas))
     res_root = jax.random.fold_in(jax.random.PRNGKey(seed), streams.RESIDUAL)
-    sims = np.stack([np.asarray(apply_residual_error(f[r + 1], problem.spec.residual_error,
+    sims = np.stack([np.asarray(apply_residual_error(f[r + 1], residual,
                                                      jax.random.fold_in(res_root, r), np.arange(n)))
                      for r in range(n_sim)])
     return f[0], sims
@@ -208,7 +214,8 @@ def _summary(obs_values, sim_values, bin_index, n_bins: int, q, ci: float, prefi
 
 
 def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *, ci: float = 0.95,
-        percentiles=PERCENTILES, lower_bound: float = 0.0, base: str | Path | None = None) -> xr.Dataset:
+        percentiles=PERCENTILES, lower_bound: float = 0.0, base: str | Path | None = None,
+        output: str | None = None) -> xr.Dataset:
     """VPC and pcVPC of a fit (see the module docstring for the simulation, binning and the
     correction).
 
@@ -223,6 +230,7 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
     ci : coverage of the simulated intervals; ``percentiles`` the summary percentiles (%).
     lower_bound : lb of the prediction correction (same units as DV).
     base : folder a relative ``model.import`` of the population model resolves against.
+    output : the observed output to check (default: the population model's ``output``).
 
     Returns a Dataset over ``bin`` and ``percentile`` (``observed``, ``sim_median``,
     ``sim_lower``, ``sim_upper``, ``inside`` and their prediction-corrected ``pc_*`` versions;
@@ -235,12 +243,18 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
     _check_data(fit_ds, data)
     spec, _ = load_population_model(json.loads(fit_ds.attrs["population_model"]))
     problem = build_problem(spec, data, base=Path(base) if base is not None else None)
-    m = problem.mask
+    output = output or spec.output
+    if output not in problem.outputs:
+        raise SpecError("output", f"{output!r} is not an observed output (observed: {', '.join(problem.outputs)})")
+    m = problem.mask & ~problem.records.get("cens", np.zeros_like(problem.mask))
+    if "out" in problem.records:
+        m = m & (problem.records["out"] == problem.outputs.index(output))
+    residual = spec.residual_error if output == spec.output else spec.residual_errors[output]
     t, dv = problem.times[m], problem.y[m]
     edges = bin_edges(t, bins)
     b = assign_bins(t, edges)
     pop = problem.params.template            # the population model at the fitted values
-    pred_grid, sims_grid = _simulate(problem, pop, int(n_sim), int(seed))
+    pred_grid, sims_grid = _simulate(problem, pop, residual, int(n_sim), int(seed))
     subject = np.broadcast_to(problem.ids[:, None], m.shape)[m]
     pred, sims = pred_grid[m], sims_grid[:, m]
     n_bins = edges.size - 1
@@ -249,20 +263,20 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
 
     counts = np.array([(b == k).sum() for k in range(n_bins)])
     bin_time = np.array([np.median(t[b == k]) if counts[k] else np.nan for k in range(n_bins)])
-    units = next(o.units for o in problem.model.outputs if o.name == spec.output)
+    units = next(o.units for o in problem.model.outputs if o.name == output)
     ds = xr.Dataset(
         {**_summary(dv, sims, b, n_bins, q, ci, ""), **_summary(pc_dv, pc_sims, b, n_bins, q, ci, "pc_"),
          "bin_time": ("bin", bin_time, {"units": "h", "long_name": "median time of the bin's observations"}),
          "bin_lower": ("bin", edges[:-1], {"units": "h"}), "bin_upper": ("bin", edges[1:], {"units": "h"}),
          "n_obs": ("bin", counts),
          "obs_subject": ("observation", subject), "obs_time": ("observation", t, {"units": "h"}),
-         "obs_dv": ("observation", dv, {"units": units, "long_name": spec.output}),
+         "obs_dv": ("observation", dv, {"units": units, "long_name": output}),
          "obs_pred": ("observation", pred, {"units": units, "long_name": "PRED"}),
-         "obs_pcdv": ("observation", pc_dv, {"units": units, "long_name": f"prediction-corrected {spec.output}"}),
+         "obs_pcdv": ("observation", pc_dv, {"units": units, "long_name": f"prediction-corrected {output}"}),
          "obs_bin": ("observation", b)},
         coords={"bin": np.arange(n_bins), "percentile": q, "replicate": np.arange(int(n_sim))})
     ds.attrs.update({"n_sim": int(n_sim), "seed": int(seed), "ci": float(ci), "lower_bound": float(lower_bound),
-                     "output": spec.output, "units": units or "", "n_outside": int((b < 0).sum()),
+                     "output": output, "units": units or "", "n_outside": int((b < 0).sum()),
                      "n_failed": int(np.isnan(np.where(m, sims_grid, 0.0)).any(-1).sum()),
                      "binning": _binning_text(bins, edges, np.unique(t).size),
                      "method": "VPC on the data's design; pcVPC per Bergstrand et al. 2011 (AAPS J 13:143)"})

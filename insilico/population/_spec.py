@@ -204,11 +204,26 @@ class BSVSpec(_Base):
 
 class IOVSpec(_Base):
     """Inter-occasion variability: P_ik = TV_i * exp(eta_i + kappa_ik), kappa_ik ~ N(0, omega_iov^2)
-    independent over occasions k = 1..occasions; ``variance`` or ``cv_percent`` per parameter."""
+    independent over occasions k = 1..occasions; ``variance`` or ``cv_percent`` per parameter.
+    ``starts``: when each occasion begins in a simulation (h after the first dose, strictly increasing,
+    one per occasion; occasion k runs until the next start, the first also before its start): a trial
+    simulates parameter P with ``P_occ`` of the occasion in effect (`insilico.engine.simulate`
+    ``occasions``) and refuses a cohort with IOV but no ``starts``."""
 
     occasions: int = Field(ge=1, le=1000)
     variance: dict[str, Positive] | None = None
     cv_percent: dict[str, Positive] | None = None
+    starts: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+
+    @model_validator(mode="after")
+    def _starts(self):
+        if self.starts is not None:
+            if len(self.starts) != self.occasions:
+                raise ValueError(f"starts: give one start time per occasion ({self.occasions}), got "
+                                 f"{len(self.starts)}")
+            if any(b <= a for a, b in zip(self.starts, self.starts[1:])):
+                raise ValueError(f"starts: occasion start times must be strictly increasing, got {self.starts}")
+        return self
 
     @field_validator("variance", "cv_percent")
     @classmethod

@@ -108,6 +108,8 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
                  infusions: bool = False,
                  steady_state: bool = False,
                  jittered: bool = False,
+                 occasion_parameters: Mapping[str, tuple[str, str]] | None = None,
+                 occasion_starts: Sequence[float] = (),
                  time_units: str = "h",
                  amount_units: str = "mg") -> Layout:
     """The layout of a trial results store.
@@ -122,7 +124,10 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
     names in order (``dose_cmt`` is the 1-based state number, NONMEM CMT); ``n_doses``: dose
     slots per subject (the most doses of any arm); ``infusions`` / ``steady_state``: whether any
     dose is an infusion / a steady-state dose (then ``dose_rate`` / ``dose_ss`` and ``dose_ii``
-    are stored). Raises `insilico.errors.SpecError` for units outside the `insilico.units` grammar.
+    are stored); ``occasion_parameters``: parameters with inter-occasion variability, ``P_occ:
+    (units, long_name)``, stored over (replicate, subject, occasion), occasion k applying from
+    ``occasion_starts[k]``. Raises `insilico.errors.SpecError` for units outside the
+    `insilico.units` grammar.
     """
     t, a, one = time_units, amount_units, DIMENSIONLESS
     rs, ras, rast = ("replicate", "subject"), ("replicate", "arm", "subject"), ("replicate", "arm", "subject", "time")
@@ -136,6 +141,9 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
         extra = {"constraint": constraint[0]} if constraint else {}
         v[k] = Variable(rs, np.dtype(np.float64), np.nan,
                         _attrs(units, long_name, "parameter", f"parameters.{k}", **extra))
+    for k, (units, long_name) in (occasion_parameters or {}).items():
+        v[k] = Variable(rs + ("occasion",), np.dtype(np.float64), np.nan,
+                        _attrs(units, long_name, "parameter per occasion", "cohort.iov"))
     arm_codes = [NOT_ALLOCATED, EVERY_ARM, *range(len(arms))]
     v["allocated_arm"] = Variable(rs, np.dtype(np.int16), NOT_ALLOCATED, _attrs(
         one, "allocated arm index", "design",
@@ -186,4 +194,9 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
                  {"units": one, "long_name": "dose slot (0-based, schedule order)"}),
         "chunk": (("chunk",), np.arange(n_chunks), {"units": one, "long_name": "work unit along subject"}),
     }
+    if occasion_parameters:
+        coords["occasion"] = (("occasion",), np.arange(1, len(occasion_starts) + 1),
+                              {"units": one, "long_name": "occasion (1-based)"})
+        coords["occasion_start"] = (("occasion",), np.asarray(occasion_starts, float),
+                                    {"units": check_units(t, "time"), "long_name": "time the occasion starts"})
     return Layout(v, coords, int(chunk_size))

@@ -33,7 +33,7 @@ from insilico.errors import SpecError
 KIND_ATTR = "insilico_store"
 MANIFEST = "insilico-manifest.json"
 GENERATOR = "insilico"
-STORE_KINDS = ("trial", "campaign", "cohort", "fit", "twin")
+STORE_KINDS = ("trial", "campaign", "cohort", "fit", "twin", "crossover")
 NONMEM_HEADER_TAIL = ",ARM,ARMN,SUBJ,REP,NTIME"
 
 

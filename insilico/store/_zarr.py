@@ -10,14 +10,21 @@ the fill value, so a done unit whose chunk file is missing is recognisably damag
 
 A store is created whole or not at all: its metadata is written in a hidden sibling folder
 (``.<name>.creating``) that is renamed to ``path`` once complete, so a run killed while creating
-leaves no store (``--resume`` then starts it afresh).
+leaves no store (``--resume`` then starts it afresh). A run killed at its end, while the analysis
+attributes and the consolidated metadata are written, leaves every unit done: the store reads as
+complete (unconsolidated, its analysis then computed from the values) and ``--resume`` writes the
+rest; zarr writes each file through a temporary ``*.partial`` file renamed into place, and
+`finalize` removes those a kill left. A write that fails for lack of space (ENOSPC, EFBIG) raises
+an `OSError` naming the store when the system names no file.
 """
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import dask.array as da
@@ -28,6 +35,18 @@ import zarr
 from insilico.errors import SpecError
 from insilico.store._layout import Layout
 from insilico.store._safety import KIND_ATTR, DamagedStore, IncompleteResults
+
+
+@contextmanager
+def _writing(path):
+    """Re-raise an `OSError` that names no file (a failed ``write()``: ENOSPC, EFBIG, EDQUOT) with
+    the store's ``path`` as its filename, so the error says where the write failed."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def creating_path(path: Path) -> Path:
@@ -55,7 +74,8 @@ def create_store(path: Path, layout: Layout, attrs: dict, *, kind: str = "trial"
                       var.attrs)   # a lazy placeholder: compute=False writes metadata only
         encoding[name] = {"chunks": chunks, "fill_value": var.dtype.type(var.fill)}
     ds = xr.Dataset(data, coords=layout.coords, attrs=attrs)
-    ds.to_zarr(tmp, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+    with _writing(path):
+        ds.to_zarr(tmp, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
     os.rename(tmp, path)
 
 
@@ -68,7 +88,8 @@ def write_region(path: Path, variables: dict, region: dict) -> None:
     encoding), at about half the cost per work unit."""
     from zarr.core.sync import sync
 
-    sync(_write_region(str(path), variables, region))
+    with _writing(path):
+        sync(_write_region(str(path), variables, region))
 
 
 async def _write_region(path: str, variables: dict, region: dict) -> None:
@@ -85,8 +106,9 @@ async def _write_region(path: str, variables: dict, region: dict) -> None:
 
 def mark_done(path: Path, replicate: int, arm: int, chunk: int) -> None:
     """Record work unit (replicate, arm, chunk) as completed (after its regions are written)."""
-    arr = zarr.open_array(str(Path(path) / "_done"), mode="r+")
-    arr[replicate, arm, chunk] = 1
+    with _writing(path):
+        arr = zarr.open_array(str(Path(path) / "_done"), mode="r+")
+        arr[replicate, arm, chunk] = 1
 
 
 def done_units(path: Path, *, tolerant: bool = False) -> np.ndarray:
@@ -107,13 +129,30 @@ def done_units(path: Path, *, tolerant: bool = False) -> np.ndarray:
     return out
 
 
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def remove_partial_writes(path: Path) -> int:
+    """Remove the temporary files of writes a killed process left in the store at ``path`` (zarr
+    writes each file as ``<name>.<32 hex digits>.partial`` and renames it into place; a kill
+    between the two leaves it, and zarr then warns about it on every open). Call only while
+    holding the writer's lock. Returns how many were removed."""
+    stale = [p for p in Path(path).rglob("*.partial") if _PARTIAL.search(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def finalize(path: Path, attrs: dict) -> None:
-    """Add dataset attributes ``attrs`` and consolidate the metadata (once, at the end of a run)."""
-    group = zarr.open_group(str(path), mode="r+")
-    group.attrs.update(attrs)
-    with warnings.catch_warnings():   # consolidated metadata is a zarr-python extension for format 3
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(path))
+    """Add dataset attributes ``attrs`` and consolidate the metadata (once, at the end of a run,
+    after removing what writes interrupted by a kill left: `remove_partial_writes`)."""
+    remove_partial_writes(path)
+    with _writing(path):
+        group = zarr.open_group(str(path), mode="r+")
+        group.attrs.update(attrs)
+        with warnings.catch_warnings():   # consolidated metadata is a zarr-python extension for format 3
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(path))
 
 
 def read_attrs(path: Path) -> dict:

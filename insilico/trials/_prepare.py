@@ -31,11 +31,12 @@ from insilico import store
 from insilico.cohorts import compile_spec, fit_cohort_spec, load_cohort_spec, population_from_estimates
 from insilico.dosing import MAX_DOSES, Dose, Regimen
 from insilico.errors import SpecError
+from insilico.models import resolve_model
 from insilico.trials._design import allocate, allocation_block
 from insilico.trials._endpoints import POST_DOSE_OFFSETS
 from insilico.trials._fit import FitSource
 from insilico.trials._screen import check_subjects
-from insilico.trials._spec import TrialSpec, resolve_model
+from insilico.trials._spec import TrialSpec
 
 MAX_TIMES = 1_000_000        # nominal sampling times of a trial
 MAX_SUBJECTS = 2**32         # subject indices are uint32 in the random streams
@@ -193,6 +194,7 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
                 if e.dose >= len(reg.expanded()) and reg.doses:
                     raise SpecError(f"endpoints.{i}.dose", f"arm {spec.arms[a].name!r} has only "
                                                            f"{len(reg.expanded())} doses")
+    check_occasions(cohort)
     ctx = TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params,
                        tuple(compiled.covariates), fit, fit_draws)
     check_names(ctx)
@@ -201,6 +203,16 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
     if screen:
         check_subjects(ctx)
     return ctx
+
+
+def check_occasions(cohort) -> None:
+    """A cohort with inter-occasion variability must say when its occasions start (``iov.starts``):
+    the trial applies ``P_occ`` by occasion and would otherwise have to ignore it."""
+    iov = getattr(cohort, "iov", None)
+    if iov is not None and iov.starts is None:
+        raise SpecError("cohort.iov.starts", f"the cohort has inter-occasion variability ({iov.occasions} occasions) "
+                                             "but no occasion start times; add starts: [h, ...] (one per occasion, "
+                                             "e.g. [0, 168]) to its iov section, or remove the iov section")
 
 
 def _cohort_path(cohort: str, base: Path) -> Path:
@@ -238,7 +250,7 @@ def _fit_cohort(path: Path, spec: TrialSpec, model) -> tuple[FitSource, object]:
     except SpecError as e:
         raise SpecError("cohort", e.message) from None
     fit = FitSource.from_dataset(ds, path)
-    for key, given in (("name", spec.model.name), ("import", spec.model.import_)):
+    for key, given in (("name", spec.model.name), ("import", spec.model.import_), ("text", spec.model.text)):
         fitted = fit.model.get(key)
         if fitted is not None and given != fitted:
             raise SpecError(f"model.{key}", f"the fit {path.name} is of model {fitted!r}; the trial must simulate "

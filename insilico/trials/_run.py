@@ -54,6 +54,12 @@ def _layout(ctx: TrialContext) -> store.Layout:
             and "conc" in ctx.outputs:
         observed["conc_obs"] = (outputs["conc"][0], "observed concentration (with residual error)")
     doses = [d for reg in ctx.regimens for d in reg.expanded()]
+    iov = getattr(ctx.cohort, "iov", None)
+    starts = list(iov.starts) if iov is not None and iov.starts else []
+    iov_names = compile_spec(ctx.cohort).population.iov_names if starts else ()
+    occasion_parameters = {f"{k}_occ": (model.parameter(k).units, f"{model.parameter(k).description} per occasion "
+                                                                  "(with inter-occasion variability)")
+                           for k in model.parameter_names if k in ctx.cohort_params and k in iov_names}
     return store.trial_layout(
         arms=[a.name for a in spec.arms], n_subjects=spec.n, n_replicates=spec.replicates.n, times=ctx.nominal,
         chunk_size=spec.execution.chunk_size, subject_variables=subject_vars,
@@ -65,7 +71,8 @@ def _layout(ctx: TrialContext) -> store.Layout:
         status_meanings=engine_status.TRIAL_MEANINGS, states=model.states,
         n_doses=max(len(reg.expanded()) for reg in ctx.regimens),
         infusions=any(d.infusion_rate != 0 for d in doses), steady_state=any(d.ss for d in doses),
-        jittered=spec.observations.jitter_sd > 0)
+        jittered=spec.observations.jitter_sd > 0, occasion_parameters=occasion_parameters,
+        occasion_starts=starts)
 
 
 @functools.lru_cache(maxsize=8)
@@ -111,8 +118,8 @@ def replicate_population(ctx: TrialContext) -> dict:
 def input_digests(spec_obj, base: Path, ctx: TrialContext, spec_json: str, overrides) -> dict:
     """SHA-256 digests of everything a trial's stored results depend on: the resolved spec, the
     seed, the ``--set`` overrides, the cohort spec (its file's bytes when it is a file, and as
-    resolved), the fit store of a fit cohort, the table a cohort resamples and a user model's
-    source file (``model.import``)."""
+    resolved), the fit store of a fit cohort, the table a cohort resamples, a user model's
+    source file (``model.import``) and a text model's file (``model.file``)."""
     d = {"trial spec": store.digest(spec_json), "seed": store.digest(str(spec_obj.seed)),
          "--set overrides": store.digest(json.dumps(list(overrides or []))),
          "cohort spec": store.digest(ctx.cohort.model_dump_json(by_alias=True, exclude_none=True))}
@@ -130,6 +137,11 @@ def input_digests(spec_obj, base: Path, ctx: TrialContext, spec_json: str, overr
         source = getattr(sys.modules.get(target.split(":", 1)[0]), "__file__", None)
         if source and Path(source).is_file():
             d["model source"] = store.digest(Path(source).read_bytes())
+    mfile = getattr(spec_obj.model, "file", None)
+    if mfile:
+        mpath = Path(mfile) if Path(mfile).is_absolute() else Path(base) / mfile
+        if mpath.is_file():
+            d["model file"] = store.digest(mpath.read_bytes())
     return d
 
 

@@ -7,17 +7,16 @@ and execution settings. Every error is reported as one `SpecError` with the dott
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from insilico.config import SpecModel, apply_overrides, as_tuple, read_mapping, validate
 from insilico.dosing import check_dose
 from insilico.engine import DEFAULT_ATOL, DEFAULT_RTOL
 from insilico.errors import SpecError
+from insilico.models import ModelRef
 from insilico.stats import RULE_KEYS
 
 __all__ = ["TrialSpec", "conditional_probabilities", "cumulative_probabilities", "load_trial_spec"]
@@ -29,26 +28,6 @@ Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 class _Strict(SpecModel):
     """Strict types, finite floats, unknown fields refused (`insilico.config.SpecModel`)."""
-
-
-class ModelSpec(_Strict):
-    """Built-in model ``name`` (see `insilico models`) or a user model ``import: pkg.mod:attr``.
-    ``parameters`` fixes values for parameters the cohort does not provide.
-
-    ``import`` runs the user's code: the module is imported (the spec's folder first on
-    ``sys.path``) and ``attr`` is an `insilico.models.Model` or a callable returning one."""
-
-    name: str | None = None
-    import_: str | None = Field(None, alias="import")
-    parameters: dict[str, float] = {}
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.name is None) == (self.import_ is None):
-            raise ValueError("give exactly one of `name` (built-in) or `import` (pkg.module:attribute)")
-        return self
 
 
 class DoseSpec(_Strict):
@@ -317,7 +296,7 @@ class TrialSpec(_Strict):
     description: str = ""
     seed: Annotated[int, Field(ge=0, lt=2**63)]
     n: Annotated[int, Field(ge=1)]
-    model: ModelSpec
+    model: ModelRef
     cohort: str | dict[str, Any]
     design: Literal["parallel", "counterfactual"] = "parallel"
     arms: Annotated[list[ArmSpec], Field(min_length=1)]
@@ -368,57 +347,3 @@ def load_trial_spec(source, overrides: list[str] | None = None) -> tuple[TrialSp
     """
     data, base = read_mapping(source, "trial spec")
     return validate(TrialSpec, apply_overrides(data, overrides or [])), base
-
-
-def _user_code(target: str, what: str, fn):
-    """``fn()`` (importing or calling the user's code), with anything it raises — an exception,
-    a syntax error, ``sys.exit`` — as SpecError ``model.import`` naming the cause."""
-    try:
-        return fn()
-    except SystemExit as e:
-        raise SpecError("model.import", f"{what} {target!r} tried to exit the process (sys.exit({e.code!r}))") \
-            from None
-    except SyntaxError as e:
-        raise SpecError("model.import", f"{what} {target!r}: syntax error in {e.filename}, line {e.lineno}: "
-                                        f"{e.msg}") from None
-    except Exception as e:
-        raise SpecError("model.import", f"{what} {target!r} failed: {type(e).__name__}: {e}") from None
-
-
-def _import(module: str, base: Path | None):
-    """Import ``module`` with ``base`` (the spec's folder) first on ``sys.path`` for the import."""
-    if base is None:
-        return importlib.import_module(module)
-    folder = str(Path(base).resolve())
-    sys.path.insert(0, folder)
-    try:
-        return importlib.import_module(module)
-    finally:
-        if folder in sys.path:
-            sys.path.remove(folder)
-
-
-def resolve_model(spec: ModelSpec, base: Path | None = None):
-    """The `Model` a spec names: a built-in, or ``pkg.module:attribute`` for a user model.
-
-    A user model's module is imported with ``base`` (the spec's folder) first on ``sys.path``;
-    this runs the user's code. An import that fails (missing module or attribute, a syntax error,
-    an exception, ``sys.exit``), a callable that fails, or an object that is not an
-    `insilico.models.Model` is a `SpecError` on ``model.import`` naming the cause."""
-    from insilico.models import Model, get_model
-    if spec.name is not None:
-        return get_model(spec.name)
-    target = spec.import_
-    mod, _, attr = target.partition(":")
-    if not mod.strip() or not attr.strip():
-        raise SpecError("model.import", f"expected pkg.module:attribute, got {target!r}")
-    module = _user_code(target, "importing", lambda: _import(mod.strip(), base))
-    if not hasattr(module, attr.strip()):
-        raise SpecError("model.import", f"cannot import {target!r}: module {mod!r} has no attribute {attr!r}")
-    obj = getattr(module, attr.strip())
-    if callable(obj) and not isinstance(obj, Model):
-        obj = _user_code(target, "calling", obj)
-    if not isinstance(obj, Model):
-        raise SpecError("model.import", f"{target!r} is not an insilico Model (got {type(obj).__name__}); "
-                                        "give a Model or a callable returning one")
-    return obj

@@ -45,6 +45,15 @@ def draw_subjects(ctx, replicate: int, idx: np.ndarray):
     return cohort, params, alloc, dropout
 
 
+def occasion_params(ctx, cohort, replicate: int) -> dict:
+    """``{P_occ: (n, occasions)}`` of the cohort's IOV parameters that the model has, with the replicate's
+    uncertainty factor of P (as `draw_subjects` applies it to P); empty without IOV."""
+    factors = _design.uncertainty_factors(ctx.spec.replicates, ctx.spec.seed, replicate)
+    return {f"{name}_occ": cohort[f"{name}_occ"].transpose("subject", "occasion").values.astype(float)
+            * factors.get(name, 1.0)
+            for name in ctx.model.parameter_names if name in ctx.cohort_params and f"{name}_occ" in cohort}
+
+
 def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dict:
     """Simulate one unit; returns ``{"arm": {...}, "subject": {...} | None}`` numpy variables.
     The doses given are recorded in ``n_doses`` slots per subject (`dose_record`). Subjects of
@@ -79,7 +88,9 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
         grid = endpoint_grid(spec, nominal_doses, ctx.nominal)
         ex = spec.execution
         solver = SolverOptions(solver=ex.solver, rtol=ex.rtol, atol=ex.atol)
-        sim = simulate(ctx.model, p, table, grid, method=ex.method, solver=solver)
+        p_sim = {**p, **{k: v[sel] for k, v in occasion_params(ctx, cohort, replicate).items()}}
+        occasions = ctx.cohort.iov.starts if getattr(ctx.cohort, "iov", None) is not None else None
+        sim = simulate(ctx.model, p_sim, table, grid, method=ex.method, solver=solver, occasions=occasions)
         outs = {o: sim[o].values for o in ctx.model.output_names}
         st = sim["status"].values
         values = compute_endpoints(spec, grid, outs, nominal_doses, dropout[sel])
@@ -87,7 +98,8 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
             eps[k][sel] = np.where(st == 0, v, np.nan)
         status[sel] = st
         if spec.observations.jitter_sd > 0:
-            prof = simulate(ctx.model, p, table, actual[sel], method=ex.method, solver=solver)
+            prof = simulate(ctx.model, p_sim, table, actual[sel], method=ex.method, solver=solver,
+                            occasions=occasions)
             prof = {o: prof[o].values for o in ctx.outputs}
         else:
             cols = np.searchsorted(grid, ctx.nominal)
@@ -106,6 +118,7 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
         subj = {k: cohort[k].values for k in cohort.data_vars
                 if cohort[k].dims == ("subject",) and k != "attempt"}
         subj.update({k: v for k, v in params.items()})
+        subj.update(occasion_params(ctx, cohort, replicate))
         subj["allocated_arm"] = alloc.astype(np.int16)
         subj["dropout_time"] = dropout
         if spec.observations.jitter_sd > 0:

@@ -10,6 +10,10 @@ warning. Fleets of twins update in one vmapped, jitted batch.
     rec = twins.recommend("twins.zarr", "P0001", "trough in [10, 20] mg/L", doses=range(500, 2501, 250),
                           intervals=[8, 12, 24], durations=[1])
     twins.risk("twins.zarr", "P0001", "conc", above=30, within=48)
+    twins.brier_score(p, outcomes); twins.reliability_table(p, outcomes)     # calibration of early warnings
+
+The HTML report of a twin is `insilico.analysis.twin_report.write_twin_report`; the neutropenia
+early-warning example (Friberg model) is ``examples/twins/neutropenia.yaml``.
 
 Conventions: times in h from the twin's own time origin, amounts mg, concentrations mg/L; eta
 named ETA1, ETA2, ... in the order of the population model's ``bsv.parameters``. The posterior,
@@ -22,6 +26,7 @@ from insilico.twins._api import (
     create,
     forecast,
     history,
+    laplace_posteriors,
     load_state,
     posterior_sample,
     recommend,
@@ -31,11 +36,12 @@ from insilico.twins._api import (
     update,
     update_all,
 )
+from insilico.twins._calibration import brier_score, reliability_table, spiegelhalter_z
 from insilico.twins._posterior import STATUS, Posterior, sample_posterior
 from insilico.twins._prior import TwinModel, load_prior, twin_model
 from insilico.twins._text import RegimenText, Target, parse_covariates, parse_grid, parse_regimen, parse_target
 
-__all__ = ["STATUS", "Posterior", "RegimenText", "Target", "TwinModel", "TwinState", "create", "forecast", "history",
-           "load_prior", "load_state", "parse_covariates", "parse_grid", "parse_regimen", "parse_target",
-           "posterior_sample", "recommend", "reproduce", "risk", "sample_posterior", "show", "twin_model", "update",
-           "update_all"]
+__all__ = ["STATUS", "Posterior", "RegimenText", "Target", "TwinModel", "TwinState", "brier_score", "create",
+           "forecast", "history", "laplace_posteriors", "load_prior", "load_state", "parse_covariates", "parse_grid",
+           "parse_regimen", "parse_target", "posterior_sample", "recommend", "reliability_table", "reproduce",
+           "risk", "sample_posterior", "show", "spiegelhalter_z", "twin_model", "update", "update_all"]

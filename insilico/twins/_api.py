@@ -1,5 +1,6 @@
 """The twin operations on a twin store: create, update (one patient or a fleet), show, history,
-reproduce, and the posterior predictions (forecast, recommend, risk, full posterior).
+reproduce, and the posterior predictions (forecast, recommend, risk, full posterior); and
+`laplace_posteriors`, a fleet's posteriors computed without a store.
 
 Every update appends one version per patient (see `insilico.store` twin layout): the rows
 added, a UTC timestamp, the prior's digest, the resulting MAP eta, its Laplace covariance, the
@@ -18,6 +19,7 @@ import pandas as pd
 from insilico import __version__
 from insilico.errors import SpecError
 from insilico.store import (
+    ROW_COLUMNS,
     append_twin_versions,
     check_patient_id,
     create_twin,
@@ -29,6 +31,7 @@ from insilico.twins._data import (
     batch_arrays,
     check_covariate_columns,
     check_history,
+    history_columns,
     history_frame,
     normalise_rows,
     read_table,
@@ -39,8 +42,8 @@ from insilico.twins._predict import forecast_state, next_start, recommend_state,
 from insilico.twins._prior import load_prior, twin_model
 from insilico.twins._text import RegimenText, parse_covariates, parse_regimen, parse_target
 
-__all__ = ["TwinState", "create", "forecast", "history", "load_state", "posterior_sample", "recommend",
-           "reproduce", "risk", "show", "update", "update_all"]
+__all__ = ["TwinState", "create", "forecast", "history", "laplace_posteriors", "load_state", "posterior_sample",
+           "recommend", "reproduce", "risk", "show", "update", "update_all"]
 
 OBJECTIVE_CONVENTION = "NONMEM scale: -2 log p(y, eta) at the MAP minus (n_obs + n_eta) log(2 pi)"
 
@@ -77,6 +80,29 @@ def _posteriors(tm, hists: list, covs: list, chunk_size=None) -> list[Posterior]
     return laplace_batch(tm, build, len(hists), chunk_size)
 
 
+def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = None) -> dict:
+    """MAP + Laplace posteriors of many patients without a store -- what `update_all` computes
+    and stores. ``prior``: population-model YAML path/text/mapping or fit store; ``data``: CSV
+    path or DataFrame of NONMEM rows with ``ID`` (checked as an update's rows, each patient's
+    rows its whole history); ``covariates``: {ID: {name: value}} for every ID in ``data``.
+    Returns {ID: `Posterior`} in the order of first appearance."""
+    tm = twin_model(load_prior(prior)[0])
+    df = normalise_rows(data, tm.covariates, need_id=True)
+    codes, ids = pd.factorize(df["ID"])
+    order = np.argsort(codes, kind="stable")
+    m = df[list(ROW_COLUMNS)].to_numpy(float)[order]
+    ends = np.cumsum(np.bincount(codes, minlength=len(ids)))
+    hists, covs = [], []
+    for pid, lo, hi in zip(ids, np.r_[0, ends[:-1]], ends):
+        if pid not in covariates:
+            raise SpecError("covariates", f"no covariates for patient {pid!r}")
+        hist = history_columns([dict(zip(ROW_COLUMNS, m[lo:hi].T))])
+        check_history(tm, hist, pid)
+        hists.append(hist)
+        covs.append(tm.check_covariates(parse_covariates(covariates[pid]), option=f"covariates.{pid}"))
+    return dict(zip(ids, _posteriors(tm, hists, covs, chunk_size)))
+
+
 def _record(tm, covariates: dict, post: Posterior) -> dict:
     params = tm.parameters(covariates, post.eta) if post.status in (0, 1, 3) else {}
     return {"objective": post.objective, "objective_convention": OBJECTIVE_CONVENTION, "status": post.status,
@@ -103,7 +129,7 @@ def create(store, patient_id: str, prior, covariates) -> dict:
     covs = tm.check_covariates(parse_covariates(covariates))
     if pid in _ids_if_store(store):
         raise SpecError("patient_id", f"patient {pid!r} already exists in {store}; use `update`")
-    post, = _posteriors(tm, [history_frame([])], [covs])
+    post, = _posteriors(tm, [history_columns([])], [covs])
     info = {"prior": mapping, "prior_sha256": tm.sha256, "prior_kind": kind, "covariates": covs,
             "output": tm.output, "eta_names": list(tm.eta_names), "eta_parameters": list(tm.pop.bsv_names)}
     create_twin(store, pid, info, _record(tm, covs, post), post.eta, post.eta_cov)
@@ -132,7 +158,7 @@ def update(store, patient_id: str, rows) -> dict:
         raise SpecError("data.ID", f"rows of patient {other!r} in an update of {pid!r}")
     check_covariate_columns(df, info["covariates"], pid)
     new = rows_of(df)
-    hist = history_frame([v["rows"] for v in versions] + [new])
+    hist = history_columns([v["rows"] for v in versions] + [new])
     check_history(tm, hist, pid)
     post, = _posteriors(tm, [hist], [info["covariates"]])
     append_twin_versions(store, [{"patient_id": pid, "rows": new, "record": _record(tm, info["covariates"], post),
@@ -175,7 +201,7 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
             given = {c: _constant(rows, c, pid) for c in tm.covariates if c in rows.columns}
             covs = tm.check_covariates(given, option=f"data.{pid}")
         new = rows_of(rows)
-        hist = history_frame(([v["rows"] for v in versions] if versions else []) + [new])
+        hist = history_columns(([v["rows"] for v in versions] if versions else []) + [new])
         check_history(tm, hist, pid)
         jobs.append((pid, tm, covs, versions, new, hist))
     posts = {}
@@ -185,7 +211,7 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
             posts[j[0]] = p
     creations = [j for j in jobs if j[3] is None]
     if creations:
-        empties = _posteriors(new_tm, [history_frame([])] * len(creations), [j[2] for j in creations], chunk_size)
+        empties = _posteriors(new_tm, [history_columns([])] * len(creations), [j[2] for j in creations], chunk_size)
         info0 = {"prior": new_tm.mapping, "prior_sha256": new_tm.sha256, "prior_kind": kind, "output": new_tm.output,
                  "eta_names": list(new_tm.eta_names), "eta_parameters": list(new_tm.pop.bsv_names)}
         for j, p in zip(creations, empties):

@@ -22,8 +22,8 @@ from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.store import ROW_COLUMNS
 
-__all__ = ["batch_arrays", "check_covariate_columns", "check_history", "history_frame", "normalise_rows", "read_table",
-           "rows_of"]
+__all__ = ["batch_arrays", "check_covariate_columns", "check_history", "history_columns", "history_frame",
+           "normalise_rows", "read_table", "rows_of"]
 
 _NULL_IS_ZERO = ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV")
 
@@ -45,9 +45,12 @@ def read_table(data) -> pd.DataFrame:
 
 def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
     raw = df[col]
-    text = raw.astype(str).str.strip()
-    null = text.isin([".", ""]) | raw.isna()
-    vals = pd.to_numeric(raw.where(~null), errors="coerce").to_numpy(float)
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        vals = raw.to_numpy(float)           # numbers already: NaN is a null (fast path of one-patient updates)
+        null = pd.Series(np.isnan(vals))
+    else:
+        null = raw.astype(str).str.strip().isin([".", ""]) | raw.isna()
+        vals = pd.to_numeric(raw.where(~null), errors="coerce").to_numpy(float)
     bad = ~null.to_numpy() & ~np.isfinite(vals)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -81,23 +84,26 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
         raise SpecError("data.TIME", "required column missing")
     if need_id and "ID" not in df.columns:
         raise SpecError("data.ID", "required column missing (one batch holds many patients)")
-    out = pd.DataFrame(index=range(len(df)))
+    n = len(df)
+    out = {}
     if "ID" in df.columns:
-        out["ID"] = df["ID"].astype(str).str.strip().to_numpy()
-        if (out["ID"].isin(["", ".", "nan", "None"])).any():
-            raise _bad("ID", out["ID"].isin(["", ".", "nan", "None"]).to_numpy(), "ID is missing")
+        ids = df["ID"].astype(str).str.strip().to_numpy()
+        missing = np.isin(ids, ["", ".", "nan", "None"])
+        if missing.any():
+            raise _bad("ID", missing, "ID is missing")
+        out["ID"] = ids
     for c in ROW_COLUMNS:
-        out[c] = _numbers(df, c) if c in df.columns else (np.nan if c == "DV" else 0.0)
+        out[c] = _numbers(df, c) if c in df.columns else np.full(n, np.nan if c == "DV" else 0.0)
     if "EVID" not in df.columns:
         out["EVID"] = np.where(out["AMT"] > 0, 1.0, 0.0)
-    t, evid, amt, dv, mdv = (out[c].to_numpy() for c in ("TIME", "EVID", "AMT", "DV", "MDV"))
+    t, evid, amt, dv, mdv = (out[c] for c in ("TIME", "EVID", "AMT", "DV", "MDV"))
     checks = [
         ("TIME", ~np.isfinite(t) | (t < 0), "TIME must be a number >= 0 (h from the twin's time origin)"),
         ("EVID", ~np.isin(evid, (0, 1, 2)), "EVID must be 0 (level), 1 (dose) or 2 (no observation)"),
         ("AMT", (evid != 1) & (amt != 0), "an amount on a record that is not a dose (EVID 1); a level goes in DV"),
         ("AMT", (evid == 1) & ~(amt > 0), "a dose (EVID 1) needs AMT > 0 (mg)"),
-        ("RATE", out["RATE"].to_numpy() < 0 if "RATE" in out else np.zeros(len(out), bool),
-         "RATE -1/-2 (modelled rate/duration) is not supported by twins yet; give the rate (mg/h)"),
+        ("RATE", out["RATE"] < 0, "RATE -1/-2 (modelled rate/duration) is not supported by twins yet; give the "
+                                  "rate (mg/h)"),
         ("DV", (evid == 1) & np.isfinite(dv) & (dv != 0), "a level on a dose record (EVID 1); put it on its own "
                                                           "record (EVID 0) at its time"),
         ("DV", (evid == 0) & (mdv == 0) & ~np.isfinite(dv), "a level record (EVID 0) without a value in DV"),
@@ -105,11 +111,11 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
     for col, mask, msg in checks:
         if mask.any():
             raise _bad(col, mask, msg)
-    out.loc[out["EVID"] != 0, "DV"] = np.nan
+    out["DV"] = np.where(evid != 0, np.nan, dv)
     for c in covariates:
         if c.upper() in df.columns:
             out[c] = df[c.upper()].to_numpy()
-    return out
+    return pd.DataFrame(out)
 
 
 def rows_of(df: pd.DataFrame) -> dict:
@@ -133,28 +139,40 @@ def check_covariate_columns(df: pd.DataFrame, covariates: dict, pid: str) -> Non
                                "creation (time-varying covariates are not supported yet)")
 
 
+def history_columns(parts: list[dict]) -> dict:
+    """The rows of several versions ({column: array} each, oldest first) as one {column: array},
+    stably sorted by TIME (rows at the same time keep the order they were added in): the form
+    fleets use (no DataFrame per patient)."""
+    blocks = [np.stack([np.asarray(p[c], float).reshape(-1) for c in ROW_COLUMNS], axis=1) for p in parts]
+    m = np.concatenate(blocks) if blocks else np.zeros((0, len(ROW_COLUMNS)))
+    return dict(zip(ROW_COLUMNS, m[np.argsort(m[:, 0], kind="stable")].T))
+
+
 def history_frame(parts: list[dict]) -> pd.DataFrame:
-    """The rows of several versions ({column: array} each, oldest first) as one DataFrame,
-    stably sorted by TIME (rows at the same time keep the order they were added in)."""
-    frames = [pd.DataFrame({c: np.asarray(p[c], float) for c in ROW_COLUMNS}) for p in parts]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in ROW_COLUMNS})
-    return df.sort_values("TIME", kind="mergesort").reset_index(drop=True)
+    """`history_columns` as a DataFrame."""
+    return pd.DataFrame(history_columns(parts))
 
 
-def check_history(tm, hist: pd.DataFrame, pid: str) -> None:
+def _columns(h) -> dict:
+    """{column: float array} of a history (DataFrame or `history_columns`)."""
+    if isinstance(h, dict):
+        return h
+    return dict(zip(ROW_COLUMNS, h[list(ROW_COLUMNS)].to_numpy(float).T))
+
+
+def check_history(tm, hist, pid: str) -> None:
     """Refuse what the whole history cannot hold (module docstring): levels at or before the
     first dose when the output has no baseline, duplicate level times."""
-    obs = hist[(hist["EVID"] == 0) & np.isfinite(hist["DV"].to_numpy())]
-    doses = hist[hist["EVID"] == 1]
-    if not tm.baseline and len(obs):
-        first = doses["TIME"].min() if len(doses) else np.inf
-        early = obs["TIME"].to_numpy() <= first
+    t, evid, dv = (np.asarray(hist[c], float) for c in ("TIME", "EVID", "DV"))
+    obs = (evid == 0) & np.isfinite(dv)
+    if not tm.baseline and obs.any():
+        first = t[evid == 1].min() if (evid == 1).any() else np.inf
+        early = t[obs] <= first
         if early.any():
-            t = float(obs["TIME"].to_numpy()[early][0])
             where = f"the first dose (TIME {first:g} h)" if np.isfinite(first) else "any dose (there is none)"
-            raise SpecError("data.TIME", f"{pid}: a level at TIME {t:g} h, at or before {where}; the prior's output "
-                                         f"{tm.output!r} is 0 before a dose (no baseline model)")
-    times = hist.loc[hist["EVID"] != 1, "TIME"].to_numpy()
+            raise SpecError("data.TIME", f"{pid}: a level at TIME {t[obs][early][0]:g} h, at or before {where}; the "
+                                         f"prior's output {tm.output!r} is 0 before a dose (no baseline model)")
+    times = t[evid != 1]
     if np.unique(times).size != times.size:
         raise SpecError("data.TIME", f"{pid}: two levels (or EVID 2 records) at the same time")
 
@@ -167,14 +185,14 @@ def _doses(h: dict) -> Regimen:
                                                                              "ADDL", "SS")))))
 
 
-def batch_arrays(tm, hists: list[pd.DataFrame], covs: list[dict], n_pad: int) -> tuple[dict, bool, bool]:
+def batch_arrays(tm, hists: list, covs: list[dict], n_pad: int) -> tuple[dict, bool, bool]:
     """The subjects pytree (NumPy; leading axis ``n_pad`` >= len(hists), extra rows copies of the
     last patient with no observation) of an estimation `Problem` for these histories (checked
     by `normalise_rows` and `check_history`), and whether any dose is an infusion / steady
     state. Dose slots and observation times are padded to `insilico.batching.bucket_size` (at
     least 8) so new history lengths rarely recompile; padded times follow the last one 1 h apart."""
     n = len(hists)
-    cols = [{c: h[c].to_numpy(float) for c in ROW_COLUMNS} for h in hists]
+    cols = [_columns(h) for h in hists]
     table = dose_table([_doses(h) for h in cols], tm.model, n, where="data")
     doses = table.padded(bucket_size(table.n_events, least=8))
     obs = [h["EVID"] != 1 for h in cols]

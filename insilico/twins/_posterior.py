@@ -62,13 +62,9 @@ class Posterior:
         return STATUS.get(self.status, str(self.status))
 
 
-def _problem(tm, has_infusion: bool, has_ss: bool):
-    return replace(tm.problem, has_infusion=has_infusion, has_ss=has_ss)
-
-
 @functools.lru_cache(maxsize=64)
 def _laplace_kernel(tm, has_infusion: bool, has_ss: bool):
-    problem = _problem(tm, has_infusion, has_ss)
+    problem = tm.problem_for(has_infusion, has_ss)
     k = tm.n_eta
 
     def one(pop, s):
@@ -120,7 +116,7 @@ def _posterior(eta, code, obj, h, n_obs) -> Posterior:
 
 @functools.lru_cache(maxsize=32)
 def _objective_kernel(tm, has_infusion: bool, has_ss: bool, adjoint: str = "forward"):
-    problem = _problem(tm, has_infusion, has_ss)
+    problem = tm.problem_for(has_infusion, has_ss)
     problem = replace(problem, solver=replace(problem.solver, adjoint=adjoint))
 
     def obj(nat, subject, e):

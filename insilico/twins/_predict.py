@@ -40,10 +40,9 @@ import xarray as xr
 
 from insilico.batching import bucket_size
 from insilico.dosing import Dose, Regimen, dose_table, event_slots
-from insilico.engine import solve_subject
 from insilico.errors import SpecError
-from insilico.population import individual_parameters, residual_sd
-from insilico.twins._posterior import _problem, sample_posterior
+from insilico.population import residual_sd
+from insilico.twins._posterior import sample_posterior
 
 __all__ = ["current_regimen", "forecast_state", "next_start", "recommend_state", "risk_state"]
 
@@ -98,19 +97,17 @@ def _candidate(hist, start, amount, interval, duration, horizon) -> Regimen:
 
 
 @functools.lru_cache(maxsize=64)
-def _predict_kernel(tm, has_infusion: bool, has_ss: bool):
-    problem = _problem(tm, has_infusion, has_ss)
-    outputs = tuple(tm.model.output_names)
-
-    def one(pop, cov, dose, t, eta):
-        p = individual_parameters(pop, cov, eta if tm.n_eta else None)
-        outs, _, status = solve_subject(problem.model, {**problem.fixed, **p}, dose, t, problem.method,
-                                        solver=problem.solver, has_infusion=has_infusion, has_ss=has_ss)
-        return {o: outs[o] for o in outputs}, status
+def _predict_kernel(tm, has_infusion: bool, has_ss: int):
+    """jit(nat, cov, dose (C, E), t (C, T), etas (D, k)) -> ({output: (C, D, T)}, status (C, D))."""
+    problem = tm.problem_for(has_infusion, has_ss)
 
     def run(nat, cov, dose, t, etas):
         pop = problem.params.population(nat)
-        per_draw = jax.vmap(lambda d, tt, e: one(pop, cov, d, tt, e), in_axes=(None, None, 0))
+
+        def one(d, tt, e):
+            return problem.predict_outputs(pop, {"cov": cov, "dose": d, "t": tt}, e)
+
+        per_draw = jax.vmap(one, in_axes=(None, None, 0))
         return jax.vmap(lambda d, tt: per_draw(d, tt, etas))(dose, t)
 
     return jax.jit(run)

@@ -47,6 +47,11 @@ class TwinModel:
     def model(self):
         return self.problem.model
 
+    def problem_for(self, has_infusion: bool, has_ss: int):
+        """The prior's `Problem` with the static dosing flags of a batch (infusions present, and
+        `insilico.dosing.event_slots` of its dose table) -- one compiled kernel per flag pair."""
+        return replace(self.problem, has_infusion=bool(has_infusion), has_ss=int(has_ss))
+
     @property
     def output(self) -> str:
         return self.spec.output
@@ -130,11 +135,11 @@ def _compiled(text: str) -> TwinModel:
     categories = {e.covariate: tuple(e.multipliers) for p in spec.parameters.values() for e in p.effects
                   if e.type == "categorical"}
     covariates = tuple(dict.fromkeys(e.covariate for p in spec.parameters.values() for e in p.effects))
-    # a minimal data set that only gives the Problem its structure (one dose, one level)
+    # the prior's structure (model, parameter vector, fixed parameters, solver path) from the smallest
+    # NONMEM data set: one EVID 2 record with reference covariates; patients' arrays come from `batch_arrays`
     row = {c: (categories[c][0] if c in categories else 1.0) for c in covariates}
-    df = pd.DataFrame([dict(ID=1, TIME=0.0, AMT=1.0, EVID=1, DV=np.nan, **row),
-                       dict(ID=1, TIME=1.0, AMT=0.0, EVID=0, DV=1.0, **row)])
-    problem = build_problem(spec, df, base=base)
+    records = pd.DataFrame([dict(ID=1, TIME=0.0, EVID=2, AMT=0.0, DV=np.nan, **row)])
+    problem = build_problem(spec, records, base=base, require_observations=False)
     nat = jnp.asarray(problem.params.initial)
     pop = problem.params.population(nat)
     tm = TwinModel(spec, mapping, prior_sha256(mapping), problem, nat, pop, covariates, categories, False)

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 import insilico
-from insilico.analysis.export import SIMULATED_LABEL, read_parquet, tables, to_adam, to_nonmem, to_parquet, write_nonmem
+from insilico.analysis.export import SIMULATED_LABEL, read_parquet, tables, to_adam, to_nonmem, to_parquet
 from insilico.cli import app
+from insilico.dosing import write_nonmem_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -83,7 +84,7 @@ def test_nonmem_record_counts_and_semantics(ds, tmp_path):
         assert taken[armn - 1, s] == k
     assert df.groupby("ID")[["ARMN", "SUBJ"]].nunique().max().max() == 1
     assert {"WT", "AGE", "SEX", "ARM"} <= set(df.columns)
-    path = write_nonmem(df, tmp_path / "nm.csv")
+    path = write_nonmem_csv(df, tmp_path / "nm.csv")
     back = pd.read_csv(path, na_values=["."])
     assert len(back) == len(df) and back.DV.isna().sum() == len(doses)
 

@@ -68,8 +68,10 @@ def test_run_and_summary_with_a_user_model(tmp_path, monkeypatch):
     assert ds.attrs["model"] == "user_oral"
     # AUC(0-24) of a 1-cmt oral model, analytic: F·D/CL·(1 − (ka e^{−k·24} − k e^{−ka·24})/(ka − k))
     a = 1
+    # 0-24 h is the cohort's first occasion: CL and KA carry its inter-occasion variability
     for s in np.flatnonzero(ds["status"].values[0, a] == 0)[:3]:
-        cl, v, ka = (float(ds[k].values[0, s]) for k in ("CL", "V1", "KA"))
+        cl, ka = (float(ds[f"{k}_occ"].sel(occasion=1).values[0, s]) for k in ("CL", "KA"))
+        v = float(ds["V1"].values[0, s])
         k = cl / v
         ref = 100 / cl * (1 - (ka * np.exp(-k * 24) - k * np.exp(-ka * 24)) / (ka - k))
         assert abs(ds["auc24"].values[0, a, s] - ref) <= 1e-5 * ref

@@ -2,8 +2,8 @@
 import pytest
 
 from insilico.cohorts import load_cohort_spec
-from insilico.cohorts._expr import ARITY, FUNCTIONS
 from insilico.errors import SpecError
+from insilico.expressions import ARITY, FUNCTIONS
 from tests.cohorts.conftest import tiny_spec
 
 GOOD = {"exp": "exp(X)", "log": "log(2 + X ** 2)", "log10": "log10(2 + X ** 2)", "sqrt": "sqrt(1 + X ** 2)",

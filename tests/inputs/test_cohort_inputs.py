@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from insilico.cohorts import draw_cohort, load_cohort_spec
-from insilico.cohorts._expr import MAX_DEPTH, MAX_NODES, parse_expr
 from insilico.errors import SpecError
+from insilico.expressions import MAX_DEPTH, MAX_NODES, parse_expr
 
 
 def spec(**covs) -> dict:

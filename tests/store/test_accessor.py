@@ -109,7 +109,8 @@ def test_nca_of_the_stored_profiles(ds):
 
 def test_plots_report_and_export_call_the_library(ds, tmp_path):
     from insilico.analysis import plots
-    from insilico.analysis.export import to_nonmem, write_nonmem
+    from insilico.analysis.export import to_nonmem
+    from insilico.dosing import write_nonmem_csv
     fig = ds.insilico.plot.profiles("conc", log=True)
     assert isinstance(fig, Figure) and "central concentration" in fig.get_suptitle()
     assert isinstance(ds.insilico.plot.endpoints("responder"), Figure)
@@ -119,7 +120,7 @@ def test_plots_report_and_export_call_the_library(ds, tmp_path):
     html = ds.insilico.report(tmp_path / "r.html", plots=False).read_text()
     assert "Endpoint summary by arm" in html and "Power vs N per arm" in html
     path = ds.insilico.export("nonmem", tmp_path / "nm.csv", dv="conc")
-    assert path.read_text() == write_nonmem(to_nonmem(ds, 0, "conc"), tmp_path / "ref.csv").read_text()
+    assert path.read_text() == write_nonmem_csv(to_nonmem(ds, 0, "conc"), tmp_path / "ref.csv").read_text()
 
 
 def test_pta_table_of_an_infusion_trial(pta_ds):

@@ -99,8 +99,10 @@ def test_counterfactual_same_patients_every_arm(tmp_path, client):
              cluster=client).load()
     assert (ds["status"].values >= 0).all()          # every subject simulated in every arm
     assert (ds["allocated_arm"].values == -1).all()
-    # same daily dose, linear PK: AUC over a day at steady state = 200 mg / CL in both arms
-    cl = ds["CL"].values                              # (replicate, subject), includes replicate uncertainty
+    # same daily dose, linear PK: AUC over a day at steady state = 200 mg / CL in both arms; the
+    # window lies in the cohort's second occasion (from 84 h), whose CL carries inter-occasion variability
+    assert list(ds["occasion_start"].values) == [0.0, 84.0]
+    cl = ds["CL_occ"].sel(occasion=2).values          # (replicate, subject), includes replicate uncertainty
     for a in range(2):
         np.testing.assert_allclose(ds["auc_ss"].values[:, a], 200.0 / cl, rtol=0.01)
     # replicate uncertainty: CL differs between replicates by a common factor on top of new patients

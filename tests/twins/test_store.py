@@ -3,7 +3,9 @@ process killed (SIGKILL) during an update leaves the previous version intact."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -95,10 +97,41 @@ def test_observation_before_the_first_dose_is_refused(store):
     assert [v.number for v in read_twin_versions(store, "E1")] == [0]
 
 
+def test_reads_are_incremental_check_the_chain_and_notice_a_replaced_store(tmp_path):
+    store = tmp_path / "c.zarr"
+    twins.create(store, "C1", PRIOR, "WT=80")
+    twins.update(store, "C1", rows(DOSES[:1], LEVELS[:1]))
+    twins.update(store, "C1", rows(DOSES[1:], LEVELS[1:]))
+    full = read_twin_versions(store, "C1")
+    v2, aside = store / "C1" / "v000002", tmp_path / "aside"
+    # another writer publishes version 2 after this process cached versions 0..1
+    v2.rename(aside)
+    assert [v.number for v in read_twin_versions(store, "C1")] == [0, 1]
+    aside.rename(v2)
+    again = read_twin_versions(store, "C1")
+    assert [v.number for v in again] == [0, 1, 2] and again[2]["record_sha256"] == full[2]["record_sha256"]
+    np.testing.assert_array_equal(again[2]["eta_cov"], full[2]["eta_cov"])
+    assert twins.show(store, "C1")["C1"]["eta"]["ETA1"] == float(full[2]["eta"][0])
+    # a new version whose parent digest does not chain onto the cached history is refused
+    v2.rename(aside)
+    read_twin_versions(store, "C1")
+    meta = json.loads((aside / "zarr.json").read_text())
+    meta["attributes"]["parent_sha256"] = "0" * 64
+    (aside / "zarr.json").write_text(json.dumps(meta))
+    aside.rename(v2)
+    with pytest.raises(SpecError) as e:
+        read_twin_versions(store, "C1")
+    assert e.value.field == "store" and "chain" in str(e.value)
+    # the store replaced at the same path: the cached versions are not reused
+    shutil.rmtree(store)
+    twins.create(store, "C1", PRIOR, "WT=90")
+    fresh = read_twin_versions(store, "C1")
+    assert [v.number for v in fresh] == [0] and fresh[0]["parameters"]["CL"] == pytest.approx(4.0 * (90 / 70) ** 0.75)
+
+
 KILLER = """
 import os, signal, sys
 import pandas as pd
-import zarr
 from insilico import twins
 where = sys.argv[2]
 if where == "publish":           # the new version is written in full, killed just before its rename
@@ -109,12 +142,13 @@ if where == "publish":           # the new version is written in full, killed ju
         return real(a, b, *args, **kw)
     os.rename = rename
 else:                            # killed half-way through writing the new version's arrays
-    real = zarr.Group.create_array
-    def create_array(self, name, *args, **kw):
+    from zarr.core.group import AsyncGroup
+    real = AsyncGroup.create_array
+    async def create_array(self, name, *args, **kw):
         if name == "eta_cov":
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, name, *args, **kw)
-    zarr.Group.create_array = create_array
+        return await real(self, name, *args, **kw)
+    AsyncGroup.create_array = create_array
 rows = pd.DataFrame([dict(TIME=40.0, AMT=0, EVID=0, DV=1.5)])
 twins.update(sys.argv[1], "K1", rows)
 """

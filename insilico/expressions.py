@@ -1,5 +1,6 @@
-"""Safe arithmetic/boolean expressions over covariates (``"BMI * (HT / 100) ** 2"``,
-``"18 <= AGE <= 65"``, ``"SEX == 'female' and CRCL < 30"``).
+"""The safe expression language: arithmetic/boolean expressions over named values — covariates in
+cohort specs (``"BMI * (HT / 100) ** 2"``, ``"18 <= AGE <= 65"``, ``"SEX == 'female' and CRCL < 30"``),
+states and parameters in text models (`insilico.models.text_model`).
 
 Expressions are parsed with :mod:`ast` and compiled to a closure over ``jax.numpy``; only
 numbers, covariate names, ``+ - * / **``, comparisons (chained allowed), ``and/or/not`` and
