@@ -3,7 +3,7 @@ completion records, reading helpers, the ``ds.insilico`` xarray accessor (regist
 the data-safety rules every writer follows (ownership markers, ``--out`` checks, the writer's lock,
 input digests: `insilico.store._safety`)."""
 from insilico.store import _accessor  # noqa: F401  (registers ds.insilico)
-from insilico.store._fit import open_fit, write_fit
+from insilico.store._fit import open_fit, write_fit, write_whole
 from insilico.store._layout import EVERY_ARM, NOT_ALLOCATED, NOT_SIMULATED, Endpoint, Layout, Variable, trial_layout
 from insilico.store._results import (
                                      analysis_tables,
@@ -59,7 +59,7 @@ __all__ = [
     "remove_store", "creating_path", "damaged_chunks", "reset_units",
     "KIND_ATTR", "MANIFEST", "DamagedStore", "IncompleteResults", "changed_inputs", "check_out",
     "clear_owned_files", "digest", "lock_path", "recognise", "replace_owned", "write_manifest", "writer_lock",
-    "open_fit", "write_fit",
+    "open_fit", "write_fit", "write_whole",
 ]
 from insilico.store._twin import (  # the twin store
                                      ROW_COLUMNS,

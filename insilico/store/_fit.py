@@ -13,25 +13,32 @@ from insilico.errors import SpecError
 from insilico.store._safety import KIND_ATTR, check_out, replace_owned, writer_lock
 from insilico.store._zarr import creating_path
 
-__all__ = ["open_fit", "write_fit"]
+__all__ = ["open_fit", "write_fit", "write_whole"]
 
 
-def write_fit(ds: xr.Dataset, path, *, overwrite: bool = False, option: str = "--out") -> Path:
-    """Write the fit Dataset ``ds`` to the store ``path``. An existing ``path`` is replaced only
-    with ``overwrite`` and only when it is a fit store insilico wrote (`SpecError` otherwise)."""
+def write_whole(ds: xr.Dataset, path, kind: str, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """Write ``ds`` whole and atomically as an insilico store of ``kind`` (``fit``, ``crossover``):
+    ``--out`` checks, the writer's lock, an existing ``path`` replaced only with ``overwrite`` and
+    only when it is a ``kind`` store insilico wrote (`SpecError` otherwise), built beside ``path``
+    and renamed into place."""
     path = check_out(path, option=option)
     with writer_lock(path, option=option):
-        replace_owned(path, "fit", overwrite=overwrite, option=option)
+        replace_owned(path, kind, overwrite=overwrite, option=option)
         tmp = creating_path(path)
         if tmp.exists():
             shutil.rmtree(tmp)
         ds = ds.copy()
-        ds.attrs = {KIND_ATTR: "fit", **ds.attrs}
-        with warnings.catch_warnings():   # fixed-length string coordinates (parameter names): no v3 spec yet
+        ds.attrs = {KIND_ATTR: kind, **ds.attrs}
+        with warnings.catch_warnings():   # fixed-length string coordinates/variables: no v3 spec yet
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             ds.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
         os.rename(tmp, path)
     return path
+
+
+def write_fit(ds: xr.Dataset, path, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """Write the fit Dataset ``ds`` to the store ``path`` (`write_whole` with kind ``fit``)."""
+    return write_whole(ds, path, "fit", overwrite=overwrite, option=option)
 
 
 def open_fit(path) -> xr.Dataset:

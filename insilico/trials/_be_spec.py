@@ -36,9 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,7 +49,7 @@ from insilico.config import SpecModel, apply_overrides, read_mapping, validate
 from insilico.errors import SpecError
 from insilico.models import ModelRef, resolve_model
 from insilico.stats import be_table
-from insilico.store import KIND_ATTR, check_out, creating_path, replace_owned, writer_lock
+from insilico.store import KIND_ATTR, write_whole
 from insilico.trials._crossover import ENDPOINTS, CrossoverDesign, Formulation, be_power, simulate_crossover
 
 __all__ = ["CrossoverTrialSpec", "be_summary", "check_crossover", "is_crossover_spec", "load_crossover_spec",
@@ -224,20 +221,8 @@ def run_crossover(source, out=None, *, overwrite: bool = False, overrides: list[
 
 
 def _write(ds: xr.Dataset, path: Path, overwrite: bool) -> Path:
-    """Write ``ds`` to ``path`` under the store's data-safety rules (as `insilico.store.write_fit`):
-    ``--out`` checks, the writer's lock, replace only a crossover store insilico wrote, write to a
-    temporary folder and rename."""
-    path = check_out(path)
-    with writer_lock(path):
-        replace_owned(path, "crossover", overwrite=overwrite)
-        tmp = creating_path(path)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        with warnings.catch_warnings():   # fixed-length string variables (metric, treatment): no v3 spec yet
-            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-            ds.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
-        os.rename(tmp, path)
-    return path
+    """Write ``ds`` as a crossover store under the store's data-safety rules (`insilico.store.write_whole`)."""
+    return write_whole(ds, path, "crossover", overwrite=overwrite)
 
 
 def open_crossover(path) -> xr.Dataset:
