@@ -13,6 +13,7 @@ from insilico.estimation._methods import NUTS, method_from
 from insilico.estimation._problem import build_problem
 from insilico.estimation._result import FitResult
 from insilico.estimation._spec import load_population_model
+from insilico.jax_config import relieve_map_pressure
 
 __all__ = ["fit"]
 
@@ -38,6 +39,7 @@ def fit(model, data, method="focei", *, overrides: list[str] | None = None, npde
     estimates) are left out and listed in ``result.excluded``; a fit that does not converge is
     returned with ``converged`` False and the optimiser's message.
     """
+    relieve_map_pressure()     # a long session's compiled programs must not exhaust the process's mappings
     options = method_from(method)
     spec, base = load_population_model(model, overrides)
     problem = build_problem(spec, data, base=base if isinstance(model, (str, Path)) else None, solver=solver)

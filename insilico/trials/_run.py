@@ -14,6 +14,7 @@ from insilico.cluster import using
 from insilico.cohorts import compile_spec
 from insilico.engine import status as engine_status
 from insilico.errors import SpecError
+from insilico.jax_config import relieve_map_pressure
 from insilico.trials._fit import tree_digest
 from insilico.trials._prepare import TrialContext, check_resources, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
@@ -187,6 +188,7 @@ def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool =
     or an `insilico.cluster.ClusterOptions` (default: a LocalCluster started here).
     """
     t_start = time.perf_counter()
+    relieve_map_pressure()     # a long session's compiled programs must not exhaust the process's mappings
     spec_obj, base = load_trial_spec(spec, overrides)
     ctx = prepare(spec_obj, base)
     if resume and overwrite:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from insilico import __version__
 from insilico.errors import SpecError
+from insilico.jax_config import relieve_map_pressure
 from insilico.store import (
     ROW_COLUMNS,
     append_twin_versions,
@@ -150,6 +151,7 @@ def _twin(store, pid: str, upto: int | None = None):
 def update(store, patient_id: str, rows) -> dict:
     """Add ``rows`` (CSV path or DataFrame, NONMEM columns; see `insilico.twins._data`) to twin
     ``patient_id`` and append the new posterior as the next version. Returns {patient_id: summary}."""
+    relieve_map_pressure()     # a long session's compiled programs must not exhaust the process's mappings
     pid = check_patient_id(patient_id)
     info, tm, versions = _twin(store, pid)
     df = normalise_rows(rows, tm.covariates)
@@ -172,6 +174,7 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
     the store are created from it, with covariates from their rows' covariate columns; without,
     an unknown ID is an error. Everything is checked before anything is written.
     Returns {patient_id: summary} of the updated twins."""
+    relieve_map_pressure()
     existing = set(_ids_if_store(store))
     table = read_table(batch)
     ids_in = list(dict.fromkeys(_id_column(table)))
