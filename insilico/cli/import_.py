@@ -1,4 +1,5 @@
-"""`insilico import nonmem run1.mod [--ext run1.ext] --out run1/`: translate a NONMEM control stream."""
+"""`insilico import nonmem run1.mod [--ext run1.ext] [--cov run1.cov] --out run1/`: translate a NONMEM control
+stream."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,12 +16,14 @@ import_app = typer.Typer(help="Import models written for other tools.", no_args_
 def nonmem_command(
     control_stream: Path = typer.Argument(..., help="NONMEM control stream (.mod/.ctl)."),
     ext: Path = typer.Option(None, "--ext", help="NONMEM .ext file: use its final estimates as the values."),
+    cov: Path = typer.Option(None, "--cov", help="NONMEM .cov file: write the covariance of the estimates, on the "
+                                                 "translated quantities, to covariance.yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write population.yaml, nonmem_names.yaml and "
                                                       "untranslated.txt into."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a population.yaml already there."),
 ):
-    """Translate a NONMEM model (ADVAN1-4) into an insilico population model. What is not translated
-    is listed (and written to untranslated.txt); exit 2 when an essential part is among it."""
+    """Translate a NONMEM model (ADVAN1-4/11/12, ADVAN6/13 $DES) into an insilico population model. What is
+    not translated is listed (and written to untranslated.txt); exit 2 when an essential part is among it."""
     from insilico.errors import SpecError
     from insilico.imports import import_nonmem, write_import
     from insilico.store import check_out
@@ -28,7 +31,7 @@ def nonmem_command(
     check_out(out)
     if (out / "population.yaml").exists() and not overwrite:
         raise SpecError("--out", f"{out / 'population.yaml'} already exists; use --overwrite to replace it")
-    result = import_nonmem(control_stream, ext=ext)
+    result = import_nonmem(control_stream, ext=ext, cov=cov)
     paths = write_import(result, out)
     for line in result.untranslated:
         err_console.print(f"not translated: {line}", markup=False, highlight=False)
@@ -36,6 +39,9 @@ def nonmem_command(
         err_console.print(f"error: {control_stream}: essential parts could not be translated "
                           f"(listed above and in {paths['untranslated']})", markup=False, highlight=False)
         raise typer.Exit(2)
-    console.print(f"wrote {paths['population']} ({result.population['model']['name']}, "
+    model = result.population["model"].get("name") or paths.get("model")
+    console.print(f"wrote {paths['population']} ({model}, "
                   f"{len(result.population['parameters'])} parameters), {paths['names']}, "
-                  f"{paths['untranslated']} ({len(result.untranslated)} lines)", markup=False, highlight=False)
+                  f"{paths['untranslated']} ({len(result.untranslated)} lines)"
+                  + "".join(f", {paths[k]}" for k in ("model", "covariance") if k in paths),
+                  markup=False, highlight=False)

@@ -4,10 +4,15 @@ The control stream is parsed by pharmpy-core (``pharmpy.modeling.read_model``); 
 $THETA, $OMEGA and $SIGMA are then mapped onto :mod:`insilico.estimation`'s population-model
 file (``PopulationModelSpec``):
 
-* $SUBROUTINE ADVAN1/2 TRANS2 and ADVAN3/4 TRANS4 -> built-ins ``1cmt_iv``, ``1cmt_oral``,
-  ``2cmt_iv``, ``2cmt_oral`` (NONMEM Users Guide VI, PREDPP: ADVAN4 TRANS4's V2/V3 are insilico's
-  V1/V2). The scale of the observed compartment (S1 or S2) must equal its volume, so that
-  F = amount / volume is insilico's ``conc``.
+* $SUBROUTINE ADVAN1/2 TRANS2, ADVAN3/4/11/12 TRANS4 and ADVAN1/2/3/4/11/12 TRANS1 -> built-ins
+  ``1cmt_iv``, ``1cmt_oral``, ``2cmt_iv``, ``2cmt_oral``, ``3cmt_iv``, ``3cmt_oral`` (NONMEM Users
+  Guide VI, PREDPP; the table `ADVANS`: ADVAN4 TRANS4's V2/V3 are insilico's V1/V2, ADVAN11's
+  Q2/Q3 and ADVAN12's Q3/Q4 are Q/Q3). The scale of the observed compartment (S1 or S2) must equal
+  its volume, so that F = amount / volume is insilico's ``conc``; with TRANS1 the scale is the
+  volume and the rate constants become clearances (CL = K*V, Q = K12*V, V2 = K12*V/K21), each of
+  which must then have the population form below.
+* $SUBROUTINE ADVAN6/13 with $MODEL and $DES -> a text-equation model (`insilico.imports._des`),
+  written next to population.yaml and named by ``model: {file: ...}``.
 * $PK: each basic PK parameter must be ``TV * EXP(ETA(k))`` with ``TV`` a product of one THETA
   (the typical value) and covariate factors: ``COV`` or ``(COV/ref)**THETA`` (power),
   ``EXP(THETA*(COV-ref))`` (exponential), ``(1 + THETA*(COV-ref))`` (linear) and ``IF`` blocks
@@ -17,6 +22,8 @@ file (``PopulationModelSpec``):
   ``a + b F**2`` (additive a, proportional b, combined both; the ``W``/``IPRED`` idioms included);
   ``Y = F*EXP(EPS(1))`` is exponential.
 * FIX and finite bounds -> ``estimate.fix`` / ``estimate.bounds``.
+* ``cov``: NONMEM's ``.cov`` matrix carried onto the translated quantities by the delta method
+  (`covariance_of`; written to ``covariance.yaml``).
 
 What cannot be translated is collected line by line (``NonmemImport.untranslated``); when it
 is essential (a structural parameter, the residual model) ``NonmemImport.ok`` is False.
@@ -30,20 +37,42 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import sympy
 
 from insilico.errors import SpecError
 
-__all__ = ["ADVANS", "NonmemImport", "import_nonmem"]
+__all__ = ["ADVANS", "GENERAL_ADVANS", "NonmemImport", "covariance_of", "import_nonmem"]
 
-# (ADVAN, TRANS) -> (built-in model, {NONMEM parameter: insilico parameter}, scale, observed volume)
+# (ADVAN, TRANS) -> (built-in, {insilico parameter: expression of NONMEM $PK variables}, scale, the
+# insilico parameter the scale must equal). NONMEM Users Guide VI (PREDPP), chapter "ADVAN and TRANS
+# routines": ADVAN1 (central 1), ADVAN2 (depot 1, central 2), ADVAN3 (central 1, peripheral 2),
+# ADVAN4 (depot 1, central 2, peripheral 3), ADVAN11 (central 1, peripherals 2 and 3), ADVAN12 (depot
+# 1, central 2, peripherals 3 and 4). TRANS2/TRANS4 give clearances and volumes; TRANS1 gives the
+# rate constants K (elimination), Kij (flow from i to j) and KA, with the scale S of the central
+# compartment as its volume: mass balance of the flows, K*A = CL*A/V and Kij*Ai = Q*Ai/Vi,
+# Kji*Aj = Q*Aj/Vj, gives CL = K*V, Q = Kij*V, Vj = Kij*V/Kji.
 ADVANS = {
     ("ADVAN1", "TRANS2"): ("1cmt_iv", {"CL": "CL", "V": "V"}, "S1", "V"),
     ("ADVAN2", "TRANS2"): ("1cmt_oral", {"CL": "CL", "V": "V", "KA": "KA"}, "S2", "V"),
     ("ADVAN3", "TRANS4"): ("2cmt_iv", {"CL": "CL", "V1": "V1", "Q": "Q", "V2": "V2"}, "S1", "V1"),
-    ("ADVAN4", "TRANS4"): ("2cmt_oral", {"CL": "CL", "V2": "V1", "Q": "Q", "V3": "V2", "KA": "KA"}, "S2", "V2"),
+    ("ADVAN4", "TRANS4"): ("2cmt_oral", {"CL": "CL", "V1": "V2", "Q": "Q", "V2": "V3", "KA": "KA"}, "S2", "V1"),
+    ("ADVAN11", "TRANS4"): ("3cmt_iv", {"CL": "CL", "V1": "V1", "Q": "Q2", "V2": "V2", "Q3": "Q3", "V3": "V3"},
+                            "S1", "V1"),
+    ("ADVAN12", "TRANS4"): ("3cmt_oral", {"CL": "CL", "V1": "V2", "Q": "Q3", "V2": "V3", "Q3": "Q4", "V3": "V4",
+                                          "KA": "KA"}, "S2", "V1"),
+    ("ADVAN1", "TRANS1"): ("1cmt_iv", {"CL": "K*S1", "V": "S1"}, "S1", "V"),
+    ("ADVAN2", "TRANS1"): ("1cmt_oral", {"CL": "K*S2", "V": "S2", "KA": "KA"}, "S2", "V"),
+    ("ADVAN3", "TRANS1"): ("2cmt_iv", {"CL": "K*S1", "V1": "S1", "Q": "K12*S1", "V2": "K12*S1/K21"}, "S1", "V1"),
+    ("ADVAN4", "TRANS1"): ("2cmt_oral", {"CL": "K*S2", "V1": "S2", "Q": "K23*S2", "V2": "K23*S2/K32", "KA": "KA"},
+                           "S2", "V1"),
+    ("ADVAN11", "TRANS1"): ("3cmt_iv", {"CL": "K*S1", "V1": "S1", "Q": "K12*S1", "V2": "K12*S1/K21",
+                                        "Q3": "K13*S1", "V3": "K13*S1/K31"}, "S1", "V1"),
+    ("ADVAN12", "TRANS1"): ("3cmt_oral", {"CL": "K*S2", "V1": "S2", "Q": "K23*S2", "V2": "K23*S2/K32",
+                                          "Q3": "K24*S2", "V3": "K24*S2/K42", "KA": "KA"}, "S2", "V1"),
 }
-_OPTIONAL = {"F1": "F", "ALAG1": "ALAG"}     # oral models: bioavailability and lag of the depot
+GENERAL_ADVANS = ("ADVAN6", "ADVAN13")      # $DES -> a text-equation model (insilico.imports._des)
+_OPTIONAL = {"F": "F1", "ALAG": "ALAG1"}     # oral models: bioavailability and lag of the depot
 _HANDLED_RECORDS = {"PROBLEM", "DATA", "INPUT", "SUBROUTINES", "ABBREVIATED", "PK", "ERROR", "THETA", "OMEGA",
                     "SIGMA", "ESTIMATION", "COVARIANCE", "TABLE", "SIZES", "SCATTER", "ETAS", "PHIS"}
 _ESSENTIAL_RECORDS = {"PRED", "DES", "MODEL", "MIX", "AES", "INFN"}
@@ -63,12 +92,19 @@ class NonmemImport:
         comment names of the control stream.
     untranslated : one line per control-stream line or item not translated, with the reason.
     ok : False when an essential part is among ``untranslated``.
+    text_model : for ADVAN6/13, the text-equation model (`insilico.models.text_model` mapping) that
+        ``population["model"] = {"file": text_model_file}`` names (written next to population.yaml).
+    covariance : with a ``.cov`` file, the covariance of the estimates on the translated quantities
+        (`covariance_of`).
     """
 
     population: dict | None
     names: dict
     untranslated: list[str] = field(default_factory=list)
     ok: bool = True
+    text_model: dict | None = None
+    text_model_file: str | None = None
+    covariance: dict | None = None
 
 
 @dataclass
@@ -344,12 +380,14 @@ def _assigned(model, name: str) -> bool:
 
 # --------------------------------------------------------------------------- main
 
-def import_nonmem(path: str | Path, ext: str | Path | None = None) -> NonmemImport:
+def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Path | None = None) -> NonmemImport:
     """Translate the control stream at ``path`` (values from the control stream, or the final
-    estimates of the NONMEM ``.ext`` file ``ext``). Errors reading the files: `SpecError`."""
+    estimates of the NONMEM ``.ext`` file ``ext``). ``cov``: NONMEM's ``.cov`` file, carried onto
+    the translated quantities (``NonmemImport.covariance``, `covariance_of`). Errors reading the
+    files: `SpecError`."""
     from pharmpy.modeling import read_model
 
-    from insilico.imports._tables import read_ext
+    from insilico.imports._tables import read_cov, read_ext
 
     path = Path(path)
     if not path.is_file():
@@ -358,19 +396,21 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None) -> NonmemImpo
         model = read_model(str(path))
     except Exception as e:   # pharmpy raises many kinds on a malformed stream
         raise SpecError("model", f"{path}: pharmpy cannot parse the control stream: {e}") from None
+    cov_table = read_cov(cov) if cov is not None else None
     cs = model.internals.control_stream
-    untranslated: list[str] = []
-    for rec in cs.records:
-        if rec.name not in _HANDLED_RECORDS:
-            kind = "essential" if rec.name in _ESSENTIAL_RECORDS else "not translated"
-            untranslated.append(f"${rec.name}: {str(rec).strip().splitlines()[0]} -- record {kind}")
     subs = cs.get_records("SUBROUTINES")
     advan = (subs[0].advan, subs[0].trans) if subs else (None, None)
-    if advan not in ADVANS:
-        untranslated.append(f"$SUBROUTINE {advan[0] or '(none)'} {advan[1] or ''} -- only ADVAN1/2 TRANS2 and "
-                            "ADVAN3/4 TRANS4 are translated")
+    general = advan[0] in GENERAL_ADVANS
+    handled = _HANDLED_RECORDS | ({"DES", "MODEL"} if general else set())
+    untranslated: list[str] = []
+    for rec in cs.records:
+        if rec.name not in handled:
+            kind = "essential" if rec.name in _ESSENTIAL_RECORDS else "not translated"
+            untranslated.append(f"${rec.name}: {str(rec).strip().splitlines()[0]} -- record {kind}")
+    if advan not in ADVANS and not general:
+        untranslated.append(f"$SUBROUTINE {advan[0] or '(none)'} {advan[1] or ''} -- only ADVAN1/2/3/4/11/12 TRANS1, "
+                            "ADVAN1/2 TRANS2, ADVAN3/4/11/12 TRANS4 and ADVAN6/13 ($DES) are translated")
         return NonmemImport(None, {}, untranslated, ok=False)
-    builtin, pk_map, scale, volume = ADVANS[advan]
 
     thetas = list(_theta_names(model))
     etas = list(model.random_variables.etas.names)
@@ -393,33 +433,58 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None) -> NonmemImpo
     ctx = _Context(thetas, etas, eps, set(model.datainfo.names), values, dataset,
                    _symbol_matrix(model.random_variables.epsilons))
 
+    if general:
+        return _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table, cov)
+
     failed, relations, fixed_model = {}, {}, {}
-    wanted = dict(pk_map)
+    builtin, pk_map, scale, volume = ADVANS[advan]
+    wanted = {ins: _form(e) for ins, e in pk_map.items()}
     if builtin.endswith("oral"):
-        wanted.update({k: v for k, v in _OPTIONAL.items() if _assigned(model, k)})
-    for nm_par, ins_par in wanted.items():
-        if not _assigned(model, nm_par):
-            failed[nm_par] = f"{nm_par} is required by {advan[0]} {advan[1]} but not assigned in $PK"
-            untranslated.append(f"$PK: {failed[nm_par]}")
+        wanted.update({ins: sympy.Symbol(nm) for ins, nm in _OPTIONAL.items() if _assigned(model, nm)})
+    nm_targets = set()
+    eta_owner: dict[str, str] = {}
+    for ins_par, form in wanted.items():
+        needs = sorted(s.name for s in form.free_symbols)
+        nm_targets |= set(needs)
+        key = needs[0] if len(needs) == 1 else next(n for n in needs if not re.fullmatch(r"S\d", n))
+        missing = [n for n in needs if not _assigned(model, n)]
+        if missing:
+            why = "is" if len(missing) == 1 else "are"
+            failed[key] = (f"{', '.join(missing)} {why} required by {advan[0]} {advan[1]} but not assigned in $PK"
+                           + (f" (insilico's {ins_par} = {form}: the scale {scale} is the central volume)"
+                              if scale in missing else ""))
+            untranslated.append(f"$PK: {failed[key]}")
             continue
-        expr = _pk_expression(model, nm_par)
-        if expr.is_number and nm_par in _OPTIONAL:
+        expr = form.subs({sympy.Symbol(n): _pk_expression(model, n) for n in needs})
+        if len(needs) > 1:
+            expr = _simplify_product(expr)
+        if expr.is_number and ins_par in _OPTIONAL:
             fixed_model[ins_par] = float(expr)
             continue
         try:
             relations[ins_par] = parameter_relation(expr, ctx)
         except _Untranslatable as e:
-            failed[nm_par] = f"{nm_par} = {expr}: {e}"
-    if not _assigned(model, scale) or sympy.simplify(_pk_expression(model, scale)
-                                                    - _pk_expression(model, volume)) != 0:
-        failed[scale] = f"{scale} must equal {volume} (F = amount / volume is the concentration)"
+            failed[key] = (f"{key} = {expr}: {e}" if len(needs) == 1 else
+                           f"insilico's {ins_par} = {form} = {expr}: {e} ({advan[1]} rate constants must combine "
+                           "with the scale into THETA*effects*EXP(ETA); otherwise translate the model as $DES)")
+            continue
+        eta = relations[ins_par]["eta"]
+        if eta and eta in eta_owner:
+            failed[key] = f"{ins_par} and {eta_owner[eta]} both carry {eta} (one ETA per parameter)"
+            relations.pop(ins_par)
+        elif eta:
+            eta_owner[eta] = ins_par
+    vol_expr = wanted[volume].subs({sympy.Symbol(n): _pk_expression(model, n) for n in
+                                    (s.name for s in wanted[volume].free_symbols) if _assigned(model, n)})
+    if not _assigned(model, scale) or sympy.simplify(_pk_expression(model, scale) - vol_expr) != 0:
+        failed[scale] = f"{scale} must equal {pk_map[volume]} (F = amount / volume is the concentration)"
     try:
         res_type, res_parts = _residual(model, scale, ctx)
     except _Untranslatable as e:
         failed["Y"] = f"residual model: {e}"
         res_type, res_parts = None, {}
 
-    needed = _needed(model.statements, set(wanted) | {scale, "Y"})
+    needed = _needed(model.statements, nm_targets | {scale, "Y"})
     untranslated += _report_lines(cs, needed, failed)
     for k, v in failed.items():
         if not any(f"-- {v}" in line for line in untranslated):
@@ -427,10 +492,82 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None) -> NonmemImpo
     if failed:
         return NonmemImport(None, {}, untranslated, ok=False)
 
-    population, names, notes = _assemble(model, path, builtin, relations, fixed_model, res_type, res_parts,
+    population, names, notes = _assemble(model, path, {"name": builtin}, relations, fixed_model, res_type, res_parts,
                                          ctx, nm_names, thetas)
     untranslated += notes
-    return NonmemImport(population, names, untranslated, ok=True)
+    result = NonmemImport(population, names, untranslated, ok=True)
+    if cov_table is not None:
+        result.covariance = covariance_of(cov_table, result, relations, res_parts, model, ctx, nm_names, cov)
+    return result
+
+
+def _form(text: str):
+    """A TRANS expression of $PK names (``K12*S1/K21``) as sympy, every name a Symbol (``Q`` included)."""
+    return sympy.sympify(text, locals={n: sympy.Symbol(n) for n in re.findall(r"[A-Z]\w*", text)})
+
+
+def _simplify_product(expr):
+    """A TRANS1 product such as K*S1 with K = CL/V, S1 = V: fold IF branches (Piecewise) and cancel."""
+    e = sympy.piecewise_fold(sympy.powsimp(expr, force=True))
+    if isinstance(e, sympy.Piecewise):
+        branches = [(sympy.simplify(sympy.powsimp(b, force=True)), c) for b, c in e.args]
+        e = sympy.Piecewise(*branches)
+        if all(sympy.simplify(b - branches[-1][0]) == 0 for b, _ in branches):
+            return branches[-1][0]
+        return e
+    return sympy.simplify(e)
+
+
+def _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table, cov) -> NonmemImport:
+    """ADVAN6/13: $MODEL + $DES -> a text-equation model (`insilico.imports._des.translate_des`)."""
+    from insilico.imports._des import translate_des
+
+    failed = {}
+    obs, scale = None, None
+    try:
+        y = model.statements.after_odes.full_expression("Y")._sympy_()
+        amounts = sorted({str(a.func) for a in y.atoms(sympy.Function)
+                          if isinstance(a, sympy.core.function.AppliedUndef)})
+        if len(amounts) == 1 and amounts[0].startswith("A_"):
+            obs = amounts[0][2:]
+        f_expr = model.statements.after_odes.full_expression("F")._sympy_() if _assigned_after(model, "F") else None
+        if f_expr is not None:
+            scales = [s.name for s in f_expr.free_symbols if re.fullmatch(r"S\d+", s.name)]
+            scale = scales[0] if len(scales) == 1 else None
+    except Exception as e:       # pharmpy could not find Y or F
+        failed["Y"] = f"residual model: {e}"
+    des = translate_des(model, cs, ctx, parameter_relation, (obs, scale))
+    failed.update(des.failed)
+    res_type, res_parts = None, {}
+    if "Y" not in failed:
+        try:
+            res_type, res_parts = _residual(model, scale, ctx)
+        except _Untranslatable as e:
+            failed["Y"] = f"residual model: {e}"
+    needed = _needed(model.statements, set(des.pk_used) | {"Y"} | ({scale} if scale else set()))
+    pk_failed = {k.split()[-1]: v for k, v in failed.items() if k.startswith("$PK ") and " " not in k[4:]}
+    untranslated += _report_lines(cs, needed, pk_failed)
+    for k, v in failed.items():
+        if not any(f"-- {v}" in line for line in untranslated):
+            untranslated.append(f"{k} -- {v}")
+    untranslated += des.notes
+    if failed or des.text_model is None:
+        return NonmemImport(None, {}, untranslated, ok=False)
+    name = _problem_name(path)
+    text = {**des.text_model, "name": name,
+            "description": f"$DES of {path.name} (insilico import nonmem; NONMEM compartments as states)"}
+    file = f"{name}_model.yaml"
+    population, names, notes = _assemble(model, path, {"file": file}, des.relations, des.fixed, res_type, res_parts,
+                                         ctx, nm_names, thetas)
+    untranslated += notes
+    result = NonmemImport(population, names, untranslated, ok=True, text_model=text, text_model_file=file)
+    if cov_table is not None:
+        result.covariance = covariance_of(cov_table, result, des.relations, res_parts, model, ctx, nm_names, cov)
+    return result
+
+
+def _assigned_after(model, name: str) -> bool:
+    return any(str(getattr(s, "symbol", "")) == name for s in model.statements.after_odes)
 
 
 def _theta_names(model):
@@ -462,7 +599,7 @@ def _residual(model, scale, ctx):
     amounts = [a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)]
     if len({str(a.func) for a in amounts}) != 1:
         raise _Untranslatable("Y must depend on the observed compartment's amount through F only")
-    y = y.subs(amounts[0], f_sym * sympy.Symbol(scale))
+    y = y.subs(amounts[0], f_sym * sympy.Symbol(scale) if scale else f_sym)
     y = _drop_w_guard(y)
     return residual_relation(sympy.simplify(y), f_sym, ctx)
 
@@ -482,7 +619,7 @@ def _value(expr, ctx) -> float:
     return float(sympy.sympify(expr).subs({sympy.Symbol(k): v for k, v in ctx.values.items()}))
 
 
-def _assemble(model, path, builtin, relations, fixed_model, res_type, res_parts, ctx, nm_names, thetas):
+def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_parts, ctx, nm_names, thetas):
     """The population mapping, the names sidecar and notes (bounds not carried)."""
     params, fix, bounds, notes = {}, [], {}, []
     theta_map: dict[str, dict] = {}
@@ -579,7 +716,7 @@ def _assemble(model, path, builtin, relations, fixed_model, res_type, res_parts,
             fix.append(slot[comp])
 
     population = {"name": _problem_name(path), "description": f"imported from {path.name} by insilico "
-                  "import nonmem", "model": {"name": builtin, **({"parameters": fixed_model} if fixed_model else {})},
+                  "import nonmem", "model": {**model_ref, **({"parameters": fixed_model} if fixed_model else {})},
                   "output": "conc", "parameters": params}
     if eta_order:
         population["bsv"] = {"parameters": [eta_par[e] for e in eta_order], "omega": omega}
@@ -618,3 +755,74 @@ def _rename(expr, nm_names) -> str:
 def _problem_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "population"
 
+
+
+# --------------------------------------------------------------------------- covariance of the estimates
+
+def covariance_of(cov_table, result: NonmemImport, relations: dict, res_parts: dict, model, ctx: _Context,
+                  nm_names: dict, source) -> dict:
+    """NONMEM's covariance matrix of the estimates (`read_cov`) carried onto the translated
+    quantities, named as insilico names estimated quantities (``CL``, ``CL.WT``,
+    ``V.APGR[1]``, ``OMEGA(i,j)`` in ``bsv`` order, ``SIGMA(k,k)``; `insilico.estimation`) on the
+    natural scale (typical values and effect thetas as written, Omega elements, residual
+    variances).
+
+    Each insilico quantity q is a function g of NONMEM's THETA/OMEGA/SIGMA (the identity for
+    most; a categorical multiplier ``1 + THETA3``; a residual variance ``THETA10**2``), so the
+    delta method gives Cov(q) = J C J^T with J = dg/d(NONMEM) at the values imported (exact for
+    the linear maps). Fixed elements (rows of zeros in the .cov file) stay at zero variance.
+    Returns ``{source, scale, names, nonmem, matrix}``; ``nonmem`` gives each name's expression
+    in NONMEM's names. A NONMEM element a quantity needs that the file lacks: `SpecError`."""
+    pop = result.population
+    quantities: list[tuple[str, sympy.Expr]] = []
+    for par in pop["parameters"]:
+        rel = relations[par]
+        quantities.append((par, sympy.Symbol(rel["typical"])))
+        for eff in rel["effects"]:
+            if eff["type"] == "categorical":
+                quantities += [(f"{par}.{eff['covariate']}[{lv}]", sympy.sympify(r))
+                               for lv, r in eff["relation"].items()]
+            else:
+                th = eff["theta"]
+                quantities.append((f"{par}.{eff['covariate']}",
+                                   sympy.Symbol(th) if isinstance(th, str) else sympy.Float(th)))
+    if pop.get("bsv"):
+        om = _symbol_matrix(model.random_variables.etas)
+        idx = [ctx.etas.index(relations[p]["eta"]) for p in pop["bsv"]["parameters"]]
+        for a, i in enumerate(idx):
+            for b, j in enumerate(idx[:a + 1]):
+                if om[i][j] != "0":
+                    quantities.append((f"OMEGA({a + 1},{b + 1})", sympy.Symbol(om[i][j])))
+    res_type = pop["residual_error"]["type"]
+    for comp in ("proportional", "exponential", "additive"):
+        if comp in res_parts:
+            slot = "SIGMA(2,2)" if comp == "additive" and res_type == "combined" else "SIGMA(1,1)"
+            quantities.append((slot, sympy.sympify(res_parts[comp])))
+
+    pars = {p.name: p for p in model.parameters}
+    columns = list(cov_table.columns)
+    c = cov_table.to_numpy(dtype=float)
+    subs = {sympy.Symbol(k): v for k, v in ctx.values.items()}
+    jac = np.zeros((len(quantities), len(columns)))
+    used = set()
+    for r, (name, expr) in enumerate(quantities):
+        for sym in sorted(expr.free_symbols, key=str):
+            nm = nm_names.get(sym.name)
+            col = nm if nm in columns else (_transposed(nm) if nm and nm[0] in "OS" and _transposed(nm) in columns
+                                            else None)
+            if col is None:
+                if sym.name in pars and pars[sym.name].fix:
+                    continue
+                raise SpecError("cov", f"{source or 'the .cov file'}: no row for {nm or sym.name}, which {name} "
+                                       "uses")
+            used.add(col)
+            jac[r, columns.index(col)] = float(expr.diff(sym).subs(subs))
+    out = jac @ c @ jac.T
+    notes = [f"--cov: {col} (variance {c[k, k]:.4g}) not carried: no translated quantity uses it"
+             for k, col in enumerate(columns) if col not in used and c[k, k] != 0]
+    result.untranslated += notes
+    nonmem = {name: float(expr) if expr.is_number else _rename(expr, nm_names) for name, expr in quantities}
+    return {"source": Path(source).name if source else "cov",
+            "scale": "natural: typical values and effect thetas as written, OMEGA(i,j) and SIGMA(k,k) variances",
+            "names": [n for n, _ in quantities], "nonmem": nonmem,
+            "matrix": [[float(f"{v:.10g}") for v in row] for row in out]}

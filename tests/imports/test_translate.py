@@ -174,7 +174,7 @@ def test_untranslatable_pk_is_listed_and_exits_2(tmp_path, pk, reason):
 def test_unsupported_advan_and_error_model(tmp_path):
     r = import_nonmem(_write(tmp_path, "$SUBROUTINE ADVAN1 TRANS1\n$PK\nK = THETA(1)\nS1 = THETA(2)\n$ERROR\n"
                                        "Y = F + EPS(1)\n$THETA 1 2\n$OMEGA 0 FIX\n$SIGMA 1\n", cmt=False))
-    assert not r.ok and "only ADVAN1/2 TRANS2" in r.untranslated[-1]
+    assert not r.ok and "TRANS1 rate constants must combine with the scale" in r.untranslated[-1]
     r = import_nonmem(_write(tmp_path, "$SUBROUTINE ADVAN1 TRANS2\n$PK\nCL = THETA(1)\nV = THETA(2)\nS1 = V\n"
                                        "$ERROR\nY = F + F**2*EPS(1)\n$THETA 1 2\n$SIGMA 1\n", cmt=False))
     assert not r.ok and any("$ERROR line 1: Y = F + F**2*EPS(1) --" in line for line in r.untranslated)
