@@ -87,6 +87,28 @@ PARAMETER_INFO: dict[str, ParameterInfo] = {k: ParameterInfo(*v) for k, v in {
     "PSI": ("1", "sharpness of the exponential-to-linear growth switch"),
     "K1": ("1/h", "transit rate constant of damaged tumour cells"),
     "K2": ("L/(mg*h)", "drug potency on proliferating tumour cells"),
+    # drug-drug interactions (victim + perpetrator models): concentrations unbound, mg/L
+    "FM_E": ("1", "fraction of the victim's clearance by the affected enzyme (fm)"),
+    "PERP_FU": ("1", "perpetrator fraction unbound in plasma"),
+    "KI": ("mg/L", "reversible (competitive) inhibition constant, unbound"),
+    "KINACT": ("1/h", "maximal enzyme inactivation rate constant (mechanism-based inhibition)"),
+    "KI_MBI": ("mg/L", "perpetrator concentration at half-maximal inactivation, unbound"),
+    "KDEG_E": ("1/h", "enzyme degradation rate constant (turnover)"),
+    "EMAX_IND": ("1", "maximal fold increase of enzyme synthesis by induction"),
+    "EC50_IND": ("mg/L", "perpetrator concentration at half-maximal induction, unbound"),
+    "PERP_CL": ("L/h", "perpetrator clearance"),
+    "PERP_V": ("L", "perpetrator volume of distribution"),
+    "PERP_V1": ("L", "perpetrator central volume"),
+    "PERP_Q": ("L/h", "perpetrator intercompartmental clearance (central - peripheral 1)"),
+    "PERP_V2": ("L", "perpetrator peripheral volume (peripheral 1)"),
+    "PERP_Q3": ("L/h", "perpetrator intercompartmental clearance (central - peripheral 2)"),
+    "PERP_V3": ("L", "perpetrator peripheral volume (peripheral 2)"),
+    "PERP_KA": ("1/h", "perpetrator first-order absorption rate constant"),
+    "PERP_KTR": ("1/h", "perpetrator transit rate constant"),
+    "PERP_F": ("1", "perpetrator bioavailability"),
+    "PERP_ALAG": ("h", "perpetrator absorption lag time"),
+    "PERP_VMAX": ("mg/h", "perpetrator maximum elimination rate"),
+    "PERP_KM": ("mg/L", "perpetrator Michaelis-Menten constant"),
 }.items()}
 
 

@@ -1,17 +1,21 @@
 """Built-in model names and lookup.
 
-A name is ``PK[+metN][+ke0][+PD]``:
+A name is ``PK[+metN][+ke0][+PD]`` or ``PK[+metN]+ddi_<mechanisms>(<PK>)``:
 
 * ``PK`` = ``{1,2,3}cmt_{iv,oral,transitN}`` with an optional elimination suffix: ``_mm`` or
   ``_mixed`` (Michaelis–Menten, linear + MM), or target-mediated disposition ``_tmdd`` (full),
   ``_tmdd_qss`` (quasi-steady state) or ``_tmdd_mm`` (Michaelis–Menten approximation);
 * ``+met1`` / ``+met2``: a metabolite with 1 or 2 compartments formed from the parent (not after
   a TMDD model);
+* ``+ddi_<mechanisms>(<PK>)``: a perpetrator drug (a PK name as above, without ``+`` parts)
+  interacting with the victim named before it, mechanisms ``competitive``, ``mbi``, ``induction``
+  joined by ``_`` (`insilico.models.ddi_model`); last in a name (no PD part after it);
 * ``+ke0``: an effect compartment;
 * ``+PD`` with PD in linear, emax, sigmoid_emax, irm1..irm4, friberg, friberg_emax, simeoni.
 
 Examples: ``2cmt_oral``, ``1cmt_iv_mm``, ``1cmt_transit4``, ``2cmt_oral+ke0+sigmoid_emax``,
-``1cmt_oral_mm+irm1``, ``1cmt_iv_tmdd_qss``, ``2cmt_oral+met1``, ``1cmt_iv+friberg``.
+``1cmt_oral_mm+irm1``, ``1cmt_iv_tmdd_qss``, ``2cmt_oral+met1``, ``1cmt_iv+friberg``,
+``1cmt_oral+ddi_competitive(2cmt_oral)``, ``2cmt_oral+ddi_mbi_induction(1cmt_oral)``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import re
 
 from insilico.errors import SpecError
 from insilico.models._base import Model
+from insilico.models._ddi import ddi_model, parse_ddi_part
 from insilico.models._metabolite import add_metabolite
 from insilico.models._pd import PD_MODELS, compose
 from insilico.models._pk import pk_model
@@ -51,6 +56,12 @@ def get_model(name: str) -> Model:
     if rest and rest[0] in _MET:
         model = add_metabolite(model, _MET[rest[0]])
         rest = rest[1:]
+    ddi = parse_ddi_part(rest[0]) if rest else None
+    if ddi is not None:
+        if len(rest) > 1:
+            raise SpecError("model", f"nothing may follow the DDI part of {name!r} (PD blocks are not composed "
+                                     "with a DDI model)")
+        return ddi_model(model, _base_model(ddi[1], name), ddi[0])
     if not rest:
         return model
     effect = rest[0] == "ke0"

@@ -27,6 +27,14 @@ design's ``bov`` may then not repeat those parameters. The store holds
 ``sequence`` (subject), the BE table over ``metric`` and, when asked, the power curve over ``n``;
 the resolved spec in the attributes. `open_crossover` reads the store back and `be_summary`
 gives its BE table as a DataFrame.
+A fixed-sequence drug–drug interaction study (see `trials/ddi_study.yaml`) is one sequence, e.g.
+``sequences: [[A, B]]``, with a DDI model (``model: {name: 2cmt_oral+ddi_mbi(1cmt_oral)}``) and the
+perpetrator's doses added to a formulation: ``B: {doses: [{amt: 100, cmt: perp.depot, time: -336,
+ii: 24, addl: 19}]}`` (times in h relative to the period's victim dose; `insilico.trials.CrossoverDesign`).
+Period and treatment are confounded in it, so ``analysis.method: paired`` is required: the
+geometric-mean ratio B/A with its CI from within-subject log differences
+(`insilico.trials._crossover.paired_ratio_table`; ``bioequivalent`` then means the interval lies
+within the no-effect ``limits``).
 Power uses the cohort's typical parameter values with the log-normal ``power.iiv`` SDs
 (`insilico.trials.be_power`), not the cohort draw. The endpoints are computed from observed
 samples: the predictions plus the cohort's residual error (when it has one; stored as
@@ -46,11 +54,19 @@ from pydantic import Field, model_validator
 
 from insilico.cohorts import draw_cohort, load_cohort_spec
 from insilico.config import SpecModel, apply_overrides, read_mapping, validate
+from insilico.dosing import Dose, check_dose
 from insilico.errors import SpecError
 from insilico.models import ModelRef, resolve_model
 from insilico.stats import be_table
 from insilico.store import KIND_ATTR, write_whole
-from insilico.trials._crossover import ENDPOINTS, CrossoverDesign, Formulation, be_power, simulate_crossover
+from insilico.trials._crossover import (
+    ENDPOINTS,
+    CrossoverDesign,
+    Formulation,
+    be_power,
+    paired_ratio_table,
+    simulate_crossover,
+)
 
 __all__ = ["CrossoverTrialSpec", "be_summary", "check_crossover", "is_crossover_spec", "load_crossover_spec",
            "open_crossover", "run_crossover"]
@@ -61,10 +77,37 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1)]
 
 
+class CoDoseSpec(SpecModel):
+    """A co-administered dose of a formulation (e.g. a perpetrator's): NONMEM semantics as
+    `insilico.dosing.Dose`, ``cmt`` required, ``time`` in h relative to the period's dose (negative:
+    before it); ``n`` doses ``ii`` apart is shorthand for ADDL = n − 1."""
+
+    amt: float
+    cmt: str | int
+    time: float = 0.0
+    rate: float = 0.0
+    duration: float | None = None
+    ii: float = 0.0
+    addl: int = 0
+    n: int | None = None
+    ss: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        check_dose(amt=self.amt, time=0.0, rate=self.rate, duration=self.duration, ii=self.ii, addl=self.addl,
+                   n=self.n, ss=self.ss, where="")     # time: any finite value (relative to the period's dose)
+        return self
+
+    def dose(self) -> Dose:
+        return Dose(amt=self.amt, time=self.time, cmt=self.cmt, rate=self.rate, duration=self.duration, ii=self.ii,
+                    addl=self.addl if self.n is None else self.n - 1, ss=self.ss)
+
+
 class FormulationSpec(SpecModel):
     multipliers: dict[str, PositiveFloat] = {}
     overrides: dict[str, float] = {}
     dose: PositiveFloat | None = None
+    doses: list[CoDoseSpec] = []
 
 
 class CrossoverSpec(SpecModel):
@@ -82,7 +125,8 @@ class CrossoverSpec(SpecModel):
             sequences=[list(s) for s in self.sequences], dose=self.dose, times=list(self.times),
             washout=self.washout, bov=dict(self.bov), output=self.output,
             period_multipliers={k: list(v) for k, v in self.period_multipliers.items()},
-            formulations={k: Formulation(dict(f.multipliers), dict(f.overrides), f.dose)
+            formulations={k: Formulation(dict(f.multipliers), dict(f.overrides), f.dose,
+                                         tuple(d.dose() for d in f.doses))
                           for k, f in self.formulations.items()})
 
 
@@ -95,7 +139,7 @@ class PowerSpec(SpecModel):
 class BEAnalysisSpec(SpecModel):
     metrics: Annotated[list[Literal["AUClast", "AUCinf", "Cmax"]], Field(min_length=1)] = ["AUClast", "AUCinf",
                                                                                            "Cmax"]
-    method: Literal["abe", "rsabe"] = "abe"
+    method: Literal["abe", "rsabe", "paired"] = "abe"
     test: Name = "T"
     reference: Name = "R"
     lloq: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
@@ -124,6 +168,11 @@ class CrossoverTrialSpec(SpecModel):
         for label in (a.test, a.reference):
             if label not in used:
                 raise ValueError(f"analysis: formulation {label!r} is in no sequence ({sorted(used)})")
+        if len(self.crossover.sequences) == 1 and a.method != "paired":
+            raise ValueError("analysis.method: a fixed-sequence design (one sequence) confounds period and "
+                             "treatment; analyse it with method: paired")
+        if a.method == "paired" and a.power is not None:
+            raise ValueError("analysis.power: power by simulation is available for methods abe and rsabe, not paired")
         return self
 
 
@@ -206,7 +255,11 @@ def run_crossover(source, out=None, *, overwrite: bool = False, overrides: list[
                                     residual_error=cohort_spec.residual_error, lloq=spec.analysis.lloq)
     a = spec.analysis
     options = dict(test=a.test, reference=a.reference, method=a.method, ci_level=a.ci_level, limits=tuple(a.limits))
-    table = be_table(result.endpoints, list(a.metrics), **options)
+    if a.method == "paired":
+        table = paired_ratio_table(result.endpoints, list(a.metrics), test=a.test, reference=a.reference,
+                                   ci_level=a.ci_level, limits=tuple(a.limits))
+    else:
+        table = be_table(result.endpoints, list(a.metrics), **options)
     ds = _dataset(spec, result, table)
     if a.power is not None:
         typical = {k: float(np.exp(np.mean(np.log(v)))) for k, v in params.items() if np.all(v > 0)}

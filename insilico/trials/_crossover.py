@@ -35,24 +35,44 @@ nonlinear model superposition does not hold: each period is simulated alone, and
 naming ``design.washout`` is raised when the residual (computed as above) at the start of a
 period exceeds 1 % of that period's Cmax. The residual fraction is returned in both cases.
 
+Co-administered doses (drug–drug interaction studies)
+-----------------------------------------------------
+A formulation may add doses (``Formulation.doses``, `insilico.dosing.Dose` records naming their
+compartment, e.g. ``perp.depot`` of a DDI model, `insilico.models.ddi_model`) with times in h
+relative to the period's own dose: negative times give a pre-treatment (a perpetrator dosed to
+steady state before the victim), ADDL/II continue it through the sampling window. They may start
+no earlier than the previous period's last sample (``time >= −(washout − last sampling time)``).
+A fixed-sequence DDI study is one sequence, e.g. ``[["A", "B"]]`` (victim alone, then victim +
+perpetrator). Every period is still simulated from the model's initial state; the simulation of a
+period with co-administered doses starts ``L`` h before its dose (``L`` = the earliest co-administered
+dose time before it, over all formulations), sampling times unchanged. For a linear model
+superposition carries every earlier period over as above (the co-administered doses included).
+For a nonlinear model, which is simulated one period at a time, a `SpecError` naming
+``design.washout`` is also raised when, after a period with co-administered doses, a state of the
+model (a perpetrator amount, an enzyme level) has not returned to its initial value at the start of
+a later period: |y − y0| > 1 % of max(|y0|, the state's largest value).
+
 Endpoints (insilico.analysis.nca, linear-up/log-down): AUC0-t (``AUClast``, mg·h/L), AUCinf
 (``AUCinf``, observed Clast extrapolation, mg·h/L) and ``Cmax`` (mg/L) per subject × period, in a
-long table ready for `insilico.stats.average_be`.
+long table ready for `insilico.stats.average_be`, or `paired_ratio_table` for a fixed-sequence
+design (period and treatment confounded).
 """
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import special
 
 from insilico.analysis.nca import nca
 from insilico.batching import bucket_size
-from insilico.dosing import Regimen
+from insilico.dosing import Dose, Regimen
 from insilico.engine import simulate
 from insilico.errors import SpecError
 from insilico.models import Model, get_model
@@ -61,8 +81,8 @@ from insilico.stats import average_be, wilson_ci
 from insilico.streams import OCCASION, POPULATION
 
 __all__ = ["MAX_RESIDUAL_FRACTION", "CrossoverDesign", "CrossoverResult", "Formulation",
-           "be_power", "occasion_kappa", "period_parameters", "population_parameters", "simulate_crossover",
-           "williams_sequences"]
+           "be_power", "occasion_kappa", "paired_ratio_table", "period_parameters", "population_parameters",
+           "simulate_crossover", "williams_sequences"]
 
 MAX_RESIDUAL_FRACTION = 0.01   # nonlinear models: largest residual at a period's start, as a fraction of its Cmax
 ENDPOINTS = {"AUClast": ("auclast", "mg*h/L", "AUC from dose to the last sample"),
@@ -77,11 +97,14 @@ class Formulation:
     multipliers : ``{parameter: factor}`` (e.g. ``{"F": 0.95, "KA": 1.3}``).
     overrides : ``{parameter: value}`` in the parameter's units, replacing the patient's value.
     dose : mg; ``None`` uses the design's dose.
+    doses : co-administered `insilico.dosing.Dose` records (e.g. a perpetrator's), each naming its
+        compartment; times in h relative to the period's dose, negative before it (module docstring).
     """
 
     multipliers: Mapping[str, float] = field(default_factory=dict)
     overrides: Mapping[str, float] = field(default_factory=dict)
     dose: float | None = None
+    doses: Sequence[Dose] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,15 @@ class CrossoverDesign:
     @property
     def n_periods(self) -> int:
         return len(self.sequences[0])
+
+    @property
+    def lead_time(self) -> float:
+        """h simulated before each period's dose: the earliest co-administered dose time before it (0 if none)."""
+        return max([0.0] + [-float(d.time) for f in self.formulations.values() for d in f.doses])
+
+    @property
+    def has_coadministered(self) -> bool:
+        return any(f.doses for f in self.formulations.values())
 
     @property
     def sequence_labels(self) -> list[str]:
@@ -145,6 +177,9 @@ class CrossoverDesign:
         if t[-1] >= self.washout:
             raise SpecError("design.washout", f"the last sample ({t[-1]:g} h) must come before the next period's "
                                               f"dose ({self.washout:g} h after this one)")
+        for name, f in self.formulations.items():
+            for j, d in enumerate(f.doses):
+                _check_coadministered(model, d, f"design.formulations.{name}.doses.{j}", -(self.washout - t[-1]))
         for p, w in self.bov.items():
             _check_parameter(model, p, f"design.bov.{p}")
             if not (np.isfinite(w) and w >= 0):
@@ -156,6 +191,28 @@ class CrossoverDesign:
                 raise SpecError(f"design.period_multipliers.{p}", f"need {self.n_periods} factors > 0, one per period")
         if self.output not in model.output_names:
             raise SpecError("design.output", f"model {model.name!r} has outputs {list(model.output_names)}")
+
+
+def _check_coadministered(model: Model, d, where: str, earliest: float) -> None:
+    """A co-administered dose: a `Dose` naming a dose-able compartment, in mg (no ``per``), no reset,
+    starting after the previous period's last sample (``time >= earliest``)."""
+    if not isinstance(d, Dose):
+        raise SpecError(where, f"must be an insilico.dosing.Dose, got {type(d).__name__}")
+    if not np.isfinite(d.time):
+        raise SpecError(f"{where}.time", f"must be a finite number of h, got {d.time!r}")
+    replace(d, time=0.0).validate(where)    # every dose rule but the time's sign (relative to the period's dose)
+    if d.cmt is None:
+        raise SpecError(f"{where}.cmt", "name the compartment dosed (e.g. 'perp.depot'); the period's own dose goes "
+                                        "to the model's default dose compartment")
+    model.compartment_index(d.cmt, f"{where}.cmt")
+    if d.per is not None:
+        raise SpecError(f"{where}.per", "co-administered doses are in mg: a crossover has no covariates to scale by")
+    if d.reset:
+        raise SpecError(f"{where}.reset", "a reset would also clear the period's own dose; not allowed here")
+    if d.time < earliest:
+        raise SpecError(f"{where}.time", f"starts {d.time:g} h from the period's dose, before the previous period's "
+                                         f"last sample; the earliest allowed is {earliest:g} h (−(washout − last "
+                                         "sampling time)): lengthen the washout or start later")
 
 
 def _check_parameter(model: Model, name: str, where: str) -> None:
@@ -316,8 +373,11 @@ def simulate_crossover(model: Model | str, params, design: CrossoverDesign, *, s
     times = np.asarray(design.times, dtype=float)
     grid, at_shift, at_start = _grid(times, float(design.washout), P)
     reps = np.broadcast_to(np.asarray(replicate, dtype=int), (n,))
-    profile, status = _simulate_periods(model, base, per_period, design, seq_of, idx, grid, seed, reps,
-                                        chunk_size)  # (n, P, G)
+    check_states = design.has_coadministered and not model.is_linear
+    profile, status, states = _simulate_periods(model, base, per_period, design, seq_of, idx, grid, seed, reps,
+                                                chunk_size, check_states)  # (n, P, G)
+    if check_states:
+        _refuse_state_carry_over(model, states, at_start, design, seq_of)
     conc, carried, residual = _superpose(profile, at_shift, at_start)
     cmax = np.nanmax(conc + carried, axis=2) if model.is_linear else np.nanmax(conc, axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -402,9 +462,11 @@ def _occasion_values(model: Model, occasions: Mapping, design: CrossoverDesign, 
     return out
 
 
-def _simulate_periods(model, base, per_period, design, seq_of, idx, grid, seed, replicate, chunk_size):
-    """Single-dose profiles (n, P, G) on ``grid`` of every subject × period (one engine call over
-    subject-major rows) and the engine status (n, P)."""
+def _simulate_periods(model, base, per_period, design, seq_of, idx, grid, seed, replicate, chunk_size,
+                      keep_states=False):
+    """Single-dose profiles (n, P, G) on ``grid`` (h after each period's dose) of every subject ×
+    period (one engine call over subject-major rows), the engine status (n, P) and, with
+    ``keep_states``, the states (n, P, G, S) and initial states (n, P, S) (else None)."""
     n, P = len(seq_of), design.n_periods
     rows = {name: np.empty((n, P)) for name in base}
     for k in range(P):
@@ -417,10 +479,23 @@ def _simulate_periods(model, base, per_period, design, seq_of, idx, grid, seed, 
     doses = _doses(design, seq_of)
     flat = {name: v.reshape(-1) for name, v in rows.items()}
     amounts = np.unique(doses)
-    regimen = Regimen.single(float(amounts[0])) if amounts.size == 1 else [Regimen.single(float(a))
-                                                                           for a in doses.reshape(-1)]
-    ds = simulate(model, flat, regimen, grid, chunk_size=chunk_size)
-    return ds[design.output].values.reshape(n, P, -1), ds["status"].values.reshape(n, P)
+    lead = design.lead_time
+    if design.has_coadministered:
+        regimen = [Regimen.single(float(doses[i, k]), lead)
+                   + Regimen(tuple(replace(d, time=d.time + lead)
+                                   for d in design.formulations[design.sequences[seq_of[i]][k]].doses))
+                   for i in range(n) for k in range(P)]
+    elif amounts.size == 1:
+        regimen = Regimen.single(float(amounts[0]))
+    else:
+        regimen = [Regimen.single(float(a)) for a in doses.reshape(-1)]
+    ds = simulate(model, flat, regimen, grid + lead, chunk_size=chunk_size, keep_states=keep_states)
+    states = None
+    if keep_states:
+        y0 = np.asarray(jax.vmap(model.y0)(model.validate_params(flat, n * P)))
+        states = (ds["amount"].transpose("subject", "time", "state").values.reshape(n, P, len(grid), -1),
+                  y0.reshape(n, P, -1))
+    return ds[design.output].values.reshape(n, P, -1), ds["status"].values.reshape(n, P), states
 
 
 def _doses(design: CrossoverDesign, seq_of: np.ndarray) -> np.ndarray:
@@ -428,6 +503,33 @@ def _doses(design: CrossoverDesign, seq_of: np.ndarray) -> np.ndarray:
     per_sequence = np.array([[design.dose if design.formulations[f].dose is None else design.formulations[f].dose
                               for f in seq] for seq in design.sequences], dtype=float)
     return per_sequence[seq_of]
+
+
+def _refuse_state_carry_over(model: Model, states, at_start: np.ndarray, design: CrossoverDesign,
+                             seq_of: np.ndarray) -> None:
+    """`SpecError` on ``design.washout`` when, after a period with co-administered doses, a state has
+    not returned to its initial value at a later period's start (module docstring)."""
+    y, y0 = states                                                   # (n, P, G, S), (n, P, S)
+    P = y.shape[1]
+    scale = np.maximum(np.abs(y0), np.nan_to_num(np.abs(y)).max(axis=2))     # (n, P, S)
+    for j in range(P - 1):
+        for s, seq in enumerate(design.sequences):
+            rows = np.flatnonzero(seq_of == s)
+            if not design.formulations[seq[j]].doses or rows.size == 0:
+                continue
+            for k in range(j + 1, P):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    dev = np.abs(y[rows, j, at_start[k - j - 1]] - y0[rows, j]) / scale[rows, j]
+                dev = np.where(np.isfinite(dev), dev, 0.0)
+                if dev.max() > MAX_RESIDUAL_FRACTION:
+                    r, st = np.unravel_index(np.argmax(dev), dev.shape)
+                    raise SpecError("design.washout", f"after the co-administered doses of period {j + 1} "
+                                                      f"({seq[j]!r}), state {model.states[st]!r} of subject "
+                                                      f"{rows[r]} is {100 * dev.max():.3g} % away from its initial "
+                                                      f"value at the start of period {k + 1} (limit "
+                                                      f"{100 * MAX_RESIDUAL_FRACTION:g} %); each period is simulated"
+                                                      f" from the initial state: lengthen the washout "
+                                                      f"({design.washout:g} h) or stop those doses earlier")
 
 
 def _refuse_carry_over(fraction: np.ndarray, design: CrossoverDesign) -> None:
@@ -457,6 +559,58 @@ def _endpoints(conc: xr.DataArray, design: CrossoverDesign, seq_of: np.ndarray, 
     table.attrs["units"] = {name: u for name, (_, u, _) in ENDPOINTS.items()}
     table.attrs["long_name"] = {name: ln for name, (_, _, ln) in ENDPOINTS.items()}
     return table
+
+
+# ------------------------------------------------------------------------------------------------
+# fixed-sequence analysis
+# ------------------------------------------------------------------------------------------------
+
+def paired_ratio_table(data: pd.DataFrame, metrics: Sequence[str] = ("AUClast", "AUCinf", "Cmax"), *,
+                       test: str = "T", reference: str = "R", ci_level: float = 0.90,
+                       limits: tuple[float, float] = (0.80, 1.25)) -> pd.DataFrame:
+    """Geometric-mean ratio test/reference of each metric with its ``ci_level`` interval from the
+    within-subject differences of ln(metric): the analysis of a fixed-sequence study (a DDI study:
+    victim alone, then victim + perpetrator, in every subject), where period and treatment are
+    confounded so the crossover ANOVA of `insilico.stats.average_be` cannot separate them.
+
+    d_i = mean ln(metric) on ``test`` − mean ln(metric) on ``reference`` of subject i (subjects with
+    both; others counted in ``n_dropped``); ln GMR = mean d, SE = SD(d)/√n, df = n − 1, interval
+    exp(mean d ± t_{df, (1 + ci_level)/2}·SE) (paired t; FDA guidance *Clinical Drug Interaction
+    Studies* (2020): the AUC and Cmax ratios with their 90 % CIs, compared with no-effect
+    boundaries, default 80–125 %). ``cv_within_pct`` = 100·sqrt(exp(SD(d)²/2) − 1) (equal within-subject
+    variances); ``bioequivalent`` = the interval lies within ``limits`` (no effect). Columns and
+    index as `insilico.stats.be_table` (``swr`` NaN, ``decided_by`` ``"paired"``).
+    """
+    if not 0.0 < ci_level < 1.0:
+        raise SpecError("ci_level", f"must be within (0, 1), got {ci_level!r}")
+    if not 0.0 < limits[0] < 1.0 < limits[1]:
+        raise SpecError("limits", f"must be (lower < 1 < upper) ratios, got {limits!r}")
+    rows = []
+    for metric in metrics:
+        if metric not in data.columns:
+            raise SpecError("metric", f"column {metric!r} not in the data")
+        values = pd.to_numeric(data[metric], errors="coerce").to_numpy(float)
+        if np.any(values[np.isfinite(values)] <= 0) or np.any(np.isinf(values)):
+            raise SpecError(metric, "must be > 0 and finite (NaN marks a missing observation)")
+        frame = pd.DataFrame({"subject": data["subject"].to_numpy(), "treatment": data["treatment"].astype(str),
+                              "y": np.log(values)}).dropna()
+        means = frame.groupby(["subject", "treatment"])["y"].mean().unstack()
+        for label, role in ((test, "test"), (reference, "reference")):
+            if str(label) not in means.columns:
+                raise SpecError(role, f"no observation has treatment {label!r}")
+        d = (means[str(test)] - means[str(reference)]).dropna().to_numpy(float)
+        n_all = data["subject"].nunique()
+        if d.size < 2:
+            raise SpecError(metric, f"need 2 or more subjects with both {test!r} and {reference!r}, got {d.size}")
+        est, sd = float(d.mean()), float(d.std(ddof=1))
+        q = float(special.stdtrit(d.size - 1, 0.5 + ci_level / 2.0))
+        lo, hi = math.exp(est - q * sd / math.sqrt(d.size)), math.exp(est + q * sd / math.sqrt(d.size))
+        rows.append({"metric": metric, "gmr_pct": 100 * math.exp(est), "ci_lower_pct": 100 * lo,
+                     "ci_upper_pct": 100 * hi, "cv_within_pct": 100 * math.sqrt(math.expm1(sd * sd / 2.0)),
+                     "swr": math.nan, "df": float(d.size - 1), "n_subjects": int(d.size),
+                     "n_dropped": int(n_all - d.size), "decided_by": "paired",
+                     "bioequivalent": bool(limits[0] <= lo and hi <= limits[1])})
+    return pd.DataFrame(rows).set_index("metric")
 
 
 # ------------------------------------------------------------------------------------------------
