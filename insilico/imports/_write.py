@@ -16,8 +16,8 @@ _COVARIANCE_HEADER = """\
 # the quantities insilico estimates (names as in population.yaml's estimate section and a fit store's
 # `param`: typical values, PARAM.COV effects, PARAM.COV[level] multipliers, OMEGA(i,j), SIGMA(k,k))
 # on the natural scale, by the delta method (nonmem: each name as an expression of NONMEM's names).
-# Fixed quantities have zero rows. A trial reads parameter uncertainty only from a fit store today
-# (replicates.fit_uncertainty with cohort: fit.zarr); this file is its input for an imported model.
+# Fixed quantities have zero rows. A trial whose cohort has this parameter model draws each
+# replicate's values from it with `replicates: {covariance: covariance.yaml}`.
 """
 
 

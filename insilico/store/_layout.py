@@ -15,13 +15,16 @@ about trial, model or cohort objects. Dimensions:
 * ``(replicate, arm, subject, dose)``: the doses actually given: ``dose_time``, ``dose_amt``,
   ``dose_cmt``, and ``dose_rate`` (trials with an infusion) / ``dose_ss``, ``dose_ii``
   (trials with a steady-state dose);
+* ``(replicate, arm, subject, decision)`` (trials with titration rules): ``titration_time``,
+  ``titration_rule``, ``titration_fired``, ``titration_dose`` and ``titration_<output>`` (the
+  observed value the decision used);
 * ``_done (replicate, arm, chunk)``: the completion record.
 
 Conventions (CF 1.10): every variable and coordinate has ``units`` (the `insilico.units`
 grammar, ``1`` for dimensionless numbers, indices, counts and codes) and ``long_name``; coded
 variables carry ``flag_values`` and ``flag_meanings`` (blank-separated words); ``role`` says what a
 variable is (``parameter``, ``output``, ``observed output``, ``endpoint``, ``design``, ``dose``,
-``status``, ``record``; covariates keep the cohort's ``covariate`` / ``derived covariate`` /
+``status``, ``record``, ``titration``; covariates keep the cohort's ``covariate`` / ``derived covariate`` /
 ``eta``). The fill value is also the Zarr ``fill_value``, so a unit that never ran reads as
 NaN / "not simulated" / "not allocated" / "not done".
 """
@@ -110,6 +113,7 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
                  jittered: bool = False,
                  occasion_parameters: Mapping[str, tuple[str, str]] | None = None,
                  occasion_starts: Sequence[float] = (),
+                 titration: Mapping | None = None,
                  time_units: str = "h",
                  amount_units: str = "mg") -> Layout:
     """The layout of a trial results store.
@@ -126,8 +130,10 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
     dose is an infusion / a steady-state dose (then ``dose_rate`` / ``dose_ss`` and ``dose_ii``
     are stored); ``occasion_parameters``: parameters with inter-occasion variability, ``P_occ:
     (units, long_name)``, stored over (replicate, subject, occasion), occasion k applying from
-    ``occasion_starts[k]``. Raises `insilico.errors.SpecError` for units outside the
-    `insilico.units` grammar.
+    ``occasion_starts[k]``; ``titration``: ``{"rules": [names], "n_decisions": slots, "outputs":
+    {output: (units, long_name)}}`` of a trial with titration rules (variables ``titration_*``,
+    stored over (replicate, arm, subject, decision)). Raises `insilico.errors.SpecError` for
+    units outside the `insilico.units` grammar.
     """
     t, a, one = time_units, amount_units, DIMENSIONLESS
     rs, ras, rast = ("replicate", "subject"), ("replicate", "arm", "subject"), ("replicate", "arm", "subject", "time")
@@ -181,6 +187,22 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
             **_flags([0, 1], ["not_steady_state", "steady_state"], np.int8)))
         v["dose_ii"] = Variable(rasd, np.dtype(np.float64), 0.0,
                                 _attrs(t, "interdose interval of a steady-state dose (NONMEM II)", "dose", "dose_ii"))
+    if titration is not None:
+        rasx = ("replicate", "arm", "subject", "decision")
+        rules = list(titration["rules"])
+        v["titration_time"] = Variable(rasx, np.dtype(np.float64), np.nan,
+                                       _attrs(t, "time of the titration decision (NaN: none)", "titration"))
+        v["titration_rule"] = Variable(rasx, np.dtype(np.int8), -1, _attrs(
+            one, "titration rule deciding", "titration", **_flags([-1, *range(len(rules))], ["none", *rules],
+                                                                  np.int8)))
+        v["titration_fired"] = Variable(rasx, np.dtype(np.int8), -1, _attrs(
+            one, "titration rule condition met", "titration",
+            **_flags([-1, 0, 1], ["no_decision", "condition_not_met", "condition_met"], np.int8)))
+        v["titration_dose"] = Variable(rasx, np.dtype(np.float64), np.nan, _attrs(
+            a, "next planned dose after the decision (0: held; NaN: none left)", "titration"))
+        for k, (units, long_name) in titration["outputs"].items():
+            v[f"titration_{k}"] = Variable(rasx, np.dtype(np.float64), np.nan,
+                                           _attrs(units, long_name, "titration", f"outputs.{k}"))
     v["_done"] = Variable(("replicate", "arm", "chunk"), np.dtype(np.int8), 0, _attrs(
         one, "work unit completed", "record", **_flags([0, 1], ["pending", "done"], np.int8)))
     n_chunks = int(np.ceil(n_subjects / chunk_size))
@@ -194,6 +216,9 @@ def trial_layout(*, arms: Sequence[str], n_subjects: int, n_replicates: int, tim
                  {"units": one, "long_name": "dose slot (0-based, schedule order)"}),
         "chunk": (("chunk",), np.arange(n_chunks), {"units": one, "long_name": "work unit along subject"}),
     }
+    if titration is not None:
+        coords["decision"] = (("decision",), np.arange(max(int(titration["n_decisions"]), 1)),
+                              {"units": one, "long_name": "titration decision slot (0-based, by time then rule)"})
     if occasion_parameters:
         coords["occasion"] = (("occasion",), np.arange(1, len(occasion_starts) + 1),
                               {"units": one, "long_name": "occasion (1-based)"})

@@ -34,9 +34,10 @@ from insilico.errors import SpecError
 from insilico.models import resolve_model
 from insilico.trials._design import allocate, allocation_block
 from insilico.trials._endpoints import POST_DOSE_OFFSETS
-from insilico.trials._fit import FitSource
+from insilico.trials._fit import CovarianceSource, FitSource
 from insilico.trials._screen import check_subjects
 from insilico.trials._spec import TrialSpec
+from insilico.trials._titration import check_titration
 
 MAX_TIMES = 1_000_000        # nominal sampling times of a trial
 MAX_SUBJECTS = 2**32         # subject indices are uint32 in the random streams
@@ -57,6 +58,7 @@ class TrialContext:
     covariate_names: tuple = ()     # the cohort's covariates (drawn, derived, stratum), evaluation order
     fit: FitSource | None = None    # the fit store the cohort comes from (``cohort: fit.zarr``)
     fit_draws: bool = False         # replicates draw the fitted quantities from the fit's uncertainty
+    covariance: CovarianceSource | None = None   # ``replicates.covariance``: the replicates draw from it
 
     @property
     def n_arms(self) -> int:
@@ -69,18 +71,25 @@ class TrialContext:
     def spec_json(self) -> str:
         return self.spec.model_dump_json(by_alias=True)
 
+    @property
+    def uncertainty_source(self) -> FitSource | CovarianceSource | None:
+        """What the replicates draw their population values from (`insilico.trials._fit`): the
+        fit (``fit_draws``), the covariance file (``replicates.covariance``), or None."""
+        return self.fit if self.fit_draws else self.covariance
+
     def population(self, replicate: int):
         """The parameter model (`insilico.population.PopulationModel`) of ``replicate`` when it
-        draws the fitted quantities from the fit's uncertainty (`insilico.trials._fit`); None
-        otherwise (the cohort spec's own numbers)."""
-        if not self.fit_draws:
+        draws the estimated quantities from the fit's uncertainty or ``replicates.covariance``
+        (`insilico.trials._fit`); None otherwise (the cohort spec's own numbers)."""
+        source = self.uncertainty_source
+        if source is None:
             return None
-        row = self.fit.draws(self.spec.seed, [replicate])[0]
-        return population_from_estimates(compile_spec(self.cohort).population, self.fit.values(row))
+        row = source.draws(self.spec.seed, [replicate])[0]
+        return population_from_estimates(compile_spec(self.cohort).population, source.values(row))
 
     def residual_error(self, replicate: int):
         """The residual error of ``replicate``: the cohort's, with the replicate's SDs when it
-        draws from the fit's uncertainty."""
+        draws from the fit's uncertainty or ``replicates.covariance``."""
         spec = getattr(self.cohort, "residual_error", None)
         pop = self.population(replicate) if spec is not None else None
         if pop is None:
@@ -131,6 +140,7 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
         raise SpecError("n", f"at most {MAX_SUBJECTS} subjects (subject indices are 32-bit), got {spec.n}")
     model = resolve_model(spec.model, base)
     fit = None
+    _check_covariance_field(spec)
     if isinstance(spec.cohort, str):
         cpath = _cohort_path(spec.cohort, base)
         if cpath != base / spec.cohort and not Path(spec.cohort).is_absolute():
@@ -160,6 +170,7 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
             raise SpecError(f"replicates.uncertainty.{k}", f"unknown parameter for model {model.name!r}")
     regimens = []
     compiled = compile_spec(cohort)
+    covariance = _covariance_source(spec, base, fit, compiled.population)
     cov_names = set(compiled.covariates)
     for i, arm in enumerate(spec.arms):
         reg = _regimen(arm, i)
@@ -196,8 +207,9 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
                                                            f"{len(reg.expanded())} doses")
     check_occasions(cohort)
     ctx = TrialContext(spec, base, model, cohort, regimens, nominal, outputs, fixed, cohort_params,
-                       tuple(compiled.covariates), fit, fit_draws)
+                       tuple(compiled.covariates), fit, fit_draws, covariance)
     check_names(ctx)
+    check_titration(ctx)
     check_allocation(spec)
     check_resources(ctx)
     if screen:
@@ -288,6 +300,38 @@ def _replicate_source(spec: TrialSpec, fit: FitSource | None) -> bool:
     return True
 
 
+def _check_covariance_field(spec: TrialSpec) -> None:
+    """``replicates.covariance`` is one source of the replicates' population-parameter
+    uncertainty: refused together with ``replicates.uncertainty`` or ``replicates.fit_uncertainty``."""
+    r = spec.replicates
+    if r.covariance is None:
+        return
+    for other, given in (("uncertainty", bool(r.uncertainty)), ("fit_uncertainty", r.fit_uncertainty is not None)):
+        if given:
+            raise SpecError("replicates.covariance", f"give either replicates.covariance (a covariance of the "
+                                                     f"estimates) or replicates.{other}, not both")
+
+
+def _covariance_source(spec: TrialSpec, base: Path, fit: FitSource | None, population) -> CovarianceSource | None:
+    """The covariance file ``replicates.covariance`` names (relative to the spec's folder), read
+    against the cohort's population model (`CovarianceSource.from_file`); refused with a fit
+    store as the cohort (its uncertainty is the fit's)."""
+    given = spec.replicates.covariance
+    if given is None:
+        return None
+    if fit is not None:
+        raise SpecError("replicates.covariance", f"the cohort is the fit store {fit.path.name}, whose uncertainty "
+                                                 "is the fit's (replicates.fit_uncertainty); remove "
+                                                 "replicates.covariance")
+    path = Path(given) if Path(given).is_absolute() else base / given
+    if not path.is_file():
+        raise SpecError("replicates.covariance", f"covariance file not found: {path}")
+    if not population.names:
+        raise SpecError("replicates.covariance", "the cohort has no parameter model (typical values, bsv, "
+                                                 "residual error) whose estimates the covariance could vary")
+    return CovarianceSource.from_file(path, population)
+
+
 @functools.lru_cache(maxsize=1)
 def reserved_names() -> frozenset[str]:
     """Names of the results store's own variables and coordinates (``time``, ``status``, ``_done``,
@@ -296,7 +340,8 @@ def reserved_names() -> frozenset[str]:
     layout = store.trial_layout(arms=["a"], n_subjects=1, n_replicates=1, times=[0.0], chunk_size=1,
                                 subject_variables={}, parameters={}, outputs={}, observed={}, endpoints=[],
                                 status_meanings={0: "ok"}, states=["x"], n_doses=1, infusions=True,
-                                steady_state=True, jittered=True)
+                                steady_state=True, jittered=True,
+                                titration={"rules": ["r"], "n_decisions": 1, "outputs": {}})
     return frozenset(layout.variables) | frozenset(layout.coords)
 
 

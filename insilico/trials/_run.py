@@ -18,6 +18,7 @@ from insilico.jax_config import relieve_map_pressure
 from insilico.trials._fit import tree_digest
 from insilico.trials._prepare import TrialContext, check_resources, context_from_json, prepare
 from insilico.trials._spec import load_trial_spec
+from insilico.trials._titration import layout_entry
 from insilico.trials._unit import compute_unit, subject_range
 from insilico.versions import package_versions
 
@@ -73,7 +74,7 @@ def _layout(ctx: TrialContext) -> store.Layout:
         n_doses=max(len(reg.expanded()) for reg in ctx.regimens),
         infusions=any(d.infusion_rate != 0 for d in doses), steady_state=any(d.ss for d in doses),
         jittered=spec.observations.jitter_sd > 0, occasion_parameters=occasion_parameters,
-        occasion_starts=starts)
+        occasion_starts=starts, titration=layout_entry(ctx))
 
 
 @functools.lru_cache(maxsize=8)
@@ -106,10 +107,17 @@ def _worker_layout(spec_json: str, base: str) -> store.Layout:
 
 
 def replicate_population(ctx: TrialContext) -> dict:
-    """The fitted quantities each replicate simulates with (cohort: a fit store): ``{"fit": path,
-    "source": "posterior" | "covariance" | "estimate", "names": [...], "values": [[...] per
-    replicate]}`` (stored as the results' attribute ``replicate_population``)."""
-    fit, n = ctx.fit, ctx.spec.replicates.n
+    """The estimated quantities each replicate simulates with (cohort: a fit store, or
+    ``replicates.covariance``): ``{"fit": path, "method", "source": "posterior" | "covariance" |
+    "estimate", "names": [...], "values": [[...] per replicate]}``, or with a covariance file
+    ``{"covariance": path, "from": its source, "source": "covariance", "names", "values"}`` (stored
+    as the results' attribute ``replicate_population``)."""
+    n = ctx.spec.replicates.n
+    if ctx.covariance is not None:
+        cov = ctx.covariance
+        return {"covariance": str(cov.path), "from": cov.source, "source": "covariance", "names": list(cov.names),
+                "values": [[float(v) for v in row] for row in cov.draws(ctx.spec.seed, range(n))]}
+    fit = ctx.fit
     source = fit.uncertainty if ctx.fit_draws else "estimate"
     rows = fit.draws(ctx.spec.seed, range(n)) if ctx.fit_draws else [fit.estimate] * n
     return {"fit": str(fit.path), "method": fit.method, "source": source, "names": list(fit.names),
@@ -119,8 +127,9 @@ def replicate_population(ctx: TrialContext) -> dict:
 def input_digests(spec_obj, base: Path, ctx: TrialContext, spec_json: str, overrides) -> dict:
     """SHA-256 digests of everything a trial's stored results depend on: the resolved spec, the
     seed, the ``--set`` overrides, the cohort spec (its file's bytes when it is a file, and as
-    resolved), the fit store of a fit cohort, the table a cohort resamples, a user model's
-    source file (``model.import``) and a text model's file (``model.file``)."""
+    resolved), the fit store of a fit cohort, the table a cohort resamples, the covariance file of
+    ``replicates.covariance``, a user model's source file (``model.import``) and a text model's
+    file (``model.file``)."""
     d = {"trial spec": store.digest(spec_json), "seed": store.digest(str(spec_obj.seed)),
          "--set overrides": store.digest(json.dumps(list(overrides or []))),
          "cohort spec": store.digest(ctx.cohort.model_dump_json(by_alias=True, exclude_none=True))}
@@ -133,6 +142,8 @@ def input_digests(spec_obj, base: Path, ctx: TrialContext, spec_json: str, overr
         d["fit store"] = ctx.fit.digest
     elif getattr(ctx.cohort, "resample", None) is not None:
         d["resample table"] = tree_digest(Path(ctx.cohort.resample.table))
+    if ctx.covariance is not None:
+        d["replicates.covariance"] = ctx.covariance.digest
     target = getattr(spec_obj.model, "import_", None)
     if target:
         source = getattr(sys.modules.get(target.split(":", 1)[0]), "__file__", None)
@@ -219,7 +230,7 @@ def run(spec, out=None, *, cluster=None, resume: bool = False, overwrite: bool =
                          "cohort_spec": ctx.cohort.model_dump_json(by_alias=True, exclude_none=True),
                          "design": spec_obj.design, "versions": json.dumps(package_versions(_PACKAGES)),
                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                if ctx.fit is not None:
+                if ctx.fit is not None or ctx.covariance is not None:
                     attrs["replicate_population"] = json.dumps(replicate_population(ctx))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 store.create_store(out, layout, attrs)

@@ -16,7 +16,9 @@ from insilico.config import SpecModel, apply_overrides, as_tuple, read_mapping, 
 from insilico.dosing import check_dose
 from insilico.engine import DEFAULT_ATOL, DEFAULT_RTOL
 from insilico.errors import SpecError
+from insilico.expressions import parse_expr
 from insilico.models import ModelRef
+from insilico.population import ResidualErrorSpec
 from insilico.stats import RULE_KEYS
 
 __all__ = ["TrialSpec", "conditional_probabilities", "cumulative_probabilities", "load_trial_spec"]
@@ -52,10 +54,120 @@ class DoseSpec(_Strict):
         return self
 
 
+TITRATION_NAMES = ("value", "dose")   # the names a titration condition may read
+
+
+class ObserveSpec(_Strict):
+    """What a titration rule looks at: model ``output`` at ``lag`` h before the decision time (the
+    pre-dose value when a dose falls at that time), as an observation with ``error``: ``residual``
+    (the cohort's residual error model, drawn from the trial's residual stream; only for ``conc``),
+    ``none`` (the model prediction) or a residual error model of its own (``{type: proportional,
+    proportional: 0.2}``, `insilico.population.ResidualErrorSpec`). Default: ``residual`` for
+    ``conc`` when the cohort has a residual error model, else ``none``."""
+
+    output: Annotated[str, Field(min_length=1)]
+    lag: NonNegFloat = 0.0
+    error: Literal["residual", "none"] | ResidualErrorSpec | None = None
+
+
+class TitrationAction(_Strict):
+    """What a rule does when its condition holds, to every later dose of the subject (mg, the
+    regimen's amount after ``per`` scaling, as changed by earlier decisions): exactly one of
+    ``scale`` (multiply), ``add`` (mg, may be negative), ``set`` (mg) — then clipped to
+    [``min``, ``max``] mg — or ``hold: true`` (skip the doses until the rule's next decision)."""
+
+    scale: PositiveFloat | None = None
+    add: float | None = None
+    set: NonNegFloat | None = None
+    hold: bool | None = None
+    min: NonNegFloat | None = None
+    max: NonNegFloat | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [k for k in ("scale", "add", "set", "hold") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of scale, add, set or hold (got {', '.join(given) or 'none'})")
+        if self.hold is False:
+            raise SpecError("hold", "hold: false does nothing; give hold: true or another action")
+        if self.hold and (self.min is not None or self.max is not None):
+            raise SpecError("min" if self.min is not None else "max", "bounds apply to scale, add or set, "
+                                                                      "not to hold")
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise SpecError("max", f"max {self.max:g} mg is below min {self.min:g} mg")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("scale", "add", "set", "hold") if getattr(self, k) is not None)
+
+
+class TitrationRule(_Strict):
+    """A titration or adaptive dosing rule of an arm (`insilico.trials._titration` has the
+    semantics). Decision times (h), exactly one of: ``at: [t, ...]``; ``at: doses`` (at each of
+    the arm's nominal dose times, before the dose); ``every: Δ`` from ``start`` (default Δ) to
+    ``stop`` (default: the arm's last nominal dose time). ``if``: a boolean expression of
+    ``value`` (the observation, in the output's units) and ``dose`` (mg, the subject's next
+    planned dose); ``then``: a `TitrationAction`."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    at: list[NonNegFloat] | Literal["doses"] | None = None
+    every: PositiveFloat | None = None
+    start: NonNegFloat | None = None
+    stop: NonNegFloat | None = None
+    observe: ObserveSpec
+    condition: str = Field(alias="if")
+    then: TitrationAction
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, v):
+        try:
+            expr = parse_expr(v, "if")
+        except SpecError as e:     # the field is this one: keep only the message
+            raise ValueError(e.message) from None
+        unknown = sorted(expr.names - set(TITRATION_NAMES))
+        if unknown:
+            raise ValueError(f"unknown name(s) {', '.join(unknown)} in {v!r}; a condition may read "
+                             f"{', '.join(TITRATION_NAMES)}")
+        if not expr.is_bool:
+            raise ValueError(f"{v!r} is not a condition (write a comparison, e.g. 'value < 10')")
+        return v
+
+    @model_validator(mode="after")
+    def _times(self):
+        if (self.at is None) == (self.every is None):
+            raise ValueError("give exactly one of at (times in h, or 'doses') or every (h)")
+        if self.every is None and (self.start is not None or self.stop is not None):
+            raise SpecError("start" if self.start is not None else "stop", "start and stop go with every")
+        if isinstance(self.at, list):
+            if not self.at:
+                raise SpecError("at", "no decision times")
+            if any(b <= a for a, b in zip(self.at, self.at[1:])):
+                raise SpecError("at", "decision times must be strictly increasing")
+        if self.start is not None and self.stop is not None and self.stop < self.start:
+            raise SpecError("stop", f"stop {self.stop:g} h is before start {self.start:g} h")
+        return self
+
+
 class ArmSpec(_Strict):
+    """An arm: ``regimen`` (dosing records) and optional ``titration`` rules that adapt each
+    subject's later doses to its simulated observations (`TitrationRule`)."""
+
     name: Annotated[str, Field(min_length=1)]
     ratio: PositiveFloat = 1.0
     regimen: list[DoseSpec] = []
+    titration: list[TitrationRule] = []
+
+    @model_validator(mode="after")
+    def _titration(self):
+        if self.titration and not self.regimen:
+            raise SpecError("titration", "the arm has no regimen to titrate")
+        names = [r.name or f"rule{j}" for j, r in enumerate(self.titration)]
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                raise SpecError(f"titration.{j}.name", f"rule name {name!r} is used twice in the arm")
+        return self
 
 
 class TimesRange(_Strict):
@@ -269,11 +381,18 @@ class ReplicateSpec(_Strict):
     ``fit_uncertainty`` (only with ``cohort:`` a fit store; default true there): each replicate
     draws the fitted quantities (typical values, effects, Omega, sigma) from the fit's
     uncertainty — MVN(estimate, covariance of the estimates), or one posterior draw of a
-    Bayesian fit (`insilico.trials._fit`). Not with ``uncertainty``: give one or the other."""
+    Bayesian fit (`insilico.trials._fit`). Not with ``uncertainty``: give one or the other.
+
+    ``covariance`` (a file, relative to the trial spec's folder: e.g. the ``covariance.yaml`` of
+    ``insilico import nonmem --cov``): the covariance of the estimates of the cohort's population
+    model; each replicate draws them from MVN(the cohort's values, covariance) exactly as from a
+    fit's covariance (`insilico.trials._fit.CovarianceSource`). Its names must be the cohort's
+    estimated quantities; not with ``uncertainty``, ``fit_uncertainty`` or a fit-store cohort."""
 
     n: Annotated[int, Field(ge=1)] = 1
     uncertainty: dict[str, NonNegFloat] = {}
     fit_uncertainty: bool | None = None
+    covariance: Annotated[str, Field(min_length=1)] | None = None
 
 
 class ExecutionSpec(_Strict):

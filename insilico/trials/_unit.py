@@ -6,7 +6,7 @@ import numpy as np
 from insilico.cohorts import apply_residual_error, draw_cohort
 from insilico.dosing import dose_table
 from insilico.engine import SolverOptions, simulate
-from insilico.trials import _design
+from insilico.trials import _design, _titration
 from insilico.trials._endpoints import compute_endpoints, endpoint_grid
 from insilico.trials._screen import subject_problems, subject_status
 
@@ -23,7 +23,8 @@ def subject_range(ctx, chunk: int) -> np.ndarray:
 
 def draw_subjects(ctx, replicate: int, idx: np.ndarray):
     """Cohort, parameters (with replicate uncertainty: the replicate's draw of a fit's quantities,
-    `TrialContext.population`, or the per-parameter factors), allocation and dropout for ``idx``."""
+    `TrialContext.population`, or the per-parameter factors), allocation and dropout for ``idx``.
+    """
     spec = ctx.spec
     cohort = draw_cohort(ctx.cohort, n=len(idx), seed=replicate_seed(spec.seed, replicate), start=int(idx[0]),
                          population=ctx.population(replicate))
@@ -58,7 +59,9 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
     """Simulate one unit; returns ``{"arm": {...}, "subject": {...} | None}`` numpy variables.
     The doses given are recorded in ``n_doses`` slots per subject (`dose_record`). Subjects of
     the arm whose own inputs are invalid are not simulated: their status says why
-    (`insilico.trials._screen`), their values and doses stay empty."""
+    (`insilico.trials._screen`), their values and doses stay empty. An arm with ``titration`` rules
+    adapts each subject's doses first (`insilico.trials._titration.titrate`); the decisions come back
+    as ``titration_*`` variables (subjects, decision slots)."""
     spec = ctx.spec
     idx = subject_range(ctx, chunk)
     n, T = len(idx), len(ctx.nominal)
@@ -72,6 +75,9 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
     status = np.full(n, -1, np.int8)
     doses = _empty_doses(n, n_doses)
     mask, actual = _design.sampling(spec.observations, spec.seed, replicate, idx, ctx.nominal)
+    decisions = {}
+    if _titration.has_titration(spec):     # rules checked by `insilico.trials.prepare`
+        decisions = _titration.empty_record(ctx, n)
 
     if sel.size:   # subjects whose own inputs are invalid are flagged, not simulated (`_screen`)
         covs = {k: cohort[k].values[sel] for k in ctx.covariate_names}
@@ -81,18 +87,30 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
     if sel.size:
         covs = {k: cohort[k].values[sel] for k in ctx.covariate_names}
         p = {k: v[sel] for k, v in params.items()}
-        table = doses_given(spec, ctx.model, ctx.regimens[arm], arm, idx[sel], covs, replicate, dropout[sel])
-        for k, v in dose_record(table).items():
-            doses[k][sel, :v.shape[1]] = v
-        nominal_doses = np.array([d.time for d in ctx.regimens[arm].expanded()])
-        grid = endpoint_grid(spec, nominal_doses, ctx.nominal)
         ex = spec.execution
         solver = SolverOptions(solver=ex.solver, rtol=ex.rtol, atol=ex.atol)
         p_sim = {**p, **{k: v[sel] for k, v in occasion_params(ctx, cohort, replicate).items()}}
         occasions = ctx.cohort.iov.starts if getattr(ctx.cohort, "iov", None) is not None else None
+        failed = np.zeros(sel.size, np.int8)
+        if spec.arms[arm].titration:     # adapt each subject's later doses to its observations
+            def solve(tab, times):
+                s = simulate(ctx.model, p_sim, tab, times, method=ex.method, solver=solver, occasions=occasions)
+                return {o: s[o].values for o in ctx.model.output_names}, s["status"].values
+            planned, taken = planned_doses(spec, ctx.model, ctx.regimens[arm], arm, idx[sel], covs, replicate,
+                                           dropout[sel])
+            table, rec, failed = _titration.titrate(ctx, replicate, arm, idx[sel], planned, taken, dropout[sel],
+                                                    solve)
+            for k, v in rec.items():
+                decisions[k][sel] = v
+        else:
+            table = doses_given(spec, ctx.model, ctx.regimens[arm], arm, idx[sel], covs, replicate, dropout[sel])
+        for k, v in dose_record(table).items():
+            doses[k][sel, :v.shape[1]] = v
+        nominal_doses = np.array([d.time for d in ctx.regimens[arm].expanded()])
+        grid = endpoint_grid(spec, nominal_doses, ctx.nominal)
         sim = simulate(ctx.model, p_sim, table, grid, method=ex.method, solver=solver, occasions=occasions)
         outs = {o: sim[o].values for o in ctx.model.output_names}
-        st = sim["status"].values
+        st = np.where(failed != 0, failed, sim["status"].values)   # an interim failure stays the subject's status
         values = compute_endpoints(spec, grid, outs, nominal_doses, dropout[sel])
         for k, v in values.items():
             eps[k][sel] = np.where(st == 0, v, np.nan)
@@ -113,7 +131,7 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
             arm_vars["conc_obs"][sel] = np.where(seen, noisy, np.nan)
 
     doses["doses_taken"] = np.isfinite(doses["dose_time"]).sum(axis=1).astype(np.int32)
-    result = {"arm": {**arm_vars, **eps, "status": status, **doses}, "subject": None}
+    result = {"arm": {**arm_vars, **eps, "status": status, **doses, **decisions}, "subject": None}
     if arm == 0:
         subj = {k: cohort[k].values for k in cohort.data_vars
                 if cohort[k].dims == ("subject",) and k != "attempt"}
@@ -127,19 +145,28 @@ def compute_unit(ctx, replicate: int, arm: int, chunk: int, n_doses: int) -> dic
     return result
 
 
-def doses_given(spec, model, regimen, arm: int, subjects: np.ndarray, covariates: dict, replicate: int,
-                dropout: np.ndarray):
-    """The dose table of ``subjects`` (global indices) in ``arm`` as actually given: the arm's
-    regimen (with ``per``-covariate scaling), doses missed under ``adherence`` and doses at or
-    after each subject's ``dropout`` time (h) set to 0 mg. The simulation's input; the store
-    records it (`dose_record`)."""
+def planned_doses(spec, model, regimen, arm: int, subjects: np.ndarray, covariates: dict, replicate: int,
+                  dropout: np.ndarray):
+    """(the planned dose table of ``subjects`` (global indices) in ``arm``: the arm's regimen with
+    ``per``-covariate scaling; (n, events) 0/1 factor: the dose is taken under ``adherence`` and
+    given before the subject's ``dropout`` time (h))."""
     table = dose_table(regimen, model, len(subjects), covariates, where=f"arms.{arm}.regimen")
     n_doses = len(regimen.expanded())
-    amt = table.amt.copy()
+    taken = np.ones(table.amt.shape)
     if n_doses:
-        amt[:, :n_doses] *= _design.doses_taken(spec.adherence, spec.seed, replicate, subjects, n_doses)
-    amt = np.where(table.time >= dropout[:, None], 0.0, amt)
-    return type(table)(table.time, amt, table.rate, table.cmt, table.ss, table.ii)
+        taken[:, :n_doses] *= _design.doses_taken(spec.adherence, spec.seed, replicate, subjects, n_doses)
+    taken = np.where(table.time >= dropout[:, None], 0.0, taken)
+    return table, taken
+
+
+def doses_given(spec, model, regimen, arm: int, subjects: np.ndarray, covariates: dict, replicate: int,
+                dropout: np.ndarray):
+    """The dose table of ``subjects`` (global indices) in ``arm`` as actually given without
+    titration rules: the arm's regimen (with ``per``-covariate scaling), doses missed under
+    ``adherence`` and doses at or after each subject's ``dropout`` time (h) set to 0 mg. The
+    simulation's input; the store records it (`dose_record`)."""
+    table, taken = planned_doses(spec, model, regimen, arm, subjects, covariates, replicate, dropout)
+    return type(table)(table.time, table.amt * taken, table.rate, table.cmt, table.ss, table.ii)
 
 
 def _empty_doses(n: int, n_doses: int) -> dict:
