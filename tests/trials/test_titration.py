@@ -149,7 +149,8 @@ def test_oncology_example_against_direct_simulation_and_the_rules(tmp_path, clie
         held_subjects += held.any()
         resumed += bool(held.any() and (expected[np.argmax(held):] > 0).any())
     assert 0 < held_subjects < spec.n and resumed > 0
-    # the store keeps every decision: its time, the ANC it read (the stored profile there, to the ODE tolerance) and the rule
+    # the store keeps every decision: its time, the ANC it read (the stored profile there, to the ODE
+    # tolerance) and the rule
     t_dec, anc_dec = ds["titration_time"].values, ds["titration_ANC"].values
     checked = 0
     for s in range(spec.n):
