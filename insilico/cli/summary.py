@@ -77,9 +77,14 @@ def show_crossover_summary(ds) -> None:
     cols = ["metric", "gmr_pct", "ci_lower_pct", "ci_upper_pct", "cv_within_pct", "n_subjects", "bioequivalent"]
     if ds.attrs.get("method") == "rsabe":
         cols[5:5] = ["swr", "decided_by"]
-    table = table[[c for c in cols if c in table.columns]]
-    print_table(table, f"{name}: bioequivalence ({ds.attrs.get('method', 'abe')}, "
-                       f"{100 * float(ds.attrs.get('ci_level', 0.9)):g} % CI of the test/reference ratio)")
+    level = f"{100 * float(ds.attrs.get('ci_level', 0.9)):g} % CI"
+    if ds.attrs.get("method") == "paired":     # a fixed-sequence study (e.g. drug interaction): no-effect limits
+        table = table.rename(columns={"bioequivalent": "no_effect"})
+        cols[-1] = "no_effect"
+        title = f"{name}: geometric-mean ratio (paired, {level}; no effect: CI within the limits)"
+    else:
+        title = f"{name}: bioequivalence ({ds.attrs.get('method', 'abe')}, {level} of the test/reference ratio)"
+    print_table(table[[c for c in cols if c in table.columns]], title)
     if "power_power" in ds:
         power = pd.DataFrame({"n": ds["n"].values, "power": ds["power_power"].values,
                               "ci_lower": ds["power_ci_lower"].values, "ci_upper": ds["power_ci_upper"].values})
