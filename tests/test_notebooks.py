@@ -14,7 +14,8 @@ NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
 
 
 def test_notebooks_exist():
-    assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb", "cohorts.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb", "cohorts.ipynb", "twins_vancomycin.ipynb",
+                                           "twins_neutropenia.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
