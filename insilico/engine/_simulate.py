@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from insilico import exported
 from insilico.batching import bucket_size
 from insilico.dosing import DoseTable, NonmemData, Regimen, dose_table, event_slots
 from insilico.engine import _status
@@ -91,16 +92,23 @@ def solve_subject(model: Model, p: Mapping, dose, obs_t, method: str = "exact",
 def _batched(model: Model, method: str, obs_after_dose: bool, solver: SolverOptions,
              shared_times: bool, keep_states: bool, has_infusion: bool, has_ss: bool, varying: str | None = None):
     """Jitted, vmapped `solve_subject`; ``varying`` (``None``, ``"locf"``, ``"nocb"``): the subjects'
-    parameters change at times given as a fourth argument (N, C)."""
+    parameters change at times given as a fourth argument (N, C). The traced program is kept across
+    processes (`insilico.exported.persistent`, keyed by `insilico.exported.fingerprint` of the model,
+    method, solver options and static flags) when the model can be fingerprinted."""
     def one(p, dose, obs_t, change_t=None):
         outs, y, status = solve_subject(model, p, dose, obs_t, method, obs_after_dose, solver,
                                         has_infusion, has_ss, change_t, varying == "nocb")
         return outs, (y if keep_states else None), status
 
     if varying:
-        fn = jax.jit(functools.partial(_micro_batched, one, shared_times))
+        fn = functools.partial(_micro_batched, one, shared_times)
     else:
-        fn = jax.jit(jax.vmap(one, in_axes=(0, 0, None if shared_times else 0)))
+        fn = jax.vmap(one, in_axes=(0, 0, None if shared_times else 0))
+    # kept traced across processes when everything the kernel closes over has a fingerprint
+    # (built-in and text-equation models; a model of user Python code is jitted in each process)
+    key = exported.fingerprint((model, method, obs_after_dose, solver, shared_times, keep_states, has_infusion,
+                                has_ss, varying))
+    fn = exported.persistent(fn, "engine", key) if key else jax.jit(fn)
     _BUILT.append(fn)
     return fn
 
@@ -129,7 +137,7 @@ def _micro_batched(one, shared_times: bool, p, dose, obs_t, change_t):
 
 def compile_count() -> int:
     """Number of compiled executables held by the engine (for recompilation tests)."""
-    return sum(f._cache_size() for f in _BUILT)
+    return sum(f.cache_size() if hasattr(f, "cache_size") else f._cache_size() for f in _BUILT)
 
 
 def default_chunk_size() -> int:
@@ -623,10 +631,12 @@ def _solve(model, p, table: DoseTable, t, method, solver, chunk_size, obs_after_
     for start in range(0, n, size):
         stop = min(start + size, n)
         idx = np.minimum(np.arange(start, start + size), stop - 1)  # pad with copies of the last subject
-        pc = {k: jnp.asarray(v[idx]) for k, v in p.items()}
-        dc = tuple(jnp.asarray(getattr(padded, f)[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
-        extra = () if schedule is None else (jnp.asarray(change_t[idx]),)
-        o, y, s = fn(pc, dc, jnp.asarray(tp if shared else tp[idx]), *extra)
+        # NumPy arrays straight to the compiled call: jnp.asarray would compile (or load) a small
+        # conversion program per shape and dtype in every new process
+        pc = {k: np.asarray(v[idx]) for k, v in p.items()}
+        dc = tuple(np.asarray(getattr(padded, f)[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
+        extra = () if schedule is None else (np.asarray(change_t[idx]),)
+        o, y, s = fn(pc, dc, np.asarray(tp if shared else tp[idx]), *extra)
         m = stop - start
         for k in outs:
             outs[k][start:stop] = np.asarray(o[k])[:m, :T]
