@@ -12,7 +12,9 @@ Typical use::
     report = validation_report(draw_cohort(spec, 10_000, 1, apply_criteria=False), spec)
 
 Covariates can also be resampled from a table of real subjects (``resample:`` in the spec,
-:class:`ResampleSpec`), and a population fit becomes a cohort with :func:`fit_cohort_spec`.
+:class:`ResampleSpec`), a population fit becomes a cohort with :func:`fit_cohort_spec`, and a
+population-model file (``population.yaml`` of `insilico fit` / `insilico import nonmem`) joined
+with a covariate spec with :func:`load_population_cohort`.
 """
 from insilico import jax_config  # noqa: F401  (float64 and the compilation cache before any array exists)
 from insilico.cohorts._compile import CompiledCohort, compile_spec
@@ -28,6 +30,12 @@ from insilico.cohorts._fit import fit_cohort_spec, population_from_estimates
 from insilico.cohorts._io import load_cohort, save_cohort
 from insilico.cohorts._load import load_cohort_spec
 from insilico.cohorts._model import cohort_model
+from insilico.cohorts._population import (
+    PopulationCohort,
+    PopulationCohortSpec,
+    is_population_model,
+    load_population_cohort,
+)
 from insilico.cohorts._resample import ROW as RESAMPLE_ROW
 from insilico.cohorts._resample import ResampleTable, read_resample_table
 from insilico.cohorts._spec import (
@@ -65,6 +73,8 @@ __all__ = [
     "EffectSpec",
     "IOVSpec",
     "ParameterSpec",
+    "PopulationCohort",
+    "PopulationCohortSpec",
     "ResampleSpec",
     "ResampleTable",
     "ResidualErrorSpec",
@@ -81,9 +91,11 @@ __all__ = [
     "draw_cohort",
     "egfr_ckd_epi_2021",
     "fit_cohort_spec",
+    "is_population_model",
     "lbw_janmahasatian",
     "load_cohort",
     "load_cohort_spec",
+    "load_population_cohort",
     "omega_from",
     "population_from_estimates",
     "read_resample_table",

@@ -1,7 +1,7 @@
 """A population fit as a cohort: the fitted population model with covariates resampled from the
 fitted subjects, and the population model at other values of the fitted quantities.
 
-Names of the fitted quantities (those of `insilico.estimation`): a parameter's typical value by
+Names of the fitted quantities (`insilico.population.population_quantities`): a parameter's typical value by
 its name (``CL``), a covariate effect's theta ``CL.WT``, a categorical multiplier
 ``CL.SEX[female]``, Omega elements ``OMEGA(i,j)`` (1-based, order of ``bsv.parameters``; the
 matrix is symmetric, elements not named stay as they are) and residual variances ``SIGMA(k,k)``
@@ -24,12 +24,10 @@ from insilico.cohorts import _metadata as meta
 from insilico.cohorts._load import load_cohort_spec
 from insilico.cohorts._spec import CohortSpec
 from insilico.errors import SpecError
-from insilico.population import PopulationModel, ResidualError
+from insilico.population import SIGMA_FIELDS, PopulationModel, ResidualError
 
 __all__ = ["fit_cohort_spec", "population_from_estimates"]
 
-_SIGMA_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
-                 "combined": ("proportional", "additive"), "exponential": ("exponential",)}
 _OMEGA = re.compile(r"^OMEGA\((\d+),(\d+)\)$")
 
 
@@ -128,7 +126,7 @@ def population_from_estimates(pop: PopulationModel, values: Mapping[str, float])
     residual = pop.residual
     if residual is not None:
         sds = {}
-        for k, f in enumerate(_SIGMA_FIELDS[residual.type]):
+        for k, f in enumerate(SIGMA_FIELDS[residual.type]):
             var = take(f"SIGMA({k + 1},{k + 1})", None)
             sds[f] = float(getattr(residual, f)) if var is None else float(np.sqrt(var))
         residual = ResidualError(residual.type, sds.get("additive", 0.0), sds.get("proportional", 0.0),

@@ -351,6 +351,10 @@ def parse_cohort_spec(source, base: str | os.PathLike | None = None) -> CohortSp
     if isinstance(source, CohortSpec):
         return source
     data, folder = read_mapping(source, "cohort spec")
+    if "model" in data:
+        raise SpecError("model", "a cohort spec has no structural model: this looks like a population-model file "
+                                 "(insilico fit's input), which a trial takes as cohort: {population: FILE, "
+                                 "covariates: COHORT_FILE} (insilico.cohorts.load_population_cohort)")
     if base is not None and isinstance(source, Mapping):
         folder = Path(base)
     spec = validate(CohortSpec, data)

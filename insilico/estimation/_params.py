@@ -2,7 +2,9 @@
 
 * natural: what a modeller reads and NONMEM reports — typical values (parameter units),
   covariate-effect thetas, Omega elements ``OMEGA(i,j)`` (variances/covariances of eta) and
-  residual variances ``SIGMA(k,k)``;
+  residual variances ``SIGMA(k,k)``; their names and order are the one convention of
+  `insilico.population.population_quantities` (shared with fit stores, trial replicates and
+  NONMEM imports);
 * transformed (unconstrained, what the optimiser moves): log of typical values and of
   categorical multipliers; effect thetas as they are; per Omega block the lower Cholesky factor
   with log diagonal (Pinheiro & Bates 1996, "unconstrained parametrizations for variance-covariance
@@ -23,12 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from insilico.errors import SpecError
-from insilico.population import Effect, PopulationModel, ResidualError
+from insilico.population import SIGMA_FIELDS as _SIGMA_FIELDS
+from insilico.population import Effect, PopulationModel, ResidualError, omega_blocks, population_quantities
 
 __all__ = ["Entry", "FitPopulation", "ParameterVector", "omega_blocks"]
-
-_SIGMA_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
-                 "combined": ("proportional", "additive"), "exponential": ("exponential",)}
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,6 @@ class Entry:
     initial: float
     fixed: bool = False
     bounds: tuple[float, float] | None = None
-
-
-def omega_blocks(omega: np.ndarray) -> list[list[int]]:
-    """Index sets of the blocks of ``omega``: connected components of its nonzero pattern,
-    each sorted, in order of their first index (NONMEM $OMEGA BLOCK structure)."""
-    k = omega.shape[0]
-    seen, blocks = set(), []
-    for start in range(k):
-        if start in seen:
-            continue
-        todo, block = [start], set()
-        while todo:
-            i = todo.pop()
-            if i in block:
-                continue
-            block.add(i)
-            todo.extend(j for j in range(k) if j not in block and omega[i, j] != 0)
-        seen |= block
-        blocks.append(sorted(block))
-    return blocks
 
 
 class FitPopulation(PopulationModel):
@@ -83,35 +63,23 @@ class ParameterVector:
     def __init__(self, template: PopulationModel, fix=(), bounds=None, extra_residuals=None):
         self.template = template
         bounds = dict(bounds or {})
-        entries = []
-        for name, typical, effects in zip(template.names, template.typical, template.effects):
-            entries.append(Entry(name, "typical", float(typical)))
-            for e in effects:
-                if e.type == "categorical":
-                    for lab, m in zip(e.labels, np.asarray(e.table)):
-                        entries.append(Entry(f"{name}.{e.covariate}[{lab}]", "multiplier", float(m)))
-                else:
-                    entries.append(Entry(f"{name}.{e.covariate}", "effect", float(e.theta)))
-        self.blocks = omega_blocks(np.asarray(template.omega)) if template.bsv_names else []
-        for block in self.blocks:
-            for a, i in enumerate(block):
-                for j in block[:a + 1]:
-                    entries.append(Entry(f"OMEGA({i + 1},{j + 1})", "omega", float(template.omega[i, j])))
         if template.residual is None:
             raise SpecError("residual_error", "required for estimation")
         extra = dict(extra_residuals or {})
-        self.residual_types = (template.residual.type, *(r.type for r in extra.values()))
-        self.sigma_fields = tuple(f for t in self.residual_types for f in _SIGMA_FIELDS[t])
         where = [("residual_error", template.residual), *((f"residual_errors.{o}", r) for o, r in extra.items())]
         k = 0
         for field, r in where:
             for f in _SIGMA_FIELDS[r.type]:
                 k += 1
-                sd = float(getattr(r, f))
-                if not sd > 0:
+                if not float(getattr(r, f)) > 0:
                     raise SpecError(f"{field}.{f}", f"must be > 0 to be estimated (or list SIGMA({k},{k}) in "
                                                     "estimate.fix)")
-                entries.append(Entry(f"SIGMA({k},{k})", "sigma", sd * sd))
+        self.residual_types = tuple(r.type for _, r in where)
+        self.sigma_fields = tuple(f for t in self.residual_types for f in _SIGMA_FIELDS[t])
+        self.blocks = omega_blocks(np.asarray(template.omega)) if template.bsv_names else []
+        # names, order and initial values: the one convention of `insilico.population.population_quantities`
+        entries = [Entry(q.name, q.kind, q.value)
+                   for q in population_quantities(template, residuals=[r for _, r in where])]
         names = [e.name for e in entries]
         fix = list(fix)
         for i, f in enumerate(fix):

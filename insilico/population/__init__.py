@@ -8,7 +8,10 @@ and residual error (NONMEM conventions).
 * one forward map :func:`individual_parameters` (TV exp(eta), TV exp(eta + kappa)) and
   :func:`typical_values`;
 * one log-density :func:`log_density` (prior of eta/kappa + residual log-likelihood);
-* :func:`sample_parameters` (NumPyro sites), :func:`apply_residual_error` (simulation).
+* :func:`sample_parameters` (NumPyro sites), :func:`apply_residual_error` (simulation);
+* :func:`population_quantities`: the names of the estimated quantities (``CL``, ``CL.WT``,
+  ``V.SEX[F]``, ``OMEGA(i,j)``, ``SIGMA(k,k)``) that estimation, fit stores, trial replicates and
+  NONMEM imports share.
 
 Typical use::
 
@@ -29,6 +32,7 @@ from insilico.population._model import (
     cv_percent_to_variance,
     omega_from,
 )
+from insilico.population._quantities import SIGMA_FIELDS, Quantity, omega_blocks, population_quantities
 from insilico.population._residual import RESIDUAL_STREAM, apply_residual_error, residual_root_key
 from insilico.population._sample import MultivariateNormalRows, sample_parameters
 from insilico.population._spec import (
@@ -46,6 +50,7 @@ from insilico.population._spec import (
 
 __all__ = [
     "RESIDUAL_STREAM",
+    "SIGMA_FIELDS",
     "BSVSpec",
     "Effect",
     "EffectSpec",
@@ -53,6 +58,7 @@ __all__ = [
     "MultivariateNormalRows",
     "ParameterSpec",
     "PopulationModel",
+    "Quantity",
     "ResidualError",
     "ResidualErrorSpec",
     "apply_residual_error",
@@ -62,7 +68,9 @@ __all__ = [
     "cv_percent_to_variance",
     "individual_parameters",
     "log_density",
+    "omega_blocks",
     "omega_from",
+    "population_quantities",
     "required",
     "residual_root_key",
     "residual_sd",

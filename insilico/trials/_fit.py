@@ -6,9 +6,9 @@ nonmem --cov``, `CovarianceSource`).
 A fit cohort is the fitted population model with covariates resampled from the fitted subjects
 (`insilico.cohorts.fit_cohort_spec`). With ``replicates.fit_uncertainty`` (the default for a fit
 cohort), or with ``replicates.covariance``, each replicate r simulates its own values of the
-estimated quantities (typical values, effects, Omega, sigma; names as `insilico.estimation`
-gives them: ``CL``, ``CL.WT``, ``V.SEX[F]``, ``OMEGA(i,j)``, ``SIGMA(k,k)``), the same for all
-its subjects:
+estimated quantities (typical values, effects, Omega, sigma; named by the one convention of
+`insilico.population.population_quantities`, which estimation uses too: ``CL``, ``CL.WT``,
+``V.SEX[F]``, ``OMEGA(i,j)``, ``SIGMA(k,k)``), the same for all its subjects:
 
 * a covariance of the estimates (a maximum-likelihood fit's, FOCE-I or Laplace, or the
   covariance file's): theta_r ~ MVN(estimate, covariance of the estimates) over the estimated
@@ -46,14 +46,13 @@ import numpy as np
 from insilico.batching import bucket_size
 from insilico.config import load_yaml
 from insilico.errors import SpecError
+from insilico.population import population_quantities
 from insilico.streams import stream_id
 
-__all__ = ["MAX_ATTEMPTS", "CovarianceSource", "FitSource", "population_quantities", "tree_digest"]
+__all__ = ["MAX_ATTEMPTS", "CovarianceSource", "FitSource", "tree_digest"]
 
 MAX_ATTEMPTS = 1000      # invalid draws of one replicate before the uncertainty is refused
 _POSITIVE = ("typical", "multiplier", "sigma")
-_SIGMA_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
-                 "combined": ("proportional", "additive"), "exponential": ("exponential",)}
 _SYMMETRY_RTOL = 1e-6    # a covariance file's |C_ij - C_ji| <= this x sqrt(C_ii C_jj)
 _PSD_RTOL = 1e-9         # and its eigenvalues >= -this x the largest
 
@@ -230,33 +229,6 @@ class FitSource(_Estimates):
                                      "set replicates.fit_uncertainty: false to simulate at the estimates")
 
 
-def population_quantities(pop) -> tuple[tuple[str, str, float], ...]:
-    """The estimated quantities of a population model (`insilico.population.PopulationModel`) as
-    ``(name, kind, value)``, named as `insilico.estimation` and `insilico.cohorts.population_from_estimates`
-    name them: per parameter its typical value ``P`` (kind typical), effects ``P.COV`` (effect)
-    and categorical multipliers ``P.COV[level]`` (multiplier); ``OMEGA(i,j)`` (omega; i >= j,
-    1-based in ``bsv`` order: the diagonal and the nonzero covariances); ``SIGMA(k,k)`` (sigma: the
-    residual variance, k = 1 the proportional or only error, k = 2 the additive one of a combined
-    model)."""
-    out = []
-    for name, typical, effects in zip(pop.names, pop.typical, pop.effects):
-        out.append((name, "typical", float(typical)))
-        for e in effects:
-            if e.type == "categorical":
-                out += [(f"{name}.{e.covariate}[{lab}]", "multiplier", float(m))
-                        for lab, m in zip(e.labels, np.asarray(e.table))]
-            else:
-                out.append((f"{name}.{e.covariate}", "effect", float(e.theta)))
-    if pop.bsv_names:
-        omega = np.asarray(pop.omega, float)
-        out += [(f"OMEGA({i + 1},{j + 1})", "omega", float(omega[i, j]))
-                for i in range(omega.shape[0]) for j in range(i + 1) if i == j or omega[i, j] != 0]
-    if pop.residual is not None:
-        out += [(f"SIGMA({k + 1},{k + 1})", "sigma", float(getattr(pop.residual, f)) ** 2)
-                for k, f in enumerate(_SIGMA_FIELDS[pop.residual.type])]
-    return tuple(out)
-
-
 _COVARIANCE_KEYS = {"names", "matrix", "source", "scale", "nonmem"}
 
 
@@ -274,7 +246,8 @@ class CovarianceSource(_Estimates):
 
     @classmethod
     def from_file(cls, path, pop, field: str = "replicates.covariance") -> CovarianceSource:
-        """Read ``path``: YAML with ``names`` (the estimated quantities, `population_quantities`)
+        """Read ``path``: YAML with ``names`` (the estimated quantities,
+        `insilico.population.population_quantities`)
         and ``matrix`` (their covariance on the natural scale, square, symmetric, positive
         semi-definite; rows of zeros for fixed quantities), optionally ``source``, ``scale`` and
         ``nonmem`` (descriptions; the file ``insilico import nonmem --cov`` writes). Its names must
@@ -315,8 +288,8 @@ class CovarianceSource(_Estimates):
             if n not in quantities and n not in optional:
                 raise SpecError(field, f"{path.name}: {n!r} is not an estimated quantity of the cohort's population "
                                        f"model (its quantities: {', '.join(quantities)})")
-        for n in quantities:
-            if n not in names:
+        for n, (_, v) in quantities.items():
+            if n not in names and not (n in optional and v == 0):   # an Omega covariance of 0 may be left out
                 raise SpecError(field, f"{path.name} has no row for {n!r}, an estimated quantity of the cohort's "
                                        "population model (the covariance must be of this model's estimates)")
         _check_matrix(cov, names, path.name, field)

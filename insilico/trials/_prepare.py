@@ -4,6 +4,13 @@
 times, parameter sources). It is rebuilt from the spec's JSON on every worker, so work units
 are pure functions of (spec, replicate, arm, chunk).
 
+The cohort (``cohort:``) is resolved to one cohort spec from: a cohort spec (a file or inline);
+a fit store (`_fit_cohort`: the fitted population model, covariates resampled from the fitted
+subjects); or a population-model file, ``cohort: {population: FILE, covariates: COHORT}`` or
+``cohort: FILE`` (`_population_cohort`, `insilico.cohorts.load_population_cohort`: its parameter
+model with the covariates of a cohort spec). A fit or population file brings its structural model,
+which must be the trial's ``model``, and its fixed ``model.parameters``, which the trial inherits.
+
 `prepare` refuses, before any store exists: names that clash with the store's own variables and
 coordinates (`reserved_names`) or with each other; a dose ``per`` a covariate the cohort lacks or
 that is categorical; designs that leave an arm without subjects; specs whose memory would exceed
@@ -28,7 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from insilico import store
-from insilico.cohorts import compile_spec, fit_cohort_spec, load_cohort_spec, population_from_estimates
+from insilico.cohorts import (
+    compile_spec,
+    fit_cohort_spec,
+    is_population_model,
+    load_cohort_spec,
+    load_population_cohort,
+    population_from_estimates,
+)
 from insilico.dosing import MAX_DOSES, Dose, Regimen
 from insilico.errors import SpecError
 from insilico.models import resolve_model
@@ -140,6 +154,7 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
         raise SpecError("n", f"at most {MAX_SUBJECTS} subjects (subject indices are 32-bit), got {spec.n}")
     model = resolve_model(spec.model, base)
     fit = None
+    inherited: dict = {}    # fixed model parameters of the fit or population file the cohort comes from
     _check_covariance_field(spec)
     if isinstance(spec.cohort, str):
         cpath = _cohort_path(spec.cohort, base)
@@ -147,13 +162,18 @@ def prepare(spec: TrialSpec, base: Path, *, screen: bool = True) -> TrialContext
             spec = spec.model_copy(update={"cohort": str(cpath)})   # found in the working directory
         if cpath.is_dir():
             fit, cohort = _fit_cohort(cpath, spec, model)
+            inherited = fit.model.get("parameters") or {}
+        elif is_population_model(cpath):
+            cohort, inherited = _population_cohort(str(cpath), spec, base, model)
         else:
             cohort = _cohort_spec(cpath, base)
+    elif "population" in spec.cohort:
+        spec = _population_paths(spec, base)
+        cohort, inherited = _population_cohort(spec.cohort, spec, base, model)
     else:
         cohort = _cohort_spec(spec.cohort, base)
     fit_draws = _replicate_source(spec, fit)
-    fitted_fixed = (fit.model.get("parameters") or {}) if fit is not None else {}   # the fit's fixed model values
-    model_parameters = {**fitted_fixed, **spec.model.parameters}
+    model_parameters = {**inherited, **spec.model.parameters}
     cohort_params = [p for p in cohort.parameters if p in model.parameter_names]
     for k in spec.model.parameters:
         if k in cohort_params:
@@ -227,7 +247,8 @@ def check_occasions(cohort) -> None:
                                              "e.g. [0, 168]) to its iov section, or remove the iov section")
 
 
-def _cohort_path(cohort: str, base: Path) -> Path:
+def _cohort_path(cohort: str, base: Path, field: str = "cohort",
+                 what: str = "cohort spec file, population-model file or fit store") -> Path:
     """The cohort file or fit store a spec names: absolute, or relative to the spec's folder, else
     to the working directory (``--set cohort=fit.zarr`` next to where the fit was written)."""
     p = Path(cohort)
@@ -238,8 +259,73 @@ def _cohort_path(cohort: str, base: Path) -> Path:
     else:
         found = p.resolve()
     if not found.exists():
-        raise SpecError("cohort", f"cohort spec file or fit store not found: {base / p}")
+        raise SpecError(field, f"{what} not found: {base / p}")
     return found
+
+
+def _population_paths(spec: TrialSpec, base: Path) -> TrialSpec:
+    """``spec`` with the files of ``cohort: {population: FILE, covariates: FILE}`` found as
+    `_cohort_path` finds a cohort: a relative path found only in the working directory is written
+    absolute (so workers, which resolve against the spec's folder, find it too)."""
+    cohort = dict(spec.cohort)
+    for key, what in (("population", "population-model file"), ("covariates", "covariate (cohort) spec file")):
+        given = cohort.get(key)
+        if isinstance(given, str) and given:
+            found = _cohort_path(given, base, f"cohort.{key}", what)
+            if found != base / given and not Path(given).is_absolute():
+                cohort[key] = str(found)
+    return spec.model_copy(update={"cohort": cohort}) if cohort != spec.cohort else spec
+
+
+def _population_cohort(source, spec: TrialSpec, base: Path, model) -> tuple[object, dict]:
+    """The cohort of a population-model file (``cohort: population.yaml`` or ``cohort: {population:
+    FILE, covariates: COHORT}``, `insilico.cohorts.load_population_cohort`) and the model parameters
+    the file fixes (its ``model.parameters``). The trial must simulate the population's structural
+    model (`_check_population_model`) and may not give a fixed parameter another value."""
+    checked: list[SpecError] = []
+
+    def units(ref, folder: Path) -> dict:
+        try:
+            _check_population_model(ref, folder, spec, base)
+        except SpecError as e:
+            checked.append(e)
+            raise
+        return {p.name: p.units for p in model.parameters}
+
+    try:
+        pc = load_population_cohort(source, base, units=units)
+    except SpecError as e:
+        if checked and e is checked[0]:
+            raise
+        raise SpecError(f"cohort.{e.field}" if e.field else "cohort", e.message) from None
+    fixed = dict(pc.model.parameters)
+    for k, v in spec.model.parameters.items():
+        if k in fixed and float(v) != float(fixed[k]):
+            raise SpecError(f"model.parameters.{k}", f"the population model {pc.population.name} fixes {k} = "
+                                                     f"{fixed[k]:g}; the trial simulates its population model as "
+                                                     "estimated (remove it here, or change the population file)")
+    return pc.spec, fixed
+
+
+def _check_population_model(ref, folder: Path, spec: TrialSpec, base: Path) -> None:
+    """The trial's ``model`` must be the population file's structural ``model`` (``ref``, whose
+    relative file is in ``folder``): the same built-in ``name``, ``import`` target or inline ``text``,
+    or a ``file`` that is the same file or has the same bytes; else `SpecError` ``model.<key>``."""
+    given = spec.model
+    for key, attr in (("name", "name"), ("import", "import_"), ("text", "text")):
+        want = getattr(ref, attr)
+        if want is not None and getattr(given, attr) != want:
+            raise SpecError(f"model.{key}", f"the cohort's population model is of model {ref.label!r}; the trial must "
+                                            f"simulate that model (got {given.label!r})")
+    if ref.file is not None:
+        want = Path(ref.file) if Path(ref.file).is_absolute() else folder / ref.file
+        got = None if given.file is None else (Path(given.file) if Path(given.file).is_absolute()
+                                               else base / given.file)
+        same = got is not None and (got.resolve() == want.resolve()
+                                    or (got.is_file() and want.is_file() and got.read_bytes() == want.read_bytes()))
+        if not same:
+            raise SpecError("model.file", f"the cohort's population model is of the text model file {want}; the "
+                                          f"trial must simulate that model (got {given.label!r})")
 
 
 def _cohort_spec(source, base: Path):
