@@ -12,6 +12,28 @@ below the limit of quantification (BLQ) when ``BLQ`` = 1 or ``DV < LLOQ``; its l
 record's ``LLOQ``, or its DV when the data have no LLOQ value for it (so a BLQ record needs a
 DV: the limit, or any value below a given LLOQ). ``estimate.blq`` m1 drops BLQ records, m3 keeps
 them as censored (`insilico.estimation._likelihood`).
+
+Time-varying covariates: a covariate the effects use whose value changes within an ID (any record,
+EVID 0 to 4) drives the individual parameters between records. Each subject's covariate values
+become a piecewise-constant schedule (``covariate_interpolation`` of the population model, as in
+`insilico.engine.ParameterSchedule`):
+
+* ``locf`` (the default; last observation carried forward): a record's value holds from that
+  record's time until the next record's; a dose or an observation exactly at a record's time takes
+  that record's value;
+* ``nocb`` (next observation carried backward): a record's value holds back to the previous record,
+  which is how NONMEM's PREDPP advances the system (it evaluates PK with each event record and
+  advances to that record's time with those values; NONMEM Users Guide Part VI) and mrgsolve's
+  default ``nocb = TRUE``.
+
+The individual parameters of each interval come from the same forward map with the subject's one
+eta (`insilico.population.individual_parameters`), and the solve is piecewise with the change times
+as interval ends (`insilico.engine.solve_subject` with ``change_t``). Only times where a value
+changes are kept. A subject whose time-varying covariate is missing or invalid on any record is
+excluded, naming the record. When no covariate the effects use changes within an ID the problem
+holds one value per subject and the solve is the time-invariant one (the same numbers as without
+this feature); when one does, every subject of the problem takes the piecewise solve (a subject
+whose values are constant then agrees with the time-invariant solve to rounding, not bit for bit).
 """
 from __future__ import annotations
 
@@ -45,6 +67,10 @@ class Problem:
     times, y, mask : (N, T) observation times (h), DV and True where DV is a fitted observation
         (a censored record's y is its limit).
     fixed : model parameters not in the population model ({name: value}).
+    change_t : (N, C) covariate change times (h) of every subject when a covariate the effects use
+        changes within an ID; then each ``covariates`` array is (N, C+1), value ``j`` in effect from
+        change ``j-1`` to change ``j`` (module docstring). None otherwise. ``nocb``: the convention
+        (static) for a point exactly at a change.
     outputs : the observed model outputs (the primary first; `PopulationModelSpec.fitted_outputs`).
     records : per-record arrays (N, T), present only when needed: ``out`` (index into
         ``outputs``, several outputs), ``cens`` and ``lloq`` (censored records: none under M1, so
@@ -74,6 +100,8 @@ class Problem:
     records: dict = field(default_factory=dict)
     blq: str = ""
     n_blq: int = 0
+    change_t: np.ndarray | None = None
+    nocb: bool = False
 
     @property
     def n_subjects(self) -> int:
@@ -88,11 +116,17 @@ class Problem:
         return len(self.params.template.bsv_names)
 
     def subjects(self):
-        """The per-subject arrays as one pytree with a leading subject axis."""
-        return {"cov": {k: jnp.asarray(v) for k, v in self.covariates.items()},
-                "dose": tuple(jnp.asarray(a) for a in self.dose),
-                "t": jnp.asarray(self.times), "y": jnp.asarray(self.y), "mask": jnp.asarray(self.mask),
-                **{k: jnp.asarray(v) for k, v in self.records.items()}}
+        """The per-subject arrays as one pytree with a leading subject axis. With time-varying
+        covariates it also holds ``change_t``: ``{"locf": (N, C)}`` or ``{"nocb": (N, C)}`` (the key
+        carries the static convention, so compiled functions that close over another problem
+        retrace rather than reuse the other convention)."""
+        out = {"cov": {k: jnp.asarray(v) for k, v in self.covariates.items()},
+               "dose": tuple(jnp.asarray(a) for a in self.dose),
+               "t": jnp.asarray(self.times), "y": jnp.asarray(self.y), "mask": jnp.asarray(self.mask),
+               **{k: jnp.asarray(v) for k, v in self.records.items()}}
+        if self.change_t is not None:
+            out["change_t"] = {"nocb" if self.nocb else "locf": jnp.asarray(self.change_t)}
+        return out
 
     def select(self, keep: np.ndarray, excluded: dict | None = None) -> Problem:
         """The problem restricted to the subjects where ``keep`` (N,) is True."""
@@ -100,7 +134,8 @@ class Problem:
                        dose=tuple(a[keep] for a in self.dose), times=self.times[keep], y=self.y[keep],
                        mask=self.mask[keep], records={k: v[keep] for k, v in self.records.items()},
                        excluded=self.excluded if excluded is None else excluded,
-                       data_covariates=None if self.data_covariates is None else self.data_covariates[keep])
+                       data_covariates=None if self.data_covariates is None else self.data_covariates[keep],
+                       change_t=None if self.change_t is None else self.change_t[keep])
 
     def record_notes(self) -> dict:
         """What was done with BLQ records (``{"blq": "m1: 12 BLQ records dropped"}``) and the observed
@@ -114,11 +149,23 @@ class Problem:
         return out
 
     def predict_outputs(self, pop, subject, eta):
-        """Every model output at the subject's times (``{name: (T,)}``) and the solver status."""
+        """Every model output at the subject's times (``{name: (T,)}``) and the solver status.
+
+        With ``subject["change_t"]`` (time-varying covariates, module docstring) the covariates are
+        (C+1,) values per interval: the individual parameters are computed for each interval with
+        the same ``eta`` and the solve is piecewise, each change time an interval end."""
         p = individual_parameters(pop, subject["cov"], eta)
         full = {**self.fixed, **p}
+        if "change_t" not in subject:
+            outs, _, status = solve_subject(self.model, full, subject["dose"], subject["t"], self.method,
+                                            solver=self.solver, has_infusion=self.has_infusion, has_ss=self.has_ss)
+            return outs, status
+        (convention, change_t), = subject["change_t"].items()
+        shape = (change_t.shape[-1] + 1,)
+        full = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), shape) for k, v in full.items()}
         outs, _, status = solve_subject(self.model, full, subject["dose"], subject["t"], self.method,
-                                        solver=self.solver, has_infusion=self.has_infusion, has_ss=self.has_ss)
+                                        solver=self.solver, has_infusion=self.has_infusion, has_ss=self.has_ss,
+                                        change_t=change_t, nocb=convention == "nocb")
         return outs, status
 
     def predict(self, pop, subject, eta):
@@ -151,35 +198,75 @@ def _label(v) -> str:
     return str(v)
 
 
+def _convert(spec, c: str, col: pd.Series, categorical) -> tuple[np.ndarray, list]:
+    """Values of covariate ``c`` in ``col`` (floats, or integer codes of a categorical covariate) and,
+    per entry, why it cannot be used ("" when it can); unusable entries hold a harmless 1.0 / code 0."""
+    if c in categorical:
+        labels = categorical[c]
+        codes = np.array([labels.index(t) if t in labels else -1 for t in (_label(v) for v in col)], dtype=int)
+        why = [f"{c} = {v!r} is not a category with a multiplier" if k < 0 else "" for v, k in zip(col, codes)]
+        return np.maximum(codes, 0), why
+    vals = pd.to_numeric(col, errors="coerce").to_numpy(float)
+    power = any(e.covariate == c and e.type == "power" for p in spec.parameters.values() for e in p.effects)
+    why = [f"{c} is missing or not a number" if not np.isfinite(v)
+           else (f"{c} = {v:g} must be > 0 for a power effect" if power and v <= 0 else "") for v in vals]
+    return np.where(np.isfinite(vals), vals, 1.0), why
+
+
 def _covariate_arrays(spec, data: NonmemData, pop_covariates, categorical):
-    """Per-subject covariate arrays and {ID: reason} for subjects with unusable values."""
+    """Per-subject covariate arrays (each subject's first value) and {ID: reason} for subjects with
+    unusable values."""
     cov = data.covariates
     out, bad = {}, {}
     for c in pop_covariates:
         if c not in cov.columns:
             raise SpecError(f"data.{c}", f"column missing: the population model's effects use covariate {c}")
-        if c in data.varying:
-            raise SpecError(f"data.{c}", f"{c} changes within an ID (time-varying); estimation uses one value per "
-                                         "subject today: give a baseline column instead")
-        col = cov[c]
-        if c in categorical:
-            labels = categorical[c]
-            text = [_label(v) for v in col]
-            codes = np.array([labels.index(t) if t in labels else -1 for t in text])
-            for sid, code in zip(cov.index, codes):
-                if code < 0:
-                    bad.setdefault(sid, f"{c} = {col[sid]!r} is not a category with a multiplier")
-            out[c] = np.maximum(codes, 0)
-            continue
-        vals = pd.to_numeric(col, errors="coerce").to_numpy(float)
-        power = any(e.covariate == c and e.type == "power" for p in spec.parameters.values() for e in p.effects)
-        for sid, v in zip(cov.index, vals):
-            if not np.isfinite(v):
-                bad.setdefault(sid, f"{c} is missing or not a number")
-            elif power and v <= 0:
-                bad.setdefault(sid, f"{c} = {v:g} must be > 0 for a power effect")
-        out[c] = np.where(np.isfinite(vals), vals, 1.0)
+        out[c], why = _convert(spec, c, cov[c], categorical)
+        for sid, w in zip(cov.index, why):
+            if w:
+                bad.setdefault(sid, w)
     return out, bad
+
+
+def _covariate_schedule(spec, data: NonmemData, varying, categorical, nocb: bool, first: dict, bad: dict):
+    """Time-varying covariates (module docstring): (change_t (N, C), {name: (N, C+1)} values per
+    interval for every covariate in ``first``). Only times where some value of ``varying`` changes
+    are kept; rows are padded to C = max(1, most changes) with copies of their last change (inert).
+    Adds to ``bad`` the subjects with an unusable value on some record."""
+    rec = data.covariate_records
+    if rec is None:
+        raise SpecError("data", f"the covariates {list(varying)} change within an ID but the data carry no "
+                                "per-record values (NonmemData.covariate_records); read the data with "
+                                "insilico.dosing.read_nonmem")
+    subject = pd.Index(data.ids).get_indexer(rec["ID"])
+    t = rec["TIME"].to_numpy(float)
+    vals = {}
+    for c in varying:
+        vals[c], why = _convert(spec, c, rec[c], categorical)
+        for i, w in enumerate(why):
+            if w and subject[i] >= 0:
+                bad.setdefault(data.ids[subject[i]], f"{w} on the record at TIME {t[i]:g} h (data row {i + 1}); a "
+                                                     "time-varying covariate needs a value on every record")
+    x = np.stack([np.asarray(vals[c], float) for c in varying], axis=1)
+    per = []
+    for s in range(len(data.ids)):
+        rows = np.flatnonzero(subject == s)
+        rows = rows[np.argsort(t[rows], kind="stable")]
+        if data.ids[s] in bad:      # excluded: no changes (they would only widen the others' padding)
+            rows = rows[:1]
+        j = np.flatnonzero(np.any(x[rows[1:]] != x[rows[:-1]], axis=1))   # record j+1 differs from record j
+        # LOCF: the new value starts at record j+1; NOCB: it holds back to record j (from just after t_j)
+        per.append((t[rows[j]] if nocb else t[rows[j + 1]], rows[np.r_[0, j + 1]], t[rows[0]]))
+    n_changes = max(1, max(ct.size for ct, _, _ in per))
+    change_t = np.empty((len(per), n_changes))
+    idx = np.empty((len(per), n_changes + 1), dtype=int)
+    for s, (ct, seg_rows, t0) in enumerate(per):
+        pad = n_changes - ct.size
+        change_t[s] = np.r_[ct, np.full(pad, ct[-1] if ct.size else t0)]
+        idx[s] = np.r_[seg_rows, np.full(pad, seg_rows[-1])]
+    values = {c: (vals[c][idx] if c in vals else np.repeat(np.asarray(v)[:, None], n_changes + 1, axis=1))
+              for c, v in first.items()}
+    return change_t, values
 
 
 def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, model=None,
@@ -209,6 +296,11 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
                 categorical[e.covariate] = tuple(e.multipliers)
     covariates = list(dict.fromkeys(e.covariate for p in spec.parameters.values() for e in p.effects))
     cov, bad = _covariate_arrays(spec, nm, covariates, categorical)
+    nocb = spec.covariate_interpolation == "nocb"
+    varying = [c for c in covariates if c in nm.varying]
+    change_t = None
+    if varying:
+        change_t, cov = _covariate_schedule(spec, nm, varying, categorical, nocb, cov, bad)
     template = compile_population(spec.parameters, spec.bsv, None, spec.residual_error,
                                   covariates=covariates, categories=categorical)
     extra = {o: compile_population(spec.parameters, residual_error=spec.residual_errors[o]).residual
@@ -238,6 +330,9 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
         records["cens"], records["lloq"] = cens, np.where(cens, limit, 1.0)
     y = np.where(cens, limit, nm.dv)
     keep = np.array([sid not in bad for sid in nm.ids])
+    if change_t is not None and all(np.all(v[keep] == v[keep][:, :1]) for v in cov.values()):
+        # only excluded subjects changed (a missing value on a record): the time-invariant problem
+        change_t, cov = None, {k: v[:, 0] for k, v in cov.items()}
     if not keep.any():
         raise SpecError("data", "no subject can be fitted: " + "; ".join(f"ID {k}: {v}" for k, v in bad.items()))
     if require_observations and not mask[keep].any():
@@ -249,7 +344,8 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
                    "exact" if model.is_linear else "ode",
                    replace(solver or SolverOptions(), adjoint="forward"), bool(np.any(table.rate != 0)),
                    event_slots(table.ss), digest, bad, nm.covariates.loc[nm.ids[keep]], spec.fitted_outputs,
-                   {k: v[keep] for k, v in records.items()}, blq, n_blq)
+                   {k: v[keep] for k, v in records.items()}, blq, n_blq,
+                   None if change_t is None else change_t[keep], nocb)
 
 
 def _output_index(spec: PopulationModelSpec, nm: NonmemData, mask: np.ndarray) -> np.ndarray | None:

@@ -38,6 +38,16 @@ own model in ``residual_errors``; their SIGMAs follow the primary's, outputs in 
 
 Without a DVID column every record measures ``output``.
 
+Time-varying covariates: a covariate column whose value changes within an ID changes the individual
+parameters between records. ``covariate_interpolation`` says which value holds between two
+records: ``locf`` (the default: a record's value holds from its time until the next record) or
+``nocb`` (a record's value holds back to the previous record; what NONMEM's PREDPP does, advancing
+the system to each event record with that record's values, and mrgsolve's default ``nocb = TRUE``)::
+
+    covariate_interpolation: nocb
+
+Details: `insilico.estimation._problem`.
+
 Censored observations (BLQ), ``estimate: {blq: m1 | m3}``: a record is below the limit of
 quantification when ``BLQ`` = 1 or ``DV < LLOQ`` (NONMEM/Monolix convention; a record without an
 ``LLOQ`` value takes its DV as the limit, which is how such data sets report it). ``m1`` (the
@@ -87,7 +97,9 @@ class EstimateSpec(SpecModel):
 class PopulationModelSpec(SpecModel):
     """A population model (see the module docstring). ``output``: the model output the DV
     column measures (default ``conc``); ``outputs``: {DVID: model output} and
-    ``residual_errors``: {output: residual model} for several observed outputs (module docstring)."""
+    ``residual_errors``: {output: residual model} for several observed outputs;
+    ``covariate_interpolation``: ``locf`` or ``nocb``, the value of a time-varying covariate between
+    records (module docstring)."""
 
     name: str = "population"
     description: str = ""
@@ -100,6 +112,7 @@ class PopulationModelSpec(SpecModel):
     outputs: dict[int, str] = {}
     residual_errors: dict[str, ResidualErrorSpec] = {}
     estimate: EstimateSpec = EstimateSpec()
+    covariate_interpolation: Literal["locf", "nocb"] = "locf"
 
     @property
     def fitted_outputs(self) -> tuple[str, ...]:

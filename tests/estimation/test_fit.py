@@ -119,7 +119,6 @@ def test_subject_with_a_missing_covariate_is_excluded_with_the_reason():
 
 @pytest.mark.parametrize("change, field", [
     (lambda df: df.drop(columns="WT"), "data.WT"),
-    (lambda df: df.assign(WT=np.where(df.TIME > 3, df.WT + 1, df.WT)), "data.WT"),
     (lambda df: df.assign(DV=np.where(df.EVID == 0, "high", df.DV)), "data.DV"),
     (lambda df: df.assign(DV="."), "data.DV"),
 ])
