@@ -1,4 +1,5 @@
-"""One battery over every built-in model: mass balance, exact vs ODE, vmap vs loop, chunking."""
+"""One battery over the built-in models: mass balance (every PK model), exact vs ODE (every linear
+model), vmap vs loop and chunking (one model per engine path)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -52,7 +53,20 @@ def test_exact_matches_ode(name):
     assert (ex["status"] == 0).all() and (od["status"] == 0).all()
 
 
-@pytest.mark.parametrize("name", ALL)
+# vmap vs loop and chunking are properties of the engine's batching, not of a model's equations:
+# one model per engine path (exact linear, ODE nonlinear, mixed elimination, transit absorption,
+# TMDD, metabolite, PD compositions with states and with an effect compartment); every model's
+# equations are checked above (mass balance, exact vs ODE) and in tests/models.
+ENGINE_PATHS = ["2cmt_oral", "3cmt_iv", "1cmt_oral_mm", "2cmt_iv_mixed", "1cmt_transit3", "1cmt_iv_tmdd",
+                "2cmt_oral+met1", "1cmt_oral+friberg", "1cmt_oral+irm2", "2cmt_oral+ke0+sigmoid_emax"]
+
+
+def test_engine_paths_cover_the_library():
+    assert set(ENGINE_PATHS) <= set(ALL)
+    assert {get_model(n).is_linear for n in ENGINE_PATHS} == {True, False}
+
+
+@pytest.mark.parametrize("name", ENGINE_PATHS)
 def test_vmap_equals_loop_and_chunking(name):
     m = get_model(name)
     p = params_for(m, n=5, seed=1)
