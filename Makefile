@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) -m insilico.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --max-worker-restart=1 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --max-worker-restart=1 tests
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,bench]"

@@ -5,6 +5,26 @@ import pytest
 os.environ.setdefault("INSILICO_JAX_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 
 
+# The longest test files (a cold `make test` with --durations), run first so that the two xdist
+# workers finish together: `make test` deals whole files (--dist loadfile) in collection order
+# (--no-loadscope-reorder; xdist's default order, most tests first, left these few-test, slow files
+# to the end, with one worker idle). Longest first; every other file keeps its place after them.
+SLOW_FIRST = (
+    "tests/engine/test_steady_state.py", "tests/test_notebooks.py", "tests/engine/test_events.py",
+    "tests/engine/test_battery.py", "tests/cluster/test_slurm.py", "tests/campaigns/test_campaign.py",
+    "tests/trials/test_execution.py", "tests/estimation/test_nuts.py", "tests/estimation/test_objective.py",
+    "tests/engine/test_engine_behaviour.py", "tests/estimation/test_blq_dvid.py", "tests/engine/test_shapes.py",
+    "tests/estimation/test_nlme_parity.py", "tests/engine/test_exported_engine.py",
+    "tests/twins/test_early_warning.py", "tests/analysis/test_fit_report.py", "tests/estimation/test_fit.py",
+    "tests/models/test_library_wave2.py", "tests/engine/test_analytic.py", "tests/safety/test_resume.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))   # stable
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _bounded_memory_mappings():
     """A test process compiles thousands of kernels; drop them between test files before they
