@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insilico.dosing import Dose, Regimen, dose_table
+from insilico.dosing import Regimen, dose_table
 from insilico.engine import SolverOptions, compile_count, simulate, solve_subject, status
 from insilico.models import Model, Output, Parameter, get_model
 
@@ -120,23 +120,3 @@ def test_per_subject_times_and_regimens():
     np.testing.assert_allclose(ds["conc"].values[1], np.where(times[1] > 1, 2 * np.exp(-k * (times[1] - 1)), 0),
                                rtol=1e-10)
     assert ds["time"].dims == ("subject", "obs")
-
-
-@pytest.mark.parametrize("method", ["exact", "ode"])
-def test_gradient_through_steady_state(method):
-    m = get_model("1cmt_oral")
-    p0 = params_for(m)
-    dose = tuple(jnp.asarray(getattr(dose_table(Regimen((Dose(amt=100.0, ss=1, ii=12.0),)), m), f)[0])
-                 for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
-    t = jnp.array([0.0, 3.0])
-
-    def trough(logcl):
-        outs, _, _ = solve_subject(m, {**p0, "CL": jnp.exp(logcl)}, dose, t, method=method, solver=TIGHT)
-        return outs["conc"][0]
-
-    x = jnp.log(p0["CL"])
-    h = 1e-5
-    g = jax.jit(jax.grad(trough))(x)
-    trough = jax.jit(trough)
-    fd = (trough(x + h) - trough(x - h)) / (2 * h)
-    np.testing.assert_allclose(float(g), float(fd), rtol=1e-5)
