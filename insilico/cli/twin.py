@@ -28,6 +28,8 @@ Draws = typer.Option(1000, "--draws", min=10, help="Posterior draws.")
 Seed = typer.Option(0, "--seed", min=0, help="Seed of the posterior draws.")
 Posterior = typer.Option("laplace", "--posterior", help="laplace (N(MAP, Laplace cov)) or full (IS / NUTS).")
 Start = typer.Option(None, "--start", help="Start of the regimen (h; default: when the next dose is due).")
+Future = typer.Option("", "--covariates", help="Future covariates NAME=VALUE,... in force from the start "
+                                               "(default: the last values carried forward).")
 
 
 def _print_summaries(summaries: dict, as_json: bool) -> None:
@@ -108,11 +110,12 @@ def forecast_command(store: Path = Store, patient_id: str = Patient,
                      until: float = typer.Option(96.0, "--until", help="Horizon (h after the start)."),
                      start: float = Start, level: float = typer.Option(0.9, "--level", help="Interval level."),
                      points: int = typer.Option(13, "--points", min=2, help="Time points printed/returned."),
-                     draws: int = Draws, seed: int = Seed, posterior: str = Posterior, as_json: bool = AsJson):
+                     draws: int = Draws, seed: int = Seed, posterior: str = Posterior, covariates: str = Future,
+                     as_json: bool = AsJson):
     """Posterior predictive of the fitted output under one or several regimens: median and interval."""
     from insilico.twins import forecast
     ds = forecast(store, patient_id, list(regimen) or None, until, start=start, level=level, points=points,
-                  n_draws=draws, seed=seed, posterior=posterior)
+                  n_draws=draws, seed=seed, posterior=posterior, covariates=covariates)
     out = str(ds.attrs.get("output", ""))
     names = [n[:-7] for n in ds.data_vars if n.endswith("_median")]
     if as_json:
@@ -144,14 +147,15 @@ def recommend_command(store: Path = Store, patient_id: str = Patient,
                       durations: str = typer.Option("0", "--durations", help="Infusion durations (h; 0 = bolus)."),
                       until: float = typer.Option(96.0, "--until", help="Horizon (h after the start)."),
                       start: float = Start, draws: int = Draws, seed: int = Seed, posterior: str = Posterior,
-                      as_json: bool = AsJson):
+                      covariates: str = Future, as_json: bool = AsJson):
     """The dose and interval that maximise the posterior probability of attaining the target."""
     import numpy as np
 
     from insilico.twins import parse_grid, recommend
     durs = [0.0] if durations.strip() in ("0", "0.0") else parse_grid(durations, "--durations")
     res = recommend(store, patient_id, target, parse_grid(doses, "--doses"), parse_grid(intervals, "--intervals"),
-                    np.asarray(durs, float), until=until, start=start, n_draws=draws, seed=seed, posterior=posterior)
+                    np.asarray(durs, float), until=until, start=start, n_draws=draws, seed=seed, posterior=posterior,
+                    covariates=covariates)
     if as_json:
         typer.echo(json.dumps({**{k: v for k, v in res.items() if k != "candidates"},
                                "candidates": res["candidates"].to_dict(orient="records")}))
@@ -177,11 +181,11 @@ def risk_command(store: Path = Store, patient_id: str = Patient,
                  within: float = typer.Option(168.0, "--within", help="Horizon (h after the start)."),
                  regimen: str = typer.Option(None, "--regimen", help="Candidate regimen (default: current)."),
                  start: float = Start, draws: int = Draws, seed: int = Seed, posterior: str = Posterior,
-                 as_json: bool = AsJson):
+                 covariates: str = Future, as_json: bool = AsJson):
     """Posterior probability that an output crosses a threshold within a horizon."""
     from insilico.twins import risk
     res = risk(store, patient_id, output, below=below, above=above, within=within, regimen=regimen, start=start,
-               n_draws=draws, seed=seed, posterior=posterior)
+               n_draws=draws, seed=seed, posterior=posterior, covariates=covariates)
     if as_json:
         typer.echo(json.dumps(res))
         return

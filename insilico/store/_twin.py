@@ -15,7 +15,11 @@ A version record (group attributes) holds ``version``, ``timestamp`` (UTC, ISO 8
 ``parent_sha256`` (the digest of the previous record; empty for version 0), ``prior_sha256``,
 ``rows_sha256`` (the rows added), ``history_sha256`` (chain: digest of the parent's history
 digest and this version's rows), the resulting ``objective``, ``parameters``, ``status`` and
-anything else the caller puts in; ``record_sha256`` is the digest of the record itself.
+anything else the caller puts in; ``record_sha256`` is the digest of the record itself. Twins put
+in ``covariates`` (the values in force after the version's last row) and, when the rows carried
+covariate columns, ``row_covariates``: {name: [value, category label or null per row]} in the
+order of ``rows`` (null: the row gave no value; time-varying covariates, `insilico.twins`), so
+the record digest and the parent chain cover them as they cover the estimates.
 
 Append-only and crash-safe: a version is written whole in a hidden sibling
 ``.vNNNNNN.writing-<pid>`` and published by one atomic ``rename`` to ``vNNNNNN``; a patient is
@@ -69,6 +73,11 @@ class TwinVersion(dict):
     @property
     def number(self) -> int:
         return int(self["version"])
+
+    @property
+    def row_covariates(self) -> dict:
+        """{name: [value or None per row]}: the covariate values the added rows carried ({} when none)."""
+        return dict(self.get("row_covariates") or {})
 
 
 def check_patient_id(patient_id) -> str:

@@ -7,10 +7,19 @@ added, a UTC timestamp, the prior's digest, the resulting MAP eta, its Laplace c
 objective (NONMEM scale) and the individual parameters at the MAP. A version is recomputed from
 the prior and the rows alone (Newton started at eta = 0), so `reproduce` gives the stored numbers
 again. Bad input raises `SpecError` naming the field before anything is written.
+
+Time-varying covariates (`insilico.twins._data`): the covariates given at creation are the
+baseline; a row that carries a covariate value changes it from that row on (the prior's
+``covariate_interpolation``, LOCF by default). A version stores the values its rows carried
+(record ``row_covariates``: {name: [value or null per row]}, in the order of its ``rows``), so
+the history, `reproduce`, the posterior and every prediction use the value in force at each
+time. Forecasts carry the last value forward unless ``covariates`` ({name: value}, in force
+from the regimen's start) are given. A version's ``parameters`` and ``covariates`` are those in
+force after its last row.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import jax
 import numpy as np
@@ -30,13 +39,17 @@ from insilico.store import (
 )
 from insilico.twins._data import (
     batch_arrays,
-    check_covariate_columns,
     check_history,
+    covariate_rows,
+    covariate_schedule,
+    first_values,
     history_columns,
     history_frame,
+    in_force,
     normalise_rows,
     read_table,
     rows_of,
+    varies,
 )
 from insilico.twins._posterior import Posterior, laplace_batch, sample_posterior
 from insilico.twins._predict import forecast_state, next_start, recommend_state, risk_state
@@ -51,9 +64,11 @@ OBJECTIVE_CONVENTION = "NONMEM scale: -2 log p(y, eta) at the MAP minus (n_obs +
 
 @dataclass(frozen=True)
 class TwinState:
-    """One twin at one version: ``tm`` (compiled prior), ``covariates``, ``hist`` (all rows up to
-    the version, sorted by TIME), ``post`` (`Posterior`), ``version`` and the default ``start``
-    of candidate regimens (h)."""
+    """One twin at one version: ``tm`` (compiled prior), ``covariates`` (in force after the last
+    row), ``hist`` (all rows up to the version, sorted by TIME, with the covariate values rows
+    carried: `TwinModel.code`, NaN where none), ``post`` (`Posterior`), ``version``, the default
+    ``start`` of candidate regimens (h), ``baseline`` (the covariates given at creation; default
+    ``covariates``) and ``future`` ({name: value} in force from ``start`` on in predictions)."""
 
     patient_id: str
     tm: object
@@ -62,9 +77,20 @@ class TwinState:
     post: Posterior
     version: int
     start: float
+    baseline: dict | None = None
+    future: dict = field(default_factory=dict)
+
+    @property
+    def base(self) -> dict:
+        return self.covariates if self.baseline is None else self.baseline
+
+    def schedule(self) -> tuple[np.ndarray, dict]:
+        """Covariate change times (C,) h and {name: (C+1,) codes} over the history and, with
+        ``future``, from ``start`` on (`insilico.twins._data.covariate_schedule`)."""
+        return covariate_schedule(self.tm, self.hist, self.base, (self.start, self.future) if self.future else None)
 
     def _arrays(self):
-        return batch_arrays(self.tm, [self.hist], [self.covariates], 1)
+        return batch_arrays(self.tm, [self.hist], [self.base], 1)
 
     def subject(self) -> dict:
         """The patient's history as one estimation subject (pytree of NumPy arrays)."""
@@ -76,16 +102,46 @@ class TwinState:
 
 
 def _posteriors(tm, hists: list, covs: list, chunk_size=None) -> list[Posterior]:
-    def build(lo, hi, n_pad):
-        return batch_arrays(tm, hists[lo:hi], covs[lo:hi], n_pad)
-    return laplace_batch(tm, build, len(hists), chunk_size)
+    """Posteriors of histories ``hists`` with baselines ``covs``: patients whose covariates change
+    take the piecewise solve in batches of their own; the others keep the time-invariant one."""
+    moving = [varies(tm, h, c) for h, c in zip(hists, covs)]
+    out = [None] * len(hists)
+    for group in (True, False):
+        which = [i for i, m in enumerate(moving) if m == group]
+        if not which:
+            continue
+        hs, cs = [hists[i] for i in which], [covs[i] for i in which]
+
+        def build(lo, hi, n_pad, hs=hs, cs=cs):
+            return batch_arrays(tm, hs[lo:hi], cs[lo:hi], n_pad)
+        for i, p in zip(which, laplace_batch(tm, build, len(which), chunk_size)):
+            out[i] = p
+    return out
+
+
+def _parts(tm, versions) -> list[dict]:
+    """Each version's rows with the covariate values they carried (`TwinModel.code`; NaN none)."""
+    parts = []
+    for v in versions:
+        part = dict(v["rows"])
+        for c, vals in (v.get("row_covariates") or {}).items():
+            if c in tm.covariates:
+                part[c] = np.array([np.nan if x is None else tm.code(c, x) for x in vals], float)
+        parts.append(part)
+    return parts
+
+
+def _row_record(tm, values: dict) -> dict:
+    """{name: [value, label or None per row]}: what a version stores of its rows' covariates."""
+    return {c: [None if not np.isfinite(x) else tm.value(c, x) for x in v] for c, v in values.items()}
 
 
 def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = None) -> dict:
     """MAP + Laplace posteriors of many patients without a store -- what `update_all` computes
     and stores. ``prior``: population-model YAML path/text/mapping or fit store; ``data``: CSV
     path or DataFrame of NONMEM rows with ``ID`` (checked as an update's rows, each patient's
-    rows its whole history); ``covariates``: {ID: {name: value}} for every ID in ``data``.
+    rows its whole history, covariate columns time-varying as in `update`); ``covariates``:
+    {ID: {name: value}} for every ID in ``data`` (the baseline, in force before a row changes it).
     Returns {ID: `Posterior`} in the order of first appearance."""
     tm = twin_model(load_prior(prior)[0])
     df = normalise_rows(data, tm.covariates, need_id=True)
@@ -93,22 +149,31 @@ def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = N
     order = np.argsort(codes, kind="stable")
     m = df[list(ROW_COLUMNS)].to_numpy(float)[order]
     ends = np.cumsum(np.bincount(codes, minlength=len(ids)))
+    varying = tuple(c for c in tm.covariates if c in df.columns)
     hists, covs = [], []
     for pid, lo, hi in zip(ids, np.r_[0, ends[:-1]], ends):
         if pid not in covariates:
             raise SpecError("covariates", f"no covariates for patient {pid!r}")
-        hist = history_columns([dict(zip(ROW_COLUMNS, m[lo:hi].T))])
+        part = dict(zip(ROW_COLUMNS, m[lo:hi].T))
+        if varying:
+            part.update(covariate_rows(tm, df.iloc[order[lo:hi]], pid))
+        hist = history_columns([part], varying)
         check_history(tm, hist, pid)
         hists.append(hist)
         covs.append(tm.check_covariates(parse_covariates(covariates[pid]), option=f"covariates.{pid}"))
     return dict(zip(ids, _posteriors(tm, hists, covs, chunk_size)))
 
 
-def _record(tm, covariates: dict, post: Posterior) -> dict:
+def _record(tm, covariates: dict, post: Posterior, row_values: dict | None = None) -> dict:
+    """A version's record; ``covariates``: in force after its last row (the ``parameters``'),
+    ``row_values``: the covariate values its rows carried (`covariate_rows`)."""
     params = tm.parameters(covariates, post.eta) if post.status in (0, 1, 3) else {}
-    return {"objective": post.objective, "objective_convention": OBJECTIVE_CONVENTION, "status": post.status,
-            "status_text": post.status_text, "n_obs": post.n_obs, "parameters": params,
-            "eta_names": list(tm.eta_names), "prior_sha256": tm.sha256, "insilico_version": __version__}
+    rec = {"objective": post.objective, "objective_convention": OBJECTIVE_CONVENTION, "status": post.status,
+           "status_text": post.status_text, "n_obs": post.n_obs, "parameters": params, "covariates": covariates,
+           "eta_names": list(tm.eta_names), "prior_sha256": tm.sha256, "insilico_version": __version__}
+    if row_values:
+        rec["row_covariates"] = _row_record(tm, row_values)
+    return rec
 
 
 def _summary(version) -> dict:
@@ -117,7 +182,7 @@ def _summary(version) -> dict:
             "eta": {n: float(v) for n, v in zip(names, version["eta"])},
             "eta_cov": [[None if not np.isfinite(x) else float(x) for x in row] for row in version["eta_cov"]],
             "objective": version["objective"], "parameters": version["parameters"], "status": version["status_text"],
-            "n_obs": version["n_obs"]}
+            "n_obs": version["n_obs"], "covariates": version.get("covariates", {})}
 
 
 def create(store, patient_id: str, prior, covariates) -> dict:
@@ -158,12 +223,14 @@ def update(store, patient_id: str, rows) -> dict:
     if "ID" in df.columns and not (df["ID"] == pid).all():
         other = df.loc[df["ID"] != pid, "ID"].iloc[0]
         raise SpecError("data.ID", f"rows of patient {other!r} in an update of {pid!r}")
-    check_covariate_columns(df, info["covariates"], pid)
+    base = info["covariates"]
+    values = covariate_rows(tm, df, pid)
     new = rows_of(df)
-    hist = history_columns([v["rows"] for v in versions] + [new])
+    hist = history_columns(_parts(tm, versions) + [{**new, **values}], tm.covariates)
     check_history(tm, hist, pid)
-    post, = _posteriors(tm, [hist], [info["covariates"]])
-    append_twin_versions(store, [{"patient_id": pid, "rows": new, "record": _record(tm, info["covariates"], post),
+    post, = _posteriors(tm, [hist], [base])
+    record = _record(tm, in_force(tm, hist, base), post, values)
+    append_twin_versions(store, [{"patient_id": pid, "rows": new, "record": record,
                                   "eta": post.eta, "eta_cov": post.eta_cov, "parent": versions[-1].number}])
     return show(store, pid)
 
@@ -192,21 +259,22 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
     covariate_names = set(new_tm.covariates if new_tm else ())
     for _, tm, _ in twins.values():
         covariate_names |= set(tm.covariates)
-    df = normalise_rows(table, tuple(sorted(covariate_names)), need_id=True)
-    jobs = []   # (pid, tm, covariates, versions or None, new rows, history)
+    batch_columns = tuple(sorted(covariate_names))
+    df = normalise_rows(table, batch_columns, need_id=True)
+    jobs = []   # (pid, tm, baseline covariates, versions or None, new rows, history, row covariate values)
     for pid, rows in df.groupby("ID", sort=False):
         if pid in twins:
             info, tm, versions = twins[pid]
+            values = covariate_rows(tm, rows, pid, batch_columns)
             covs = info["covariates"]
-            check_covariate_columns(rows, covs, pid)
         else:
             tm, versions = new_tm, None
-            given = {c: _constant(rows, c, pid) for c in tm.covariates if c in rows.columns}
-            covs = tm.check_covariates(given, option=f"data.{pid}")
+            values = covariate_rows(tm, rows, pid, batch_columns)
+            covs = first_values(tm, rows, values, pid)
         new = rows_of(rows)
-        hist = history_columns(([v["rows"] for v in versions] if versions else []) + [new])
+        hist = history_columns((_parts(tm, versions) if versions else []) + [{**new, **values}], tm.covariates)
         check_history(tm, hist, pid)
-        jobs.append((pid, tm, covs, versions, new, hist))
+        jobs.append((pid, tm, covs, versions, new, hist, values))
     posts = {}
     for tm in {id(j[1]): j[1] for j in jobs}.values():
         mine = [j for j in jobs if j[1] is tm]
@@ -219,9 +287,9 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
                  "eta_names": list(new_tm.eta_names), "eta_parameters": list(new_tm.pop.bsv_names)}
         for j, p in zip(creations, empties):
             create_twin(store, j[0], {**info0, "covariates": j[2]}, _record(new_tm, j[2], p), p.eta, p.eta_cov)
-    updates = [{"patient_id": pid, "rows": new, "record": _record(tm, covs, posts[pid]), "eta": posts[pid].eta,
-                "eta_cov": posts[pid].eta_cov, "parent": versions[-1].number if versions else 0}
-               for pid, tm, covs, versions, new, _ in jobs]
+    updates = [{"patient_id": pid, "rows": new, "record": _record(tm, in_force(tm, hist, covs), posts[pid], values),
+                "eta": posts[pid].eta, "eta_cov": posts[pid].eta_cov, "parent": versions[-1].number if versions else 0}
+               for pid, tm, covs, versions, new, hist, values in jobs]
     append_twin_versions(store, updates)
     return {pid: _summary(read_twin_versions(store, pid)[-1]) for pid, *_ in jobs}
 
@@ -231,17 +299,6 @@ def _id_column(df: pd.DataFrame) -> list:
     if "ID" not in cols:
         raise SpecError("data.ID", "required column missing (one batch holds many patients)")
     return [str(v).strip() for v in df[cols["ID"]]]
-
-
-def _constant(rows: pd.DataFrame, c: str, pid: str):
-    vals = rows[c].astype(str).str.strip()
-    vals = vals[~vals.isin(["", "."])]
-    if vals.empty:
-        raise SpecError(f"data.{c}", f"{pid}: no value for covariate {c}")
-    if vals.nunique() > 1:
-        raise SpecError(f"data.{c}", f"{pid}: covariate {c} changes within the patient (time-varying covariates "
-                                     "are not supported yet)")
-    return rows[c].iloc[0]
 
 
 def show(store, patient_id: str | None = None, version: int | None = None) -> dict:
@@ -271,15 +328,16 @@ def load_state(store, patient_id: str, version: int | None = None) -> TwinState:
     cov = np.asarray(last["eta_cov"]).reshape(tm.n_eta, tm.n_eta)
     post = Posterior(np.asarray(last["eta"]), cov, float(last["objective"] if last["objective"] is not None
                                                          else np.nan), int(last["status"]), int(last["n_obs"]))
-    hist = history_frame([v["rows"] for v in versions])
-    return TwinState(pid, tm, info["covariates"], hist, post, last.number, next_start(hist))
+    hist = history_frame(_parts(tm, versions), tm.covariates)
+    base = info["covariates"]
+    return TwinState(pid, tm, in_force(tm, hist, base), hist, post, last.number, next_start(hist), base)
 
 
 def reproduce(store, patient_id: str, version: int | None = None) -> dict:
     """Recompute ``version`` (default latest) from the stored prior and rows; returns
     {"version", "max_abs_diff" (eta and eta_cov), "objective_diff", "stored", "recomputed"}."""
     state = load_state(store, patient_id, version)
-    post, = _posteriors(state.tm, [state.hist], [state.covariates])
+    post, = _posteriors(state.tm, [state.hist], [state.base])
     d_eta = np.max(np.abs(post.eta - state.post.eta), initial=0.0)
     d_cov = np.nanmax(np.abs(post.eta_cov - state.post.eta_cov), initial=0.0)
     return {"version": state.version, "max_abs_diff": float(max(d_eta, d_cov)),
@@ -294,40 +352,53 @@ def _regimens(regimens) -> list:
             else (r if isinstance(r, RegimenText) else parse_regimen(r)) for r in regimens]
 
 
-def _at(state: TwinState, start) -> TwinState:
-    if start is None:
+def _at(state: TwinState, start, covariates=None) -> TwinState:
+    """``state`` with the regimens' ``start`` and the future ``covariates`` ({name: value} or
+    ``"CRCL=40,..."``, in force from the start on; names the prior does not use are refused)."""
+    if start is not None:
+        if not np.isfinite(start) or start < 0:
+            raise SpecError("start", "must be a time >= 0 h")
+        state = replace(state, start=float(start))
+    if covariates is None or (isinstance(covariates, str) and not covariates.strip()):
         return state
-    if not np.isfinite(start) or start < 0:
-        raise SpecError("start", "must be a time >= 0 h")
-    from dataclasses import replace
-    return replace(state, start=float(start))
+    given = parse_covariates(covariates, option="covariates")
+    future = {}
+    for c, v in given.items():
+        if c not in state.tm.covariates:
+            raise SpecError(f"covariates.{c}", f"the twin's prior does not use covariate {c} (its covariates: "
+                                               f"{', '.join(state.tm.covariates) or 'none'})")
+        future[c] = state.tm.check_value(c, v, f"covariates.{c}")
+    return replace(state, future=future)
 
 
 def forecast(store, patient_id: str, regimens=None, until: float = 96.0, *, start: float | None = None,
-             version: int | None = None, **kw):
+             version: int | None = None, covariates=None, **kw):
     """Posterior predictive under one or several regimens (texts like ``"1000 mg q12h x6, 1 h
     infusion"``, or None / "current"), from ``start`` (default: when the next dose is due) to
-    ``until`` h later; an xarray Dataset (see `insilico.twins._predict`). Keywords: n_draws,
-    seed, points, level, posterior ("laplace" or "full"), times."""
-    state = _at(load_state(store, patient_id, version), start)
+    ``until`` h later; an xarray Dataset (see `insilico.twins._predict`). ``covariates``: future
+    values ({name: value}) in force from the start (default: the last values carried forward).
+    Keywords: n_draws, seed, points, level, posterior ("laplace" or "full"), times."""
+    state = _at(load_state(store, patient_id, version), start, covariates)
     return forecast_state(state, _regimens(regimens), until, **kw)
 
 
 def recommend(store, patient_id: str, target, doses, intervals, durations=(0.0,), *, until: float = 96.0,
-              start: float | None = None, version: int | None = None, **kw) -> dict:
+              start: float | None = None, version: int | None = None, covariates=None, **kw) -> dict:
     """The dose (mg), interval (h) and infusion duration (h) from the given sets that maximise
     the posterior probability of attaining ``target`` (``"trough in [10, 20] mg/L"``); the rule
-    and the probabilities of the recommendation and the current regimen (`insilico.twins._predict`)."""
+    and the probabilities of the recommendation and the current regimen (`insilico.twins._predict`).
+    ``covariates``: future values in force from the start, as in `forecast`."""
     target = parse_target(target) if isinstance(target, str) else target
-    state = _at(load_state(store, patient_id, version), start)
+    state = _at(load_state(store, patient_id, version), start, covariates)
     return recommend_state(state, target, doses, intervals, durations, until=until, **kw)
 
 
 def risk(store, patient_id: str, output: str, *, below: float | None = None, above: float | None = None,
-         within: float = 168.0, regimen=None, start: float | None = None, version: int | None = None, **kw) -> dict:
+         within: float = 168.0, regimen=None, start: float | None = None, version: int | None = None,
+         covariates=None, **kw) -> dict:
     """P(``output`` < ``below`` (or > ``above``) at some time within ``within`` h of the start)
-    under the current regimen or ``regimen``."""
-    state = _at(load_state(store, patient_id, version), start)
+    under the current regimen or ``regimen``; ``covariates`` as in `forecast`."""
+    state = _at(load_state(store, patient_id, version), start, covariates)
     reg, = _regimens(regimen)
     return risk_state(state, output, below=below, above=above, within=within, regimen=reg, **kw)
 

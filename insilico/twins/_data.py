@@ -4,11 +4,28 @@ vmapped posterior and prediction kernels read.
 Rows: columns ``ID`` (optional for one patient), ``TIME`` (h from the twin's time origin),
 ``AMT`` (mg), ``RATE`` (mg/h), ``CMT``, ``EVID`` (0 level, 1 dose, 2 no observation), ``II``,
 ``ADDL``, ``SS``, ``MDV``, ``DV`` (the prior's fitted output, in its units: mg/L for ``conc``)
-and the prior's covariates (which must equal the twin's values: covariates are set at creation).
+and the prior's covariates.
 Refused, naming the column: an unknown column (a level belongs in ``DV``, in the model's units;
 no ``CONC_UGL``-style columns), no rows, a level on a dose record, an amount on a level record,
 a level record without a value, a dose without an amount, and -- for outputs that are zero
 before any dose (drug concentrations) -- a level at or before the first dose.
+
+Time-varying covariates (as `insilico.estimation` reads NONMEM data, ``covariate_interpolation``
+of the prior). The covariates given at creation are the baseline, in force before any row. A row
+that carries a covariate value sets it at the row's time; an empty cell or ``.`` (NONMEM's null)
+gives none, and the value in force carries on. Every row of the history (all versions, stably
+sorted by TIME) then has the value in force, and a change between consecutive rows (the baseline
+counting as the row before the first) is a change of the individual parameters:
+
+* ``locf`` (the prior's default): the new value holds from its row's time on (a dose or level at
+  that time takes it);
+* ``nocb``: it holds back to the previous row's time (the twin's origin, 0 h, for the first row).
+
+The piecewise solve is `insilico.engine.solve_subject` with ``change_t``, as in estimation. A
+missing value (NaN, None) in a covariate column, a value that is not a number (or not a category
+of the prior), a non-positive value under a power effect, and a value for a covariate the twin's
+prior does not use are refused, naming the row and the column. Future covariates (forecasts)
+change at the regimen's start.
 """
 from __future__ import annotations
 
@@ -22,8 +39,9 @@ from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.store import ROW_COLUMNS
 
-__all__ = ["batch_arrays", "check_covariate_columns", "check_history", "history_columns", "history_frame",
-           "normalise_rows", "read_table", "rows_of"]
+__all__ = ["batch_arrays", "check_history", "covariate_rows", "covariate_schedule", "first_values",
+           "history_columns", "history_frame", "in_force", "normalise_rows", "read_table", "rows_of",
+           "stack_schedules", "varies"]
 
 _NULL_IS_ZERO = ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV")
 
@@ -123,41 +141,131 @@ def rows_of(df: pd.DataFrame) -> dict:
     return {c: df[c].to_numpy(float) for c in ROW_COLUMNS}
 
 
-def check_covariate_columns(df: pd.DataFrame, covariates: dict, pid: str) -> None:
-    """Covariate columns in update rows must repeat the twin's values (set at creation)."""
-    for c, v in covariates.items():
+def _cell_kinds(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(empty, missing) masks of a covariate column: empty = ``""`` or ``"."`` (no value given on
+    the row), missing = NaN / None (refused in a twin's own covariate column)."""
+    missing = col.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return np.zeros(len(col), bool), missing
+    text = col.astype(str).str.strip()
+    empty = text.isin(["", "."]).to_numpy() & ~missing
+    return empty, missing
+
+
+def covariate_rows(tm, df: pd.DataFrame, pid: str, batch_columns: tuple = ()) -> dict:
+    """{name: (n,) float}: the values of the prior's covariates that the rows ``df`` carry
+    (`TwinModel.code`: numbers or category indices; NaN where a row gives none), for the
+    covariate columns present. `SpecError` ``data.NAME`` naming the row (the data's row number)
+    for a missing or invalid value, and for a value of a column in ``batch_columns`` (other
+    twins' covariates in a fleet batch) that this twin's prior does not use."""
+    out = {}
+    rownum = np.asarray(df.index) + 1 if pd.api.types.is_integer_dtype(df.index) else np.arange(1, len(df) + 1)
+    for c in batch_columns:
+        if c in df.columns and c not in tm.covariates:
+            empty, missing = _cell_kinds(df[c])
+            given = ~empty & ~missing
+            if given.any():
+                i = int(np.flatnonzero(given)[0])
+                raise SpecError(f"data.{c}", f"row {rownum[i]}: {pid}: the twin's prior does not use covariate {c} "
+                                             f"(its covariates: {', '.join(tm.covariates) or 'none'})")
+    for c in tm.covariates:
         if c not in df.columns:
             continue
-        vals = df[c].astype(str).str.strip()
-        ok = vals.isin([str(v), "", "."])
-        if not isinstance(v, str):
-            num = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
-            ok = ok.to_numpy() | np.isclose(num, float(v), rtol=1e-12, atol=0)
-        ok = np.asarray(ok)
-        if not ok.all():
-            raise _bad(c, ~ok, f"{pid}: covariate {c} differs from the twin's value {v!r}; covariates are set at "
-                               "creation (time-varying covariates are not supported yet)")
+        col = df[c]
+        empty, missing = _cell_kinds(col)
+        if missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise SpecError(f"data.{c}", f"row {rownum[i]}: {pid}: no value (NaN) for covariate {c}; leave the cell "
+                                         "empty or '.' to keep the value in force")
+        vals = np.full(len(col), np.nan)
+        for i in np.flatnonzero(~empty):
+            v = tm.check_value(c, col.iloc[i], f"data.{c}", f"row {rownum[i]}: {pid}: covariate {c} = ")
+            vals[i] = tm.code(c, v)
+        out[c] = vals
+    return out
 
 
-def history_columns(parts: list[dict]) -> dict:
+def first_values(tm, df: pd.DataFrame, values: dict, pid: str) -> dict:
+    """A new twin's baseline from its rows: each covariate's first value given, in TIME order
+    (`covariate_rows` ``values``); `SpecError` ``data.NAME`` when no row gives one."""
+    order = np.argsort(df["TIME"].to_numpy(float), kind="stable")
+    out = {}
+    for c in tm.covariates:
+        v = values.get(c, np.full(len(df), np.nan))[order]
+        ok = np.flatnonzero(np.isfinite(v))
+        if not ok.size:
+            raise SpecError(f"data.{c}", f"{pid}: no value for covariate {c} (a new twin takes its covariates from "
+                                         "its rows)")
+        out[c] = tm.value(c, v[ok[0]])
+    return out
+
+
+def _filled(tm, hist, baseline: dict, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times (n,), values in force (n+1, m) with the baseline first, own (n,): rows whose change
+    happens at their own time whatever the convention) for the history plus an optional
+    ``extra`` row (time, {name: value}) of future covariates."""
+    names = tm.covariates
+    t = np.asarray(hist["TIME"], float)
+    given = np.stack([np.asarray(hist[c], float) if c in hist else np.full(t.size, np.nan) for c in names], 1) \
+        if names else np.zeros((t.size, 0))
+    own = np.zeros(t.size, bool)
+    if extra is not None:
+        te, vals = extra
+        row = np.array([tm.code(c, vals[c]) if c in vals else np.nan for c in names])
+        k = int(np.searchsorted(t, te, side="right"))        # after the history's rows at that time
+        t, given, own = np.insert(t, k, te), np.insert(given, k, row, axis=0), np.insert(own, k, True)
+    x0 = np.array([tm.code(c, baseline[c]) for c in names])
+    full = np.vstack([x0[None], given])
+    ok = np.isfinite(full)
+    idx = np.maximum.accumulate(np.where(ok, np.arange(full.shape[0])[:, None], 0), axis=0)
+    return t, np.take_along_axis(full, idx, axis=0), own
+
+
+def covariate_schedule(tm, hist, baseline: dict, future: tuple | None = None) -> tuple[np.ndarray, dict]:
+    """The piecewise-constant covariates of one history (module docstring): change times (C,) h
+    and {name: (C+1,) codes}, value ``j`` in force from change ``j-1`` to change ``j`` (C = 0:
+    constant). ``future``: (time, {name: value}) changes at that time (forecasts)."""
+    t, filled, own = _filled(tm, hist, baseline, future)
+    r = np.flatnonzero(np.any(filled[1:] != filled[:-1], axis=1))      # row r differs from the one before
+    if tm.problem.nocb:
+        change_t = np.where(own[r], t[r], np.r_[0.0, t][r])
+    else:
+        change_t = t[r]
+    seg = filled[np.r_[0, r + 1]]
+    return change_t, {c: seg[:, j] for j, c in enumerate(tm.covariates)}
+
+
+def in_force(tm, hist, baseline: dict) -> dict:
+    """The covariates in force after the history's last row ({name: value or label})."""
+    _, filled, _ = _filled(tm, hist, baseline)
+    return {c: tm.value(c, filled[-1, j]) for j, c in enumerate(tm.covariates)}
+
+
+def history_columns(parts: list[dict], covariates: tuple = ()) -> dict:
     """The rows of several versions ({column: array} each, oldest first) as one {column: array},
     stably sorted by TIME (rows at the same time keep the order they were added in): the form
-    fleets use (no DataFrame per patient)."""
-    blocks = [np.stack([np.asarray(p[c], float).reshape(-1) for c in ROW_COLUMNS], axis=1) for p in parts]
-    m = np.concatenate(blocks) if blocks else np.zeros((0, len(ROW_COLUMNS)))
-    return dict(zip(ROW_COLUMNS, m[np.argsort(m[:, 0], kind="stable")].T))
+    fleets use (no DataFrame per patient). ``covariates``: covariate columns carried along
+    (`covariate_rows` codes; NaN where a row, or a whole part, gives none)."""
+    cols = (*ROW_COLUMNS, *covariates)
+
+    def column(p, c):
+        return np.asarray(p[c], float).reshape(-1) if c in p else np.full(np.asarray(p["TIME"]).size, np.nan)
+
+    blocks = [np.stack([column(p, c) for c in cols], axis=1) for p in parts]
+    m = np.concatenate(blocks) if blocks else np.zeros((0, len(cols)))
+    return dict(zip(cols, m[np.argsort(m[:, 0], kind="stable")].T))
 
 
-def history_frame(parts: list[dict]) -> pd.DataFrame:
+def history_frame(parts: list[dict], covariates: tuple = ()) -> pd.DataFrame:
     """`history_columns` as a DataFrame."""
-    return pd.DataFrame(history_columns(parts))
+    return pd.DataFrame(history_columns(parts, covariates))
 
 
 def _columns(h) -> dict:
     """{column: float array} of a history (DataFrame or `history_columns`)."""
     if isinstance(h, dict):
         return h
-    return dict(zip(ROW_COLUMNS, h[list(ROW_COLUMNS)].to_numpy(float).T))
+    return {c: h[c].to_numpy(float) for c in h.columns}
 
 
 def check_history(tm, hist, pid: str) -> None:
@@ -210,4 +318,33 @@ def batch_arrays(tm, hists: list, covs: list[dict], n_pad: int) -> tuple[dict, b
     dose = tuple(np.asarray(getattr(doses, f))[idx] for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
     subjects = {"cov": cov, "dose": dose, "t": times[idx], "y": y[idx],
                 "mask": mask[idx] & (np.arange(n_pad) < n)[:, None]}
+    if any(c in h for h in cols for c in tm.covariates):
+        change_t, values = stack_schedules(tm, [covariate_schedule(tm, h, v) for h, v in zip(cols, covs)])
+        if change_t is not None:
+            subjects["cov"] = {k: v[idx] for k, v in values.items()}
+            subjects["change_t"] = {"nocb" if tm.problem.nocb else "locf": change_t[idx]}
     return subjects, bool(np.any(doses.rate != 0)), event_slots(doses.ss)
+
+
+def varies(tm, hist, baseline: dict) -> bool:
+    """Whether a covariate of this history changes (then the patient takes the piecewise solve)."""
+    return any(c in hist for c in tm.covariates) and covariate_schedule(tm, hist, baseline)[0].size > 0
+
+
+def stack_schedules(tm, schedules: list) -> tuple[np.ndarray | None, dict]:
+    """`covariate_schedule` results of several patients as (N, C) change times and {name: (N, C+1)}
+    values, C padded to `insilico.batching.bucket_size` with copies of each row's last change
+    (inert: an empty interval, the same value); (None, {}) when no value changes."""
+    n_changes = max(ct.size for ct, _ in schedules)
+    if n_changes == 0:
+        return None, {}
+    c_pad = bucket_size(n_changes, least=1)
+    change_t = np.zeros((len(schedules), c_pad))
+    values = {c: np.zeros((len(schedules), c_pad + 1), dtype=np.int32 if c in tm.categories else float)
+              for c in tm.covariates}
+    for i, (ct, vals) in enumerate(schedules):
+        k = ct.size
+        change_t[i, :k], change_t[i, k:] = ct, (ct[-1] if k else 0.0)
+        for c, v in vals.items():
+            values[c][i, :k + 1], values[c][i, k + 1:] = v, v[-1]
+    return change_t, values

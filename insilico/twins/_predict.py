@@ -26,6 +26,10 @@ dose (amount, infusion duration) at the current interval.
   dose.
 * Risk: P(min over [start, start + within] of the output < below) (or max > above), on a
   ``points`` grid (default 241), under the current regimen or a candidate.
+
+Covariates: every solve uses the covariates in force at each time (the history's schedule,
+`insilico.twins._data`); after the last row the last values carry forward, unless the state
+holds future covariates (``TwinState.future``), in force from ``start`` on.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from insilico.batching import bucket_size
 from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.population import residual_sd
+from insilico.twins._data import stack_schedules
 from insilico.twins._posterior import sample_posterior
 
 __all__ = ["current_regimen", "forecast_state", "next_start", "recommend_state", "risk_state"]
@@ -98,14 +103,17 @@ def _candidate(hist, start, amount, interval, duration, horizon) -> Regimen:
 
 @functools.lru_cache(maxsize=64)
 def _predict_kernel(tm, has_infusion: bool, has_ss: int):
-    """jit(nat, cov, dose (C, E), t (C, T), etas (D, k)) -> ({output: (C, D, T)}, status (C, D))."""
+    """jit(nat, cov, dose (C, E), t (C, T), etas (D, k), change) -> ({output: (C, D, T)}, status (C, D));
+    ``change``: None (constant covariates) or {"locf" | "nocb": change times} (``cov`` values per
+    interval, `insilico.estimation.Problem.predict_outputs`)."""
     problem = tm.problem_for(has_infusion, has_ss)
 
-    def run(nat, cov, dose, t, etas):
+    def run(nat, cov, dose, t, etas, change):
         pop = problem.params.population(nat)
+        extra = {} if change is None else {"change_t": change}
 
         def one(d, tt, e):
-            return problem.predict_outputs(pop, {"cov": cov, "dose": d, "t": tt}, e)
+            return problem.predict_outputs(pop, {"cov": cov, "dose": d, "t": tt, **extra}, e)
 
         per_draw = jax.vmap(one, in_axes=(None, None, 0))
         return jax.vmap(lambda d, tt: per_draw(d, tt, etas))(dose, t)
@@ -135,9 +143,16 @@ def _solve(state, regimens: list[Regimen], times: np.ndarray, etas: np.ndarray) 
     c_pad = bucket_size(c, least=1)
     idx = np.minimum(np.arange(c_pad), c - 1)
     dose = tuple(jnp.asarray(np.asarray(getattr(table, f))[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
-    cov = {k: jnp.asarray(v[0]) for k, v in tm.covariate_arrays([state.covariates]).items()}
+    change_t, values = state.schedule()
+    if change_t.size:
+        ct, stacked = stack_schedules(tm, [(change_t, values)])
+        cov = {k: jnp.asarray(v[0]) for k, v in stacked.items()}
+        change = {"nocb" if tm.problem.nocb else "locf": jnp.asarray(ct[0])}
+    else:
+        cov = {k: jnp.asarray(v[0]) for k, v in tm.covariate_arrays([state.base]).items()}
+        change = None
     kernel = _predict_kernel(tm, bool(np.any(table.rate != 0)), event_slots(table.ss))
-    outs, status = kernel(tm.nat, cov, dose, jnp.asarray(times[idx]), jnp.asarray(etas))
+    outs, status = kernel(tm.nat, cov, dose, jnp.asarray(times[idx]), jnp.asarray(etas), change)
     return {k: np.asarray(v)[:c] for k, v in outs.items()}, np.asarray(status)[:c]
 
 

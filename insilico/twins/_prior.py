@@ -71,7 +71,7 @@ class TwinModel:
         out = {}
         for c in self.covariates:
             if c in self.categories:
-                out[c] = np.array([self.categories[c].index(str(v[c])) for v in values], dtype=np.int32)
+                out[c] = np.array([self.categories[c].index(_label(v[c])) for v in values], dtype=np.int32)
             else:
                 out[c] = np.array([float(v[c]) for v in values])
         return out
@@ -83,28 +83,50 @@ class TwinModel:
         for c in self.covariates:
             if c not in given:
                 raise SpecError(f"{option}.{c}", f"missing: the prior's covariate effects use {c}")
-            v = given[c]
-            if c in self.categories:
-                if str(v) not in self.categories[c]:
-                    raise SpecError(f"{option}.{c}", f"{v!r} is not one of {', '.join(self.categories[c])}")
-                out[c] = str(v)
-                continue
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                raise SpecError(f"{option}.{c}", f"{v!r} is not a number") from None
-            power = any(e.covariate == c and e.type == "power" for p in self.spec.parameters.values()
-                        for e in p.effects)
-            if not np.isfinite(x) or (power and x <= 0):
-                raise SpecError(f"{option}.{c}", f"{v!r} must be a finite number{' > 0' if power else ''}")
-            out[c] = x
+            out[c] = self.check_value(c, given[c], f"{option}.{c}")
         return out
+
+    def check_value(self, c: str, v, field: str, where: str = ""):
+        """One value of covariate ``c``, checked: a category label (str) of a categorical effect,
+        else a finite number (> 0 for a power effect). `SpecError` ``field`` (message prefixed
+        with ``where``, e.g. ``"row 3: "``) otherwise."""
+        if c in self.categories:
+            label = _label(v)
+            if label not in self.categories[c]:
+                raise SpecError(field, f"{where}{v!r} is not one of {', '.join(self.categories[c])}")
+            return label
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise SpecError(field, f"{where}{v!r} is not a number") from None
+        power = any(e.covariate == c and e.type == "power" for p in self.spec.parameters.values()
+                    for e in p.effects)
+        if not np.isfinite(x) or (power and x <= 0):
+            raise SpecError(field, f"{where}{v!r} must be a finite number{' > 0' if power else ''}")
+        return x
+
+    def code(self, c: str, v) -> float:
+        """A checked value of ``c`` as the number the kernels read: the value, or a categorical
+        label's index among the prior's categories."""
+        return float(self.categories[c].index(v)) if c in self.categories else float(v)
+
+    def value(self, c: str, x: float):
+        """Inverse of `code`: the value (float) or category label (str)."""
+        return self.categories[c][int(x)] if c in self.categories else float(x)
 
     def parameters(self, covariates: dict, eta) -> dict:
         """Individual parameters {name: float} for one patient's covariates and eta."""
         cov = {k: jnp.asarray(v[0]) for k, v in self.covariate_arrays([covariates]).items()}
         p = individual_parameters(self.pop, cov, jnp.asarray(eta) if self.n_eta else None)
         return {k: float(v) for k, v in p.items()}
+
+
+def _label(v) -> str:
+    """A category label: integer-valued numbers as integers (7 and 7.0 both read "7"), as the
+    estimation data reader does."""
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v).strip()
 
 
 def load_prior(source) -> tuple[dict, str]:

@@ -74,7 +74,7 @@ def test_bad_updates_change_nothing(twin):
         (rows([], [(5.0, 1.0)]).assign(CONC_UGL=3.0), "data.CONC_UGL"),      # level in a wrong column
         (rows([(30.0, 500.0)], []).assign(DV=12.0), "data.DV"),              # level on a dose record
         (rows([], [(11.5, 2.0)]), "data.TIME"),                               # duplicate level time
-        (rows([], [(20.0, 2.0)]).assign(WT=60), "data.WT"),                  # covariate differs
+        (rows([], [(20.0, 2.0)]).assign(WT=np.nan), "data.WT"),              # covariate missing (NaN)
     ]
     for df, field in bad:
         with pytest.raises(SpecError) as e:
