@@ -1,8 +1,11 @@
 """Write per-subject event histories as a NONMEM data set (the inverse of `read_nonmem`).
 
 Columns: ``ID TIME AMT RATE CMT EVID MDV DV II ADDL SS``, then the per-observation items
-``DVID``, ``BLQ``, ``LLOQ`` the data have, then the covariates (one value per ID, repeated on each
-of its records). Units as read: TIME and II h, AMT mg, RATE mg/h. Missing values are NM-TRAN's null
+``DVID``, ``BLQ``, ``LLOQ`` the data have, then the covariates. From `NonmemData` read by
+`read_nonmem` each record keeps its own covariate values (``NonmemData.covariate_records``), so
+time-varying covariates (a value that changes within an ID) are written record by record; from a
+`DoseTable` (or `NonmemData` without per-record values) one value per ID is repeated on each of its
+records. Units as read: TIME and II h, AMT mg, RATE mg/h. Missing values are NM-TRAN's null
 item ``.``. Numbers are written with the shortest decimal that reads back as the same float64, so
 `read_nonmem` of the file gives the same events bit for bit.
 
@@ -12,20 +15,27 @@ Records (NONMEM Users Guide Part V, "Data items"; the semantics of `insilico.dos
   bolus, −1 / −2 modelled rate / duration), CMT (the model's 1-based state number; ``.`` for a
   dose read without CMT, i.e. the model's default dose compartment), II, ADDL, SS (0/1/2);
 * a reset without a dose (no AMT, RATE, II, ADDL or SS): EVID 3, MDV 1;
-* an observation: EVID 0, MDV 0, DV; a record time without an observation (EVID 2 in the data, or
-  EVID 0 with MDV 1 or a null DV: `read_nonmem` reads both as a time with DV missing): EVID 2,
-  MDV 1, DV ``.``.
+* an observation: EVID 0, MDV 0, DV; a record time without an observation: MDV 1, DV ``.``, with
+  the record's EVID as read (NONMEM distinguishes EVID 2, "other event", from an EVID 0 record
+  with MDV 1, a missing observation; `read_nonmem` reads both as a time with DV missing, and
+  ``covariate_records["EVID"]`` keeps which): EVID 2 stays 2, EVID 0 with MDV 1 (or a null DV)
+  stays EVID 0 with MDV 1. A record given a DV value (``result``, ``dv``) is an observation, EVID
+  0 MDV 0. Without per-record EVIDs (a `DoseTable`) a time without observation is EVID 2.
 
 Within an ID records are sorted by TIME; at one time the observation records come first (an
 observation at a dose time is pre-dose: insilico's and mrgsolve's default, NONMEM's when the
-observation record precedes the dose), then the dose records in their order.
+observation record precedes the dose), then the dose records in their order. The one exception:
+an ID whose time-varying covariates take different values on records at the same TIME keeps those
+records in the data's order (the last record at a time gives the value that holds after it under
+LOCF, the first the value before it under NOCB: `insilico.engine.ParameterSchedule`), so the
+re-read data give the same parameter schedule.
 
 Sources: `NonmemData` (the dose records as read, so ADDL and II are kept) or a `DoseTable`
 (expanded: one record per dose, ADDL 0; its ``ss`` holds SS + 4·reset, decoded as
 ``ss & DoseTable.SS_MASK`` and ``ss & DoseTable.RESET``; a slot with no amount and no reset is
 padding and is not written). DV comes from the data, from a `simulate` result on the data's
 records (``result``, output ``output``: every record that has an observation gets the simulated
-value) or from ``dv``. Time-varying covariates are not written (a `SpecError` names them).
+value) or from ``dv``.
 """
 from __future__ import annotations
 
@@ -81,16 +91,55 @@ def _table_rows(table: DoseTable, i: int) -> list[dict]:
     return rows
 
 
-def _observation_rows(times, dv, records: dict, i: int) -> list[dict]:
-    """Record times of subject ``i`` (NaN times are padding): EVID 0 with a DV, else EVID 2."""
+def _observation_rows(times, dv, records: dict, i: int, evid=None) -> list[dict]:
+    """Record times of subject ``i`` (NaN times are padding): EVID 0 with a DV, else the record's
+    EVID as read (``evid`` (N, T): 0 or 2) with MDV 1, EVID 2 without ``evid``."""
     rows = []
     for k in np.flatnonzero(np.isfinite(times[i])):
         value = float(dv[i, k])
         seen = np.isfinite(value)
-        rows.append({"TIME": float(times[i, k]), "EVID": 0 if seen else 2, "MDV": 0 if seen else 1,
+        missing = 2 if evid is None else int(evid[i, k])
+        rows.append({"TIME": float(times[i, k]), "EVID": 0 if seen else missing, "MDV": 0 if seen else 1,
                      "DV": value if seen else np.nan,
                      **{c: float(v[i, k]) for c, v in records.items()}})
     return rows
+
+
+def _per_record(data: NonmemData):
+    """From `read_nonmem`'s per-record table: (EVID of each record time (N, T), {ID index: covariate rows
+    of its observation records (T_i, C)}, {ID index: covariate rows of its dose records in regimen
+    order}, {ID index: 1-based data rows of the observation then the dose records}), or None when the
+    data carry no per-record values (then covariates are one per ID). `SpecError` ``data`` when the
+    per-record table does not match the records."""
+    rec = data.covariate_records
+    if rec is None or "ROW" not in data.records:
+        return None
+    covs = [c for c in rec.columns if c not in ("ID", "TIME", "EVID")]
+    rows = data.records["ROW"]
+    evid = np.zeros(data.times.shape, int)
+    obs_cov, dose_cov, order = {}, {}, {}
+    ids = rec["ID"].to_numpy(dtype=object).astype(str)
+    rec_t, rec_evid = rec["TIME"].to_numpy(float), rec["EVID"].to_numpy()
+    is_dose = np.isin(rec_evid, [1, 3, 4])
+    dose_rows: dict[str, list] = {}
+    for j in np.flatnonzero(is_dose):
+        dose_rows.setdefault(ids[j], []).append(j)
+    for i, sid in enumerate(data.ids):
+        k = np.flatnonzero(data.observed[i])
+        r = rows[i, k].astype(int) - 1
+        if (r < 0).any() or (r >= len(rec)).any() or (ids[r] != str(sid)).any() \
+                or not np.array_equal(rec_t[r], data.times[i, k]):
+            raise SpecError("data", f"ID {sid}: the per-record values (covariate_records) do not match the "
+                                    "observation records (ROW); read the data with insilico.dosing.read_nonmem")
+        evid[i, k] = rec_evid[r]
+        obs_cov[i] = rec.iloc[r][covs].reset_index(drop=True)
+        d = np.asarray(dose_rows.get(str(sid), []), int)
+        if len(d) != len(data.regimens[i].doses):
+            raise SpecError("data", f"ID {sid}: {len(d)} dose records in covariate_records but "
+                                    f"{len(data.regimens[i].doses)} doses in the regimen")
+        dose_cov[i] = rec.iloc[d][covs].reset_index(drop=True)
+        order[i] = np.r_[r, d] + 1.0
+    return evid, obs_cov, dose_cov, order
 
 
 def _simulated_dv(data: NonmemData, result, output: str) -> np.ndarray:
@@ -123,15 +172,18 @@ def _from_data(data: NonmemData, model, result, output: str, dv):
     """(ids, record times, DV, per-record items, dose rows per subject, covariates) of `NonmemData`."""
     if result is not None and dv is not None:
         raise SpecError("dv", "give either a simulation result or dv values, not both")
-    if data.varying:
-        raise SpecError("data", f"covariates {list(data.varying)} change within an ID (time-varying); writing "
-                                "them is not supported yet")
+    per_record = _per_record(data)
+    if per_record is None and data.varying:
+        raise SpecError("data", f"covariates {list(data.varying)} change within an ID (time-varying) but the data "
+                                "carry no per-record values (covariate_records); read them with read_nonmem")
     n = len(data.ids)
     values = _simulated_dv(data, result, output) if result is not None else (
         data.dv if dv is None else _as_2d(dv, n, "dv"))
+    if values.shape != data.times.shape:
+        raise SpecError("dv", f"shape {values.shape} differs from the records' {data.times.shape}")
     records = {c: v for c, v in data.records.items() if c in RECORD}
     return (np.asarray(data.ids), np.where(data.observed, data.times, np.nan), values, records,
-            [_dose_rows(r, model) for r in data.regimens], data.covariates.reset_index(drop=True))
+            [_dose_rows(r, model) for r in data.regimens], data.covariates.reset_index(drop=True), per_record)
 
 
 def _from_table(table: DoseTable, times, dv, ids, covariates):
@@ -152,19 +204,35 @@ def _from_table(table: DoseTable, times, dv, ids, covariates):
     clash = [c for c in covariates.columns if str(c).upper() in STANDARD + RECORD]
     if clash:
         raise SpecError("covariates", f"columns {clash} are NONMEM data items, not covariates")
-    return ids, obs_t, values, {}, [_table_rows(table, i) for i in range(n)], covariates
+    return ids, obs_t, values, {}, [_table_rows(table, i) for i in range(n)], covariates, None
 
 
-def _subject_frame(sid, obs_rows: list, dose_rows: list, records, covariates: pd.Series) -> pd.DataFrame:
-    """One ID's records sorted by TIME, observations before doses at equal times."""
+def _subject_frame(sid, obs_rows: list, dose_rows: list, records, covariates: pd.Series,
+                   obs_cov: pd.DataFrame | None = None, dose_cov: pd.DataFrame | None = None,
+                   order=None) -> pd.DataFrame:
+    """One ID's records sorted by TIME, observations before doses at equal times (module docstring
+    for the exception). ``obs_cov``/``dose_cov``: per-record covariate values (rows aligned with
+    ``obs_rows``/``dose_rows``); ``order`` (the data rows of the observation then dose records)
+    keeps the data's order at times where they differ; else ``covariates`` (one value per ID)."""
     obs = pd.DataFrame(obs_rows, columns=["TIME", "EVID", "MDV", "DV", *records])
     doses = pd.DataFrame(dose_rows, columns=["TIME", "AMT", "RATE", "CMT", "EVID", "II", "ADDL", "SS"])
     obs["_kind"], doses["_kind"], doses["MDV"] = _OBSERVATION, _DOSE, 1
+    if obs_cov is not None:
+        obs = pd.concat([obs, obs_cov.reset_index(drop=True)], axis=1)
+        doses = pd.concat([doses, dose_cov.reset_index(drop=True)], axis=1)
     sub = pd.concat([f for f in (obs, doses) if len(f)] or [obs], ignore_index=True)
-    sub = sub.sort_values(["TIME", "_kind"], kind="stable").drop(columns="_kind")
+    keys = ["TIME", "_kind"]
+    if order is not None:
+        sub["_row"] = np.asarray(order, float)
+        cov_cols = list(obs_cov.columns)
+        clash = sub.groupby("TIME")[cov_cols].nunique(dropna=False).gt(1).any(axis=1) if cov_cols else None
+        if clash is not None and clash.any():
+            keys = ["TIME", "_row"]      # the data's order decides which value holds at that time
+    sub = sub.sort_values(keys, kind="stable").drop(columns=[c for c in ("_kind", "_row") if c in sub])
     sub.insert(0, "ID", sid)
-    for c, v in covariates.items():
-        sub[c] = v
+    if obs_cov is None:
+        for c, v in covariates.items():
+            sub[c] = v
     return sub
 
 
@@ -194,9 +262,17 @@ def nonmem_frame(data: NonmemData | DoseTable, model, *, result=None, output: st
         parts = _from_table(data, times, dv, ids, covariates)
     else:
         raise SpecError("data", f"expected NonmemData or a DoseTable, got {type(data).__name__}")
-    ids, obs_t, values, records, dose_rows, covariates = parts
-    out = pd.concat([_subject_frame(ids[i], _observation_rows(obs_t, values, records, i), dose_rows[i], records,
-                                    covariates.iloc[i]) for i in range(len(ids))], ignore_index=True)
+    ids, obs_t, values, records, dose_rows, covariates, per_record = parts
+    frames = []
+    for i in range(len(ids)):
+        if per_record is None:
+            frames.append(_subject_frame(ids[i], _observation_rows(obs_t, values, records, i), dose_rows[i], records,
+                                         covariates.iloc[i]))
+            continue
+        evid, obs_cov, dose_cov, order = per_record
+        frames.append(_subject_frame(ids[i], _observation_rows(obs_t, values, records, i, evid), dose_rows[i],
+                                     records, covariates.iloc[i], obs_cov[i], dose_cov[i], order[i]))
+    out = pd.concat(frames, ignore_index=True)
     for c in ("AMT", "RATE", "II", "ADDL", "SS"):
         out[c] = out[c].fillna(0)
     for c in _INTEGER:

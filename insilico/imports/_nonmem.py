@@ -11,6 +11,12 @@ file (``PopulationModelSpec``):
   its volume, so that F = amount / volume is insilico's ``conc``; with TRANS1 the scale is the
   volume and the rate constants become clearances (CL = K*V, Q = K12*V, V2 = K12*V/K21), each of
   which must then have the population form below.
+* $SUBROUTINE ADVAN3/4 TRANS3 (CL, V, Q, VSS), TRANS5 (AOB, ALPHA, BETA) and TRANS6 (ALPHA, BETA,
+  K21 or K32), ADVAN11/12 TRANS6 (ALPHA, BETA, GAMMA, K21/K31 or K32/K42) -> the same built-ins in
+  NONMEM's parameters (`insilico.imports._trans`: the model ``insilico.imports:advan3_trans3`` etc.
+  converts them to the built-in's by NONMEM Users Guide VI's formulas); each TRANS parameter, and
+  for TRANS5/6 the scale (S1, S2 for oral) as the central volume ``V``, must have the population
+  form below; for TRANS3 the scale must equal V.
 * $SUBROUTINE ADVAN6/13 with $MODEL and $DES -> a text-equation model (`insilico.imports._des`),
   written next to population.yaml and named by ``model: {file: ...}``.
 * $PK: each basic PK parameter must be ``TV * EXP(ETA(k))`` with ``TV`` a product of one THETA
@@ -41,6 +47,7 @@ import numpy as np
 import sympy
 
 from insilico.errors import SpecError
+from insilico.imports._trans import TRANS_MODELS, micro_constants
 
 __all__ = ["ADVANS", "GENERAL_ADVANS", "NonmemImport", "covariance_of", "import_nonmem"]
 
@@ -118,6 +125,7 @@ class _Context:
     values: dict[str, float]
     dataset: object
     sigma_matrix: list[list[str]] = field(default_factory=list)
+    pk_lines: dict | None = None      # flattened $PK line -> the control stream's (`_read_flattened`)
 
 
 # --------------------------------------------------------------------------- expression forms
@@ -181,11 +189,15 @@ def _power(f, ctx):
 
 
 def _categorical(pw, ctx):
-    """An ``IF`` on one covariate (a sympy Piecewise) -> (default branch, categorical effect).
+    """An ``IF`` on covariates (a sympy Piecewise) -> (default branch, [categorical effects]).
 
-    Each non-default branch must be the default times a factor of THETAs only; the effect's
-    multipliers are given per level of the covariate in the data set (``relation`` keeps the
-    factor per level for the names)."""
+    Each non-default branch must be the default times a factor of THETAs only. With one covariate the
+    effect's multipliers are given per level of the covariate in the data set (``relation`` keeps the
+    factor per level for the names). Conditions on several covariates (nested IF blocks, ``.AND.``)
+    must factor into one multiplier per covariate: with a reference combination of levels whose
+    factor is 1, ``f_c(x)`` is the factor with covariate ``c`` at ``x`` and the others at the
+    reference, and every combination of levels in the data set must have the factor ``prod_c f_c``
+    (else the IF is an interaction, which insilico's covariate effects cannot express)."""
     default = [e for e, c in pw.args if c == sympy.true]
     if len(default) != 1:
         raise _Untranslatable(f"`{pw}`: IF without a default branch")
@@ -195,27 +207,60 @@ def _categorical(pw, ctx):
         if c == sympy.true:
             continue
         names = {s.name for s in c.free_symbols}
-        if len(names) != 1 or not names <= ctx.columns:
-            raise _Untranslatable(f"`IF ({c})`: the condition must test one covariate")
+        if not names or not names <= ctx.columns:
+            raise _Untranslatable(f"`IF ({c})`: the condition must test covariates (data columns)")
         covs |= names
         ratio = sympy.simplify(e / default)
         if not {s.name for s in ratio.free_symbols} <= set(ctx.thetas):
             raise _Untranslatable(f"`IF ({c})`: the branch must multiply the typical value by THETAs")
         branches.append((c, ratio))
-    if len(covs) != 1:
-        raise _Untranslatable(f"`{pw}`: IF branches must test one covariate")
-    cov = covs.pop()
-    if ctx.dataset is None or cov not in getattr(ctx.dataset, "columns", ()):
-        raise _Untranslatable(f"IF on {cov}: its levels come from the data set, which could not be read")
-    levels = sorted(set(float(v) for v in ctx.dataset[cov].dropna()))
-    if len(levels) > 50:
-        raise _Untranslatable(f"IF on {cov}: {len(levels)} levels in the data; not a categorical covariate")
-    relation, thetas = {}, set()
-    for lv in levels:
-        ratio = next((r for c, r in branches if bool(c.subs(sympy.Symbol(cov), lv))), sympy.Integer(1))
-        relation[level_label(lv)] = ratio
-        thetas |= {s.name for s in ratio.free_symbols}
-    return default, {"covariate": cov, "type": "categorical", "relation": relation, "thetas": sorted(thetas)}
+    covs = sorted(covs)
+    missing = [c for c in covs if ctx.dataset is None or c not in getattr(ctx.dataset, "columns", ())]
+    if missing:
+        raise _Untranslatable(f"IF on {', '.join(missing)}: its levels come from the data set, which could not be read")
+
+    def factor(combo: dict):
+        subs = {sympy.Symbol(k): v for k, v in combo.items()}
+        return next((r for c, r in branches if bool(c.subs(subs))), sympy.Integer(1))
+
+    if len(covs) == 1:
+        cov = covs[0]
+        levels = sorted(set(float(v) for v in ctx.dataset[cov].dropna()))
+        if len(levels) > 50:
+            raise _Untranslatable(f"IF on {cov}: {len(levels)} levels in the data; not a categorical covariate")
+        return default, [_level_effect(cov, {lv: factor({cov: lv}) for lv in levels})]
+    combos = [dict(zip(covs, map(float, row))) for row in ctx.dataset[covs].dropna().drop_duplicates().to_numpy()]
+    for cov in covs:
+        n = len({c[cov] for c in combos})
+        if n > 50:
+            raise _Untranslatable(f"IF on {cov}: {n} levels in the data; not a categorical covariate")
+    ref = next((c for c in combos if sympy.simplify(factor(c) - 1) == 0), None)
+    if ref is None:
+        raise _Untranslatable(f"IF on {' and '.join(covs)}: no combination of levels in the data takes the default "
+                              "branch, so the factor per covariate is not defined")
+    per: dict[str, dict] = {cov: {} for cov in covs}
+    for cov in covs:
+        for lv in sorted({c[cov] for c in combos}):
+            probe = {**ref, cov: lv}
+            if probe not in combos:
+                raise _Untranslatable(f"IF on {' and '.join(covs)}: the data have {cov} = {level_label(lv)} only with "
+                                      "other levels than the reference's; the factor per covariate is not defined")
+            per[cov][lv] = factor(probe)
+    for c in combos:
+        product = sympy.Mul(*(per[cov][c[cov]] for cov in covs))
+        if sympy.simplify(factor(c) - product) != 0:
+            where = ", ".join(f"{k} = {level_label(v)}" for k, v in c.items())
+            raise _Untranslatable(f"IF on {' and '.join(covs)}: an interaction (at {where} the factor is {factor(c)}, "
+                                  f"not the product {product} of the per-covariate factors); insilico's covariate "
+                                  "effects multiply one factor per covariate")
+    return default, [_level_effect(cov, per[cov]) for cov in covs]
+
+
+def _level_effect(cov: str, ratios: dict) -> dict:
+    """A categorical effect of ``cov`` from {level: factor (sympy, THETAs)}."""
+    relation = {level_label(lv): r for lv, r in ratios.items()}
+    thetas = sorted({s.name for r in relation.values() for s in r.free_symbols})
+    return {"covariate": cov, "type": "categorical", "relation": relation, "thetas": thetas}
 
 
 def level_label(value: float) -> str:
@@ -249,8 +294,11 @@ def parameter_relation(expr, ctx: _Context) -> dict:
     effects, typical, eta, const = [], None, None, 1.0
     for f in sympy.Mul.make_args(expr):
         if isinstance(f, sympy.Piecewise):
-            default, effect = _categorical(f, ctx)
-            effects.append(effect)
+            default, found = _categorical(f, ctx)
+            effects.extend(found)
+            if default.is_number:           # IF (...) F = THETA(k) ELSE F = 1: the factor alone
+                const *= float(default)
+                continue
             inner = parameter_relation(default, ctx)
             if (inner["eta"] and eta) or typical:
                 raise _Untranslatable(f"`{expr}`: two ETAs or two typical values")
@@ -327,9 +375,10 @@ def _code_lines(record) -> list[str]:
 _ASSIGN = re.compile(r"^\s*(?:IF\s*\(.*\)\s*)?([A-Za-z_][A-Za-z_0-9]*)\s*=(?!=)", re.I)
 
 
-def _report_lines(cs, needed: set[str], failed: dict[str, str]) -> list[str]:
+def _report_lines(cs, needed: set[str], failed: dict[str, str], pk_lines: dict | None = None) -> list[str]:
     """$PK/$ERROR lines not translated: assignments no translated quantity uses, verbatim code,
-    and the lines of quantities that failed (with the reason)."""
+    and the lines of quantities that failed (with the reason). ``pk_lines``: the control stream's
+    line of each line of a flattened $PK (`_read_flattened`)."""
     out = []
     for name in ("PK", "ERROR"):
         for rec in cs.get_records(name):
@@ -338,6 +387,10 @@ def _report_lines(cs, needed: set[str], failed: dict[str, str]) -> list[str]:
                 if not code:
                     continue
                 where = f"${name} line {k}: {code}"
+                if name == "PK" and pk_lines is not None:
+                    orig = pk_lines.get(k)
+                    where = (f"$PK line {orig}: {code}" if orig is not None else
+                             f"$PK (a line the flattened nested IF adds): {code}")
                 if code.startswith('"'):
                     out.append(f"{where} -- verbatim Fortran is not translated")
                     continue
@@ -378,6 +431,179 @@ def _assigned(model, name: str) -> bool:
     return any(str(getattr(s, "symbol", "")) == name for s in model.statements.before_odes)
 
 
+# --------------------------------------------------------------------------- nested IF blocks
+
+_IF_THEN = re.compile(r"^IF\s*\((.*)\)\s*THEN$", re.I)
+_ELSE_IF = re.compile(r"^ELSE\s*IF\s*\((.*)\)\s*THEN$", re.I)
+_ELSE = re.compile(r"^ELSE$", re.I)
+_END_IF = re.compile(r"^END\s*IF$", re.I)
+
+
+class _Src(str):
+    """A $PK code line that remembers its line number ``k`` in the control stream's record."""
+
+    k: int | None = None
+
+
+def _src(text: str, k: int | None) -> _Src:
+    out = _Src(text)
+    out.k = k
+    return out
+
+
+class _Block(list):
+    """An IF block: a list of branches ``(condition or None for ELSE, [line or _Block, ...])``."""
+
+
+def _parse_blocks(lines: list[str]):
+    """The code lines as a list of lines and `_Block`s, and the deepest nesting (0 without IF blocks).
+    None when the IF/ENDIF structure is unbalanced (left to pharmpy, which reports it)."""
+    root: list = []
+    stack: list[_Block] = []
+    depth = 0
+
+    def body():
+        return stack[-1][-1][1] if stack else root
+
+    for k, line in enumerate(lines, start=1):
+        code = line.split(";")[0].strip()
+        if m := _IF_THEN.match(code):
+            blk = _Block([(m.group(1).strip(), [])])
+            body().append(blk)
+            stack.append(blk)
+            depth = max(depth, len(stack))
+        elif m := _ELSE_IF.match(code):
+            if not stack:
+                return None, 0
+            stack[-1].append((m.group(1).strip(), []))
+        elif _ELSE.match(code):
+            if not stack:
+                return None, 0
+            stack[-1].append((None, []))
+        elif _END_IF.match(code):
+            if not stack:
+                return None, 0
+            stack.pop()
+        elif code:
+            body().append(_src(line.strip(), k))
+    return (root, depth) if not stack else (None, 0)
+
+
+def _assigned_names(items) -> list[str]:
+    out = []
+    for it in items:
+        if isinstance(it, _Block):
+            for _, b in it:
+                out += _assigned_names(b)
+        elif m := _ASSIGN.match(it.split(";")[0]):
+            out.append(m.group(1).upper())
+    return list(dict.fromkeys(out))
+
+
+def _leaves(items) -> list[tuple[list[str], list[str]]]:
+    """Straight-line paths through ``items``: (conditions that all hold, the lines run)."""
+    paths = [([], [])]
+    for it in items:
+        if not isinstance(it, _Block):
+            paths = [(c, [*ls, it]) for c, ls in paths]
+            continue
+        branches = list(it) + ([] if it[-1][0] is None else [(None, [])])   # no ELSE: nothing runs
+        sub = [([*([] if cond is None else [cond]), *c], ls) for cond, b in branches for c, ls in _leaves(b)]
+        paths = [([*c1, *c2], [*l1, *l2]) for c1, l1 in paths for c2, l2 in sub]
+    return paths
+
+
+def _flatten_block(block: _Block) -> list[str]:
+    """A nested IF block as one IF / ELSE IF / ELSE chain with conjunctions (``.AND.``); in each
+    branch the names the block assigns elsewhere keep their value (``X = X``), as in the nested code.
+    Branches are in the nested code's order, so the first one that holds is the one NONMEM runs."""
+    names = _assigned_names([block])
+    leaves = _leaves([block])
+    out = []
+    for k, (conds, lines) in enumerate(leaves):
+        if any(re.search(r"\.OR\.|\.NOT\.", c, re.I) for c in conds) and len(conds) > 1:
+            raise _Untranslatable(f"nested IF with .OR./.NOT. in `{' / '.join(conds)}`: write the conditions as one "
+                                  "IF/ELSE IF chain")
+        cond = ".AND.".join(conds)
+        head = "ELSE" if not conds else f"{'IF' if k == 0 else 'ELSE IF'} ({cond}) THEN"
+        if not conds and k == 0:
+            return lines
+        out.append(head)
+        mine = set(_assigned_names(lines))
+        out += [_src(f"  {ln}", getattr(ln, "k", None)) for ln in lines] + [f"  {n} = {n}" for n in names
+                                                                            if n not in mine]
+        if not conds:
+            break         # an unconditional branch: nothing after it runs
+    return [*out, "ENDIF"]
+
+
+def flatten_nested_ifs(code: list[str]) -> tuple[list[str], list[str]]:
+    """$PK code lines with each nested IF block (an IF block inside another) written as one flat
+    IF / ELSE IF / ELSE chain (pharmpy-core reads one level of IF blocks and drops the inner ones);
+    returns (lines, notes). Code without nested blocks is returned unchanged. `_Untranslatable`
+    when a nested condition uses .OR./.NOT. (the conjunction would change its meaning)."""
+    items, depth = _parse_blocks(code)
+    if items is None or depth < 2:
+        return code, []
+    out, notes = [], []
+    for it in items:
+        if isinstance(it, _Block) and _parse_depth(it) >= 2:
+            flat = _flatten_block(it)
+            notes.append(f"$PK: a nested IF block (IF {it[0][0]} ...) was read as one IF/ELSE IF chain of "
+                         f"{sum(1 for ln in flat if ln.startswith(('IF', 'ELSE')))} branches (lines reported "
+                         "below keep their numbers in the control stream)")
+            out += flat
+        elif isinstance(it, _Block):
+            out += _write_block(it)
+        else:
+            out.append(it)
+    return out, notes
+
+
+def _parse_depth(block: _Block) -> int:
+    return 1 + max([0, *(_parse_depth(x) for _, b in block for x in b if isinstance(x, _Block))])
+
+
+def _write_block(block: _Block) -> list[str]:
+    out = []
+    for k, (cond, body) in enumerate(block):
+        out.append("ELSE" if cond is None else f"{'IF' if k == 0 else 'ELSE IF'} ({cond}) THEN")
+        out += [_src(f"  {x}", getattr(x, "k", None)) for x in body]
+    return [*out, "ENDIF"]
+
+
+def _read_flattened(path: Path):
+    """pharmpy's model of the control stream at ``path``, its $PK's nested IF blocks flattened first
+    (`flatten_nested_ifs`; the data file is then named by its absolute path); (model, notes, {line of
+    the flattened $PK: its line in the control stream, None for a line the flattening adds} or None)."""
+    from pharmpy.modeling import read_model, read_model_from_string
+
+    text = path.read_text()
+    for name in ("ERROR", "DES", "PRED"):
+        for rec in re.finditer(rf"^\${name}\b(.*?)(?=^\$|\Z)", text, re.S | re.M):
+            items, depth = _parse_blocks(rec.group(1).splitlines()[1:])
+            if depth >= 2:
+                raise _Untranslatable(f"${name}: nested IF blocks are not translated (pharmpy-core reads one level); "
+                                      "write them as one IF/ELSE IF chain")
+    m = re.search(r"^\$PK\b(.*?)(?=^\$|\Z)", text, re.S | re.M)
+    if m is None:
+        return read_model(str(path)), [], None
+    lines = m.group(1).splitlines()
+    first, rest = lines[0], lines[1:]
+    flat, notes = flatten_nested_ifs(rest)
+    if not notes:
+        return read_model(str(path)), [], None
+    line_map = {j: getattr(line, "k", None) for j, line in enumerate(flat, start=1)}
+    text = text[:m.start(1)] + "\n".join([first, *flat]) + "\n" + text[m.end(1):]
+
+    def absolute(dm):
+        name = dm.group(2).strip("'\"")
+        full = (path.parent / name).resolve()
+        return f"{dm.group(1)}{full}" if " " not in str(full) else dm.group(0)
+    text = re.sub(r"^(\$DATA\s+)(\S+)", absolute, text, count=1, flags=re.M)
+    return read_model_from_string(text), notes, line_map
+
+
 # --------------------------------------------------------------------------- main
 
 def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Path | None = None) -> NonmemImport:
@@ -385,15 +611,15 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     estimates of the NONMEM ``.ext`` file ``ext``). ``cov``: NONMEM's ``.cov`` file, carried onto
     the translated quantities (``NonmemImport.covariance``, `covariance_of`). Errors reading the
     files: `SpecError`."""
-    from pharmpy.modeling import read_model
-
     from insilico.imports._tables import read_cov, read_ext
 
     path = Path(path)
     if not path.is_file():
         raise SpecError("model", f"no control stream at {path}")
     try:
-        model = read_model(str(path))
+        model, flat_notes, pk_lines = _read_flattened(path)
+    except _Untranslatable as e:
+        return NonmemImport(None, {}, [str(e) if str(e).startswith("$") else f"$PK: {e}"], ok=False)
     except Exception as e:   # pharmpy raises many kinds on a malformed stream
         raise SpecError("model", f"{path}: pharmpy cannot parse the control stream: {e}") from None
     cov_table = read_cov(cov) if cov is not None else None
@@ -402,14 +628,15 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     advan = (subs[0].advan, subs[0].trans) if subs else (None, None)
     general = advan[0] in GENERAL_ADVANS
     handled = _HANDLED_RECORDS | ({"DES", "MODEL"} if general else set())
-    untranslated: list[str] = []
+    untranslated: list[str] = list(flat_notes)
     for rec in cs.records:
         if rec.name not in handled:
             kind = "essential" if rec.name in _ESSENTIAL_RECORDS else "not translated"
             untranslated.append(f"${rec.name}: {str(rec).strip().splitlines()[0]} -- record {kind}")
-    if advan not in ADVANS and not general:
+    if advan not in ADVANS and advan not in TRANS_MODELS and not general:
         untranslated.append(f"$SUBROUTINE {advan[0] or '(none)'} {advan[1] or ''} -- only ADVAN1/2/3/4/11/12 TRANS1, "
-                            "ADVAN1/2 TRANS2, ADVAN3/4/11/12 TRANS4 and ADVAN6/13 ($DES) are translated")
+                            "ADVAN1/2 TRANS2, ADVAN3/4/11/12 TRANS4, ADVAN3/4 TRANS3/5/6, ADVAN11/12 TRANS6 and "
+                            "ADVAN6/13 ($DES) are translated")
         return NonmemImport(None, {}, untranslated, ok=False)
 
     thetas = list(_theta_names(model))
@@ -431,13 +658,13 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     except Exception:   # the data file is optional: only IF-categorical relations need it
         dataset = None
     ctx = _Context(thetas, etas, eps, set(model.datainfo.names), values, dataset,
-                   _symbol_matrix(model.random_variables.epsilons))
+                   _symbol_matrix(model.random_variables.epsilons), pk_lines)
 
     if general:
         return _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table, cov)
 
     failed, relations, fixed_model = {}, {}, {}
-    builtin, pk_map, scale, volume = ADVANS[advan]
+    builtin, pk_map, scale, volume, model_ref = _structure(advan)
     wanted = {ins: _form(e) for ins, e in pk_map.items()}
     if builtin.endswith("oral"):
         wanted.update({ins: sympy.Symbol(nm) for ins, nm in _OPTIONAL.items() if _assigned(model, nm)})
@@ -485,20 +712,40 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
         res_type, res_parts = None, {}
 
     needed = _needed(model.statements, nm_targets | {scale, "Y"})
-    untranslated += _report_lines(cs, needed, failed)
+    untranslated += _report_lines(cs, needed, failed, ctx.pk_lines)
     for k, v in failed.items():
         if not any(f"-- {v}" in line for line in untranslated):
             untranslated.append(f"{k}: {v}")
     if failed:
         return NonmemImport(None, {}, untranslated, ok=False)
 
-    population, names, notes = _assemble(model, path, {"name": builtin}, relations, fixed_model, res_type, res_parts,
+    population, names, notes = _assemble(model, path, model_ref, relations, fixed_model, res_type, res_parts,
                                          ctx, nm_names, thetas)
     untranslated += notes
+    if advan in TRANS_MODELS:
+        typical = {p: e["typical"] for p, e in population["parameters"].items()}
+        micro = micro_constants(advan[0], advan[1], typical)
+        bad = [k for k in ("K", "K12", "K21", "K13", "K31", "V2") if k in micro and not micro[k] > 0]
+        if bad:
+            untranslated.append(f"$SUBROUTINE {advan[0]} {advan[1]}: the typical values give {', '.join(bad)} <= 0 "
+                                "(no compartmental model; NONMEM Users Guide VI): predictions at them are NaN")
     result = NonmemImport(population, names, untranslated, ok=True)
     if cov_table is not None:
         result.covariance = covariance_of(cov_table, result, relations, res_parts, model, ctx, nm_names, cov)
     return result
+
+
+def _structure(advan: tuple):
+    """(built-in, {insilico parameter: $PK expression}, scale, the parameter the scale must equal, the
+    population file's ``model``) of a (ADVAN, TRANS) pair of `ADVANS` or `TRANS_MODELS`."""
+    if advan in ADVANS:
+        builtin, pk_map, scale, volume = ADVANS[advan]
+        return builtin, pk_map, scale, volume, {"name": builtin}
+    builtin, names = TRANS_MODELS[advan]
+    scale = "S2" if builtin.endswith("oral") else "S1"
+    # TRANS3 names V among its parameters (the scale must equal it); TRANS5/6 take V from the scale
+    pk_map = {n: (scale if n == "V" and advan[1] != "TRANS3" else n) for n in names}
+    return builtin, pk_map, scale, "V", {"import": f"insilico.imports:{advan[0].lower()}_{advan[1].lower()}"}
 
 
 def _form(text: str):
@@ -546,7 +793,7 @@ def _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table,
             failed["Y"] = f"residual model: {e}"
     needed = _needed(model.statements, set(des.pk_used) | {"Y"} | ({scale} if scale else set()))
     pk_failed = {k.split()[-1]: v for k, v in failed.items() if k.startswith("$PK ") and " " not in k[4:]}
-    untranslated += _report_lines(cs, needed, pk_failed)
+    untranslated += _report_lines(cs, needed, pk_failed, ctx.pk_lines)
     for k, v in failed.items():
         if not any(f"-- {v}" in line for line in untranslated):
             untranslated.append(f"{k} -- {v}")

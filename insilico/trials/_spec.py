@@ -459,10 +459,41 @@ class TrialSpec(_Strict):
 
 
 def load_trial_spec(source, overrides: list[str] | None = None) -> tuple[TrialSpec, Path]:
-    """Load and validate a trial spec from a YAML path, YAML text or mapping.
+    """Load and validate a trial spec from a YAML path, YAML text or mapping. Without ``model``, the
+    model is the cohort's population-model file's (`_population_model_ref`).
 
     Returns the spec and the directory relative paths in it are resolved against.
     ``overrides`` are dotted ``key=value`` strings (``arms.0.regimen.0.amt=200``), values parsed as YAML.
     """
     data, base = read_mapping(source, "trial spec")
-    return validate(TrialSpec, apply_overrides(data, overrides or [])), base
+    data = apply_overrides(data, overrides or [])
+    if isinstance(data, dict) and "model" not in data:
+        data = {**data, "model": _population_model_ref(data.get("cohort"), base)}
+    return validate(TrialSpec, data), base
+
+
+def _population_model_ref(cohort, base: Path) -> dict:
+    """A spec without ``model``: the structural ``model`` of the population-model file its cohort is
+    (``cohort: FILE`` or ``cohort: {population: FILE, ...}``; a relative path from the spec's folder,
+    else the working directory), its relative ``file`` made relative to that file's folder, its fixed
+    ``parameters`` left to the population file (the trial inherits them). Otherwise `SpecError`
+    ``model`` (required). A ``model`` that is given must be the population file's (`prepare`)."""
+    from insilico.cohorts import is_population_model
+
+    source = cohort.get("population") if isinstance(cohort, dict) else cohort
+    path = None
+    if isinstance(source, str) and source.strip():
+        p = Path(source)
+        path = p if p.is_absolute() else (base / p if (base / p).exists() or not p.exists() else p.resolve())
+    if path is None or not path.is_file() or not is_population_model(path):
+        raise SpecError("model", "required (the model to simulate), unless the cohort is a population-model file "
+                                 "(`cohort: {population: FILE}` or `cohort: FILE`), whose model is then taken"
+                                 + ("" if path is None else f"; {path} is not a population-model file"))
+    ref, _ = read_mapping(path, "population model")
+    ref = ref["model"]
+    if not isinstance(ref, dict):
+        raise SpecError("model", f"{path}: its `model` is not a mapping (got {ref!r})")
+    ref = {k: v for k, v in ref.items() if k != "parameters"}
+    if isinstance(ref.get("file"), str) and not Path(ref["file"]).is_absolute():
+        ref["file"] = str(path.parent / ref["file"])
+    return ref

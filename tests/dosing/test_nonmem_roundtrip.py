@@ -1,7 +1,7 @@
 """NONMEM data set round trip (issue 11): `read_nonmem` -> `simulate` -> `write_nonmem` -> `read_nonmem`
 reproduces the events (EVID 0-4, SS 1/2, RATE -1/-2, ADDL/II, MDV, null items, DVID/BLQ, covariates),
 and the simulated DVs; simulating the re-read data gives the original result to 1e-12.
-Time-varying covariates are not written yet (refused, tested below)."""
+Time-varying covariates: tests/dosing/test_nonmem_roundtrip_covariates.py."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,7 +87,7 @@ def test_write_then_read_reproduces_the_events(data, tmp_path):
     assert text[1:4] == ["1,0.0,0.0,0.0,.,0,0,0.25,0.0,0,0,1,0,70.5,M",
                          "1,0.0,100.0,0.0,1,1,1,.,12.0,1,1,.,.,70.5,M",
                          "1,2.0,0.0,0.0,.,0,0,3.1,0.0,0,0,1,0,70.5,M"]
-    assert frame["EVID"].value_counts().to_dict() == {0: 9, 1: 4, 2: 2, 4: 2, 3: 1}
+    assert frame["EVID"].value_counts().to_dict() == {0: 10, 1: 4, 2: 1, 4: 2, 3: 1}
     with pytest.raises(SpecError, match="already exists") as e:
         write_nonmem(tmp_path / "out.csv", data, MODEL)
     assert e.value.field == "path"
@@ -135,11 +135,3 @@ def test_bad_requests_are_refused(data, result, kwargs, field):
     with pytest.raises(SpecError) as e:
         nonmem_frame(data, MODEL, **kwargs)
     assert e.value.field == field
-
-
-def test_time_varying_covariates_are_refused(tmp_path):
-    path = tmp_path / "tv.csv"
-    path.write_text("ID,TIME,AMT,DV,WT\n1,0,100,.,70\n1,1,0,2.0,72\n")
-    with pytest.raises(SpecError, match="WT.*time-varying") as e:
-        nonmem_frame(read_nonmem(path, "1cmt_oral"), "1cmt_oral")
-    assert e.value.field == "data"
