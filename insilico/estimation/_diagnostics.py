@@ -13,6 +13,10 @@
 * EBE conditional covariance = (H/2)^-1 with H the Hessian of -2 log p(y, eta) at the mode
   (NONMEM's ETC/phc); ETA shrinkage 1 - SD(EBE_k)/omega_k and EPS shrinkage 1 - SD(IWRES)
   (NONMEM's SD-based definitions).
+* Inter-occasion variability: ``eta`` is the whole random-effect vector (etas, then kappas occasion
+  by occasion) and Omega its block-diagonal prior covariance (`random_effects_omega`), in CWRES, the
+  conditional covariance, shrinkage (a kappa's: 1 - SD(EBE)/omega_iov, per occasion) and NPDE
+  simulations (which draw kappas too).
 * Several outputs: each record's prediction, residual SD and scale from its own output. Censored
   (M3) records have PRED and IPRED but no residuals and no NPDE (NaN): their DV is a limit.
 """
@@ -24,7 +28,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from insilico.estimation._likelihood import record_log_scale, record_sd
-from insilico.estimation._objective import individual_objective
+from insilico.estimation._objective import individual_objective, random_effects_omega
 
 __all__ = ["diagnostics", "npde"]
 
@@ -41,7 +45,7 @@ def diagnostics(problem, pop, eta_hat) -> dict:
     out = {"PRED": np.asarray(f0) * nan, "IPRED": np.asarray(fi) * nan, "RES": y - np.asarray(f0),
            "IRES": y - np.asarray(fi), "IWRES": np.asarray(iwres) * measured, "CWRES": np.asarray(cwres) * measured,
            "eta_cov": np.asarray(eta_cov)}
-    omega_sd = np.sqrt(np.diag(np.asarray(pop.omega))) if k else np.zeros(0)
+    omega_sd = np.sqrt(np.diag(np.asarray(random_effects_omega(problem, pop)))) if k else np.zeros(0)
     eta_hat = np.asarray(eta_hat)
     out["eta_shrinkage"] = 1.0 - eta_hat.std(axis=0, ddof=1) / omega_sd if k and eta_hat.shape[0] > 1 \
         else np.full(k, np.nan)
@@ -56,7 +60,8 @@ def _per_subject(problem):
     """The jitted, vmapped per-subject diagnostics ``(pop, subjects, eta) -> arrays``, one per
     structure (model, output, fixed parameters, solver, residual type, number of etas)."""
     key = (id(problem.model), problem.outputs, tuple(sorted(problem.fixed.items())), problem.method,
-           problem.solver, problem.has_infusion, problem.has_ss, problem.params.residual_types, problem.n_eta)
+           problem.solver, problem.has_infusion, problem.has_ss, problem.params.residual_types, problem.n_eta,
+           problem.params.template.iov_names)
     if key not in _COMPILED:
         _COMPILED[key] = (problem.model, jax.jit(jax.vmap(_diagnose(problem), in_axes=(None, 0, 0))))
     return _COMPILED[key][1]
@@ -75,7 +80,7 @@ def _diagnose(problem):
         iwres = (yt - ft) / jnp.where(mask, sd, 1.0)
         if k:
             g = jax.jacfwd(lambda e: _transformed(pop, subject, problem.predict(pop, subject, e)[0]))(eta)
-            c = g @ pop.omega @ g.T + jnp.diag(jnp.where(mask, sd ** 2, 1.0))
+            c = g @ random_effects_omega(problem, pop) @ g.T + jnp.diag(jnp.where(mask, sd ** 2, 1.0))
             c = jnp.where(mask[:, None] & mask[None, :], c, jnp.eye(c.shape[0]))
             e = ft - g @ eta
             cwres = jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(c), jnp.where(mask, yt - e, 0.0),
@@ -104,10 +109,12 @@ def npde(problem, pop, seed: int = 0, n_sim: int = 1000) -> np.ndarray:
     def simulate(subject, key):
         """One simulated data set on the residual scale: transformed prediction + SD x N(0, 1)."""
         ke, k1 = jax.random.split(key)
-        eta = pop.omega_chol @ jax.random.normal(ke, (k,)) if k else jnp.zeros(0)
+        eta = chol @ jax.random.normal(ke, (k,)) if k else jnp.zeros(0)
         f, _ = problem.predict(pop, subject, eta)
         return _transformed(pop, subject, f) + record_sd(pop, subject, f) * jax.random.normal(k1, f.shape)
 
+    chol = (pop.omega_chol if not problem.n_kappa else jnp.linalg.cholesky(random_effects_omega(problem, pop))) \
+        if k else None
     keys = jax.random.split(jax.random.PRNGKey(seed), problem.n_subjects * n_sim)
     keys = keys.reshape(problem.n_subjects, n_sim, *keys.shape[1:])
     sims = jax.jit(jax.vmap(lambda s, ks: jax.vmap(lambda kk: simulate(s, kk))(ks)))(problem.subjects(), keys)

@@ -3,7 +3,13 @@
 Conventions (Beal & Sheiner, NONMEM Users Guide Part VII; Wang, J Pharmacokinet Pharmacodyn
 2007;34:575, "Derivation of various NONMEM estimation methods"):
 
-* individual objective ``O_i(eta) = -2 log p(y_i, eta | theta)``: the eta prior from the one
+* random effects: ``eta`` is a subject's whole random-effect vector; with inter-occasion variability
+  it holds the etas and then one kappa block per occasion, with the block-diagonal prior
+  ``diag(Omega, Omega_IOV, ..., Omega_IOV)`` (`random_effects_omega`; NONMEM's $OMEGA BLOCK SAME
+  convention, NONMEM Users Guide Part VIII), so the kappas are found with the etas by the same
+  Newton iterations and enter the Laplace / FOCE-I determinant like any eta
+  (`insilico.estimation._problem`);
+* individual objective ``O_i(eta) = -2 log p(y_i, eta | theta)``: the eta (and kappa) prior from the one
   log-density `insilico.population.log_density` plus the residual likelihood of
   `insilico.estimation._likelihood` (each record from its own output and residual model; censored
   records by M3), all constants included;
@@ -37,18 +43,34 @@ import jax.numpy as jnp
 from insilico.estimation._likelihood import log_likelihood, record_log_scale, record_sd
 from insilico.population import log_density
 
-__all__ = ["LOG_2PI", "eta_mode", "gaussian_count", "individual_objective", "subject_ofv"]
+__all__ = ["LOG_2PI", "eta_mode", "gaussian_count", "individual_objective", "random_effects_omega", "subject_ofv"]
 
 LOG_2PI = float(jnp.log(2.0 * jnp.pi))
 OK, NOT_CONVERGED, SOLVER_FAILED = 0, 1, 2
 MAX_STEP = 1.0   # largest change of one eta in one Newton step (log scale: a factor e)
 
 
+def random_effects_omega(problem, pop):
+    """The prior covariance of a subject's random-effect vector (module docstring): Omega, or with
+    IOV ``diag(Omega, Omega_IOV, ..., Omega_IOV)`` (Omega_IOV = diag(omega_iov^2), once per occasion)."""
+    if not problem.n_kappa:
+        return pop.omega
+    iov = jnp.tile(jnp.stack([jnp.asarray(sd) ** 2 for sd in pop.iov_sd]), pop.occasions)
+    if not problem.n_bsv:
+        return jnp.diag(iov)
+    b = problem.n_bsv
+    return jnp.zeros((problem.n_eta, problem.n_eta)).at[:b, :b].set(pop.omega).at[b:, b:].set(jnp.diag(iov))
+
+
 def individual_objective(problem, pop, subject, eta):
-    """``O_i(eta) = -2 log p(y_i, eta)`` (constants included) and the solver status."""
+    """``O_i(eta) = -2 log p(y_i, eta)`` (constants included) and the solver status; with IOV
+    ``eta`` is the whole random-effect vector (etas, then kappas occasion by occasion)."""
     f, status = problem.predict(pop, subject, eta)
     lp = log_likelihood(pop, subject, f)
-    if problem.n_eta:
+    if problem.n_kappa:
+        e, kappa = problem.split_random_effects(eta)
+        lp = lp + log_density(pop, e if problem.n_bsv else None, kappa)
+    elif problem.n_eta:
         lp = lp + log_density(pop, eta)
     return -2.0 * lp, status
 
@@ -144,7 +166,7 @@ def _focei_half_hessian(problem, pop, subject, eta):
     w = jnp.where(subject["mask"], 1.0, 0.0)
     v = jnp.where(subject["mask"], v, 1.0)
     info = (g * (w / v)[:, None]).T @ g + 0.5 * (h * (w / v ** 2)[:, None]).T @ h
-    return jnp.linalg.inv(pop.omega) + info
+    return jnp.linalg.inv(random_effects_omega(problem, pop)) + info
 
 
 def subject_ofv(problem, pop, subject, eta_hat, method: str, order: int = 1):

@@ -4,11 +4,13 @@
   covariate-effect thetas, Omega elements ``OMEGA(i,j)`` (variances/covariances of eta) and
   residual variances ``SIGMA(k,k)``; their names and order are the one convention of
   `insilico.population.population_quantities` (shared with fit stores, trial replicates and
-  NONMEM imports);
+  NONMEM imports); with inter-occasion variability the variances of kappa ``OMEGA_IOV(j,j)``
+  (kind ``omega_iov``, 1-based in the order of the ``iov`` parameters; one diagonal Omega_IOV shared
+  by every occasion, NONMEM's $OMEGA BLOCK SAME convention) follow the Omega elements, before SIGMA;
 * transformed (unconstrained, what the optimiser moves): log of typical values and of
   categorical multipliers; effect thetas as they are; per Omega block the lower Cholesky factor
   with log diagonal (Pinheiro & Bates 1996, "unconstrained parametrizations for variance-covariance
-  matrices"); log of residual SDs.
+  matrices"); log of the IOV SDs and of residual SDs.
 
 With several observed outputs the SIGMAs of each output's residual model follow one another
 (the primary output's first, then the others in order), and ``population(nat)`` is a
@@ -55,7 +57,8 @@ class ParameterVector:
     """Packing of a :class:`PopulationModel`'s estimated numbers (see module docstring).
 
     ``entries``: every quantity in a fixed order (typical values and effects per parameter in
-    spec order, then Omega elements block by block, then SIGMA); ``free``: indices not fixed.
+    spec order, then Omega elements block by block, then OMEGA_IOV, then SIGMA); ``free``: indices
+    not fixed.
     ``to_natural``/``to_transformed`` map full vectors; ``population(nat)`` builds the
     :class:`PopulationModel` with those values (traceable). ``extra_residuals``: {output:
     `ResidualError`} of the observed outputs other than the primary one, in order."""
@@ -80,6 +83,9 @@ class ParameterVector:
         # names, order and initial values: the one convention of `insilico.population.population_quantities`
         entries = [Entry(q.name, q.kind, q.value)
                    for q in population_quantities(template, residuals=[r for _, r in where])]
+        first_sigma = [e.kind for e in entries].index("sigma")
+        entries[first_sigma:first_sigma] = [Entry(f"OMEGA_IOV({j + 1},{j + 1})", "omega_iov", float(sd) ** 2)
+                                            for j, sd in enumerate(template.iov_sd)]
         names = [e.name for e in entries]
         fix = list(fix)
         for i, f in enumerate(fix):
@@ -88,7 +94,7 @@ class ParameterVector:
         for b in bounds:
             if b not in names:
                 raise SpecError(f"estimate.bounds.{b}", f"unknown name; estimated quantities: {', '.join(names)}")
-            if names.index(b) >= 0 and entries[names.index(b)].kind in ("omega", "sigma"):
+            if names.index(b) >= 0 and entries[names.index(b)].kind in ("omega", "omega_iov", "sigma"):
                 raise SpecError(f"estimate.bounds.{b}", "bounds apply to typical values and effects only")
         self._check_block_fix(fix)
         self.entries = tuple(Entry(e.name, e.kind, e.initial, e.name in fix,
@@ -112,10 +118,12 @@ class ParameterVector:
 
     # -- scales -------------------------------------------------------------------------------------
     def _slices(self):
+        """(index of the first Omega element, or of the first variance entry after it, number of
+        Omega elements). Entries from the first Omega element on are variances (OMEGA blocks, then
+        OMEGA_IOV and SIGMA, both log-SD on the transformed scale)."""
         kinds = [e.kind for e in self.entries]
-        n_om = kinds.count("omega")
-        first_om = kinds.index("omega") if n_om else len(kinds) - kinds.count("sigma")
-        return first_om, n_om
+        first_om = next(i for i, k in enumerate(kinds) if k in ("omega", "omega_iov", "sigma"))
+        return first_om, kinds.count("omega")
 
     def to_transformed(self, nat):
         nat = jnp.asarray(nat)
@@ -200,8 +208,9 @@ class ParameterVector:
         if t.bsv_names:
             omega = self.omega(nat)
             chol = jnp.linalg.cholesky(omega)
+        iov_sd = tuple(jnp.sqrt(nat[i]) for i, e in enumerate(self.entries) if e.kind == "omega_iov")
         return FitPopulation(t.names, t.units, t.long_names, tuple(typical), tuple(effects), t.bsv_names,
-                             omega, chol, t.iov_names, t.iov_sd, t.occasions, *self._residuals(nat))
+                             omega, chol, t.iov_names, iov_sd, t.occasions, *self._residuals(nat))
 
     def _residuals(self, nat):
         """(first residual model, all of them) from the SIGMAs of ``nat``."""

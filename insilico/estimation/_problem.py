@@ -34,6 +34,21 @@ excluded, naming the record. When no covariate the effects use changes within an
 holds one value per subject and the solve is the time-invariant one (the same numbers as without
 this feature); when one does, every subject of the problem takes the piecewise solve (a subject
 whose values are constant then agrees with the time-invariant solve to rounding, not bit for bit).
+
+Inter-occasion variability (IOV; Karlsson & Sheiner, J Pharmacokinet Biopharm 1993;21:735): the random
+effects of a subject are one vector, NONMEM's way: ``[eta (n_bsv), kappa_1 (n_iov), ..., kappa_K
+(n_iov)]``, the kappas of occasion k in the order of the ``iov`` parameters, with the block-diagonal
+prior ``diag(Omega, Omega_IOV, ..., Omega_IOV)`` (one Omega_IOV repeated for every occasion: NONMEM's
+``$OMEGA BLOCK(n) SAME``; `random_effects_omega`). Parameter P with IOV is ``TV exp(eta + kappa_k)``
+in occasion k (`insilico.population.individual_parameters`, its ``P_occ``). Occasions are intervals of
+the piecewise solve, like covariate changes: from the data's ``OCC`` column (an integer 1..K on every
+record of a fitted subject, else a `SpecError` naming the row; its value between records follows
+``covariate_interpolation``) or, without an OCC column, from ``iov.starts`` (occasion k from
+``starts[k]`` h on the data's TIME clock; the first also before its start; a point exactly at a start
+belongs to the new occasion, unless time-varying covariates with ``nocb`` set that convention for every
+change). A problem with IOV always takes the piecewise solve; ``problem.occ`` (N, C+1) holds the
+occasion index (0-based) of each interval. A subject's kappas of occasions it never visits stay at 0
+and add exactly 0 to its Laplace / FOCE-I objective (their integral is 1).
 """
 from __future__ import annotations
 
@@ -71,6 +86,9 @@ class Problem:
         changes within an ID; then each ``covariates`` array is (N, C+1), value ``j`` in effect from
         change ``j-1`` to change ``j`` (module docstring). None otherwise. ``nocb``: the convention
         (static) for a point exactly at a change.
+    occ : (N, C+1) int occasion index (0-based) of each interval of ``change_t`` with inter-occasion
+        variability, else None; ``occasion_source``: where the occasions came from (``OCC`` column or
+        ``iov.starts``).
     outputs : the observed model outputs (the primary first; `PopulationModelSpec.fitted_outputs`).
     records : per-record arrays (N, T), present only when needed: ``out`` (index into
         ``outputs``, several outputs), ``cens`` and ``lloq`` (censored records: none under M1, so
@@ -102,6 +120,8 @@ class Problem:
     n_blq: int = 0
     change_t: np.ndarray | None = None
     nocb: bool = False
+    occ: np.ndarray | None = None
+    occasion_source: str = ""
 
     @property
     def n_subjects(self) -> int:
@@ -112,8 +132,37 @@ class Problem:
         return int(self.mask.sum())
 
     @property
-    def n_eta(self) -> int:
+    def n_bsv(self) -> int:
+        """Number of etas (between-subject random effects)."""
         return len(self.params.template.bsv_names)
+
+    @property
+    def n_kappa(self) -> int:
+        """Number of kappas of a subject: occasions x IOV parameters (0 without IOV)."""
+        t = self.params.template
+        return t.occasions * len(t.iov_names)
+
+    @property
+    def n_eta(self) -> int:
+        """Length of a subject's random-effect vector: etas, then the kappas occasion by occasion
+        (module docstring); without IOV the number of etas."""
+        return self.n_bsv + self.n_kappa
+
+    def split_random_effects(self, eta):
+        """``(eta (..., n_bsv), kappa (..., K, n_iov) or None)`` of a random-effect vector (..., n_eta)."""
+        t = self.params.template
+        if eta.shape[-1] != self.n_eta:
+            raise SpecError("iov" if t.iov_names else "bsv",
+                            f"the random-effect vector has {eta.shape[-1]} values, the population model "
+                            f"{self.n_eta} ({self.n_bsv} etas" + (f" + {t.occasions} occasions x {len(t.iov_names)} "
+                                                                 f"kappas ({', '.join(t.iov_names)}))"
+                                                                 if t.iov_names else ")")
+                            + (": inter-occasion variability is estimated by insilico.fit (FOCE-I, Laplace)"
+                               if t.iov_names else ""))
+        if not t.iov_names:
+            return eta, None
+        b = self.n_bsv
+        return eta[..., :b], eta[..., b:].reshape(eta.shape[:-1] + (t.occasions, len(t.iov_names)))
 
     def subjects(self):
         """The per-subject arrays as one pytree with a leading subject axis. With time-varying
@@ -126,6 +175,8 @@ class Problem:
                **{k: jnp.asarray(v) for k, v in self.records.items()}}
         if self.change_t is not None:
             out["change_t"] = {"nocb" if self.nocb else "locf": jnp.asarray(self.change_t)}
+        if self.occ is not None:
+            out["occ"] = jnp.asarray(self.occ)
         return out
 
     def select(self, keep: np.ndarray, excluded: dict | None = None) -> Problem:
@@ -135,7 +186,8 @@ class Problem:
                        mask=self.mask[keep], records={k: v[keep] for k, v in self.records.items()},
                        excluded=self.excluded if excluded is None else excluded,
                        data_covariates=None if self.data_covariates is None else self.data_covariates[keep],
-                       change_t=None if self.change_t is None else self.change_t[keep])
+                       change_t=None if self.change_t is None else self.change_t[keep],
+                       occ=None if self.occ is None else self.occ[keep])
 
     def record_notes(self) -> dict:
         """What was done with BLQ records (``{"blq": "m1: 12 BLQ records dropped"}``) and the observed
@@ -146,15 +198,28 @@ class Problem:
             out["blq"] = f"{self.blq}: {self.n_blq} BLQ records {what}"
         if len(self.outputs) > 1:
             out["outputs"] = ", ".join(self.outputs)
+        if self.occ is not None:
+            out["occasions"] = self.occasion_source
         return out
 
     def predict_outputs(self, pop, subject, eta):
         """Every model output at the subject's times (``{name: (T,)}``) and the solver status.
 
-        With ``subject["change_t"]`` (time-varying covariates, module docstring) the covariates are
-        (C+1,) values per interval: the individual parameters are computed for each interval with
-        the same ``eta`` and the solve is piecewise, each change time an interval end."""
-        p = individual_parameters(pop, subject["cov"], eta)
+        With ``subject["change_t"]`` (time-varying covariates, occasions; module docstring) the
+        covariates are (C+1,) values per interval: the individual parameters are computed for each
+        interval with the same ``eta`` and the solve is piecewise, each change time an interval end.
+        With IOV ``eta`` is the whole random-effect vector (etas and kappas) and a parameter with IOV
+        takes, in each interval, its ``P_occ`` of the interval's occasion ``subject["occ"]``."""
+        eta, kappa = self.split_random_effects(eta)
+        p = individual_parameters(pop, subject["cov"], eta, kappa)
+        if kappa is not None:
+            if "occ" not in subject or "change_t" not in subject:
+                raise SpecError("iov", "inter-occasion variability needs each record's occasion (build the "
+                                       "problem with insilico.estimation.build_problem from data with occasions)")
+            occ = subject["occ"]
+            for name in pop.iov_names:
+                per_occ = jnp.broadcast_to(p.pop(f"{name}_occ"), occ.shape + (pop.occasions,))
+                p[name] = jnp.take_along_axis(per_occ, occ[:, None], axis=-1)[:, 0]
         full = {**self.fixed, **p}
         if "change_t" not in subject:
             outs, _, status = solve_subject(self.model, full, subject["dose"], subject["t"], self.method,
@@ -228,11 +293,15 @@ def _covariate_arrays(spec, data: NonmemData, pop_covariates, categorical):
     return out, bad
 
 
-def _covariate_schedule(spec, data: NonmemData, varying, categorical, nocb: bool, first: dict, bad: dict):
+def _covariate_schedule(spec, data: NonmemData, varying, categorical, nocb: bool, first: dict, bad: dict,
+                        extra: dict | None = None):
     """Time-varying covariates (module docstring): (change_t (N, C), {name: (N, C+1)} values per
-    interval for every covariate in ``first``). Only times where some value of ``varying`` changes
-    are kept; rows are padded to C = max(1, most changes) with copies of their last change (inert).
-    Adds to ``bad`` the subjects with an unusable value on some record."""
+    interval for every covariate in ``first`` and every column of ``extra`` ({name: per-record values
+    of ``data.covariate_records``, already checked}: the occasion index)). Only times where some
+    value of ``varying`` or ``extra`` changes are kept; rows are padded to C = max(1, most changes)
+    with copies of their last change (inert). Adds to ``bad`` the subjects with an unusable value on
+    some record."""
+    extra = dict(extra or {})
     rec = data.covariate_records
     if rec is None:
         raise SpecError("data", f"the covariates {list(varying)} change within an ID but the data carry no "
@@ -247,7 +316,8 @@ def _covariate_schedule(spec, data: NonmemData, varying, categorical, nocb: bool
             if w and subject[i] >= 0:
                 bad.setdefault(data.ids[subject[i]], f"{w} on the record at TIME {t[i]:g} h (data row {i + 1}); a "
                                                      "time-varying covariate needs a value on every record")
-    x = np.stack([np.asarray(vals[c], float) for c in varying], axis=1)
+    vals.update(extra)
+    x = np.stack([np.asarray(vals[c], float) for c in [*varying, *extra]], axis=1)
     per = []
     for s in range(len(data.ids)):
         rows = np.flatnonzero(subject == s)
@@ -266,7 +336,57 @@ def _covariate_schedule(spec, data: NonmemData, varying, categorical, nocb: bool
         idx[s] = np.r_[seg_rows, np.full(pad, seg_rows[-1])]
     values = {c: (vals[c][idx] if c in vals else np.repeat(np.asarray(v)[:, None], n_changes + 1, axis=1))
               for c, v in first.items()}
+    values.update({c: np.asarray(vals[c])[idx] for c in extra})
     return change_t, values
+
+
+def _occ_column(data: NonmemData, occasions: int) -> tuple[str, np.ndarray] | None:
+    """(name, 0-based occasion index of every record of ``data.covariate_records``) from the data's
+    ``OCC`` column (name matched case-insensitively), or None without one. `SpecError` ``data.OCC``
+    naming the row of a record of a subject whose OCC is not an integer 1..``occasions``."""
+    rec = data.covariate_records
+    if rec is None:
+        return None
+    cols = [c for c in rec.columns if str(c).strip().upper() == "OCC"]
+    if len(cols) > 1:
+        raise SpecError("data.OCC", f"the data have {len(cols)} OCC columns {cols}; keep one")
+    if not cols:
+        return None
+    v = pd.to_numeric(rec[cols[0]], errors="coerce").to_numpy(float)
+    bad = ~(np.isfinite(v) & (v == np.round(v)) & (v >= 1) & (v <= occasions))
+    bad &= pd.Index(data.ids).get_indexer(rec["ID"]) >= 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpecError("data.OCC", f"row {i + 1}: OCC {rec[cols[0]].iloc[i]!r} is not an occasion of the population "
+                                    f"model: give an integer 1..{occasions} (iov.occasions) on every record")
+    return cols[0], np.where(bad, 0, np.nan_to_num(v, nan=1.0) - 1).astype(int)
+
+
+def _with_starts(n: int, change_t, values: dict, starts) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Occasions by start times (module docstring) merged into the covariate schedule ``change_t``
+    (N, C) with ``values`` {name: (N, C+1)}, or, when ``change_t`` is None, into constant covariates
+    {name: (N,)}: (change_t (N, C'), values (N, C'+1), occasion index (N, C'+1)). The merged change
+    times are the union of both; interval j takes each schedule's value in effect at its left end."""
+    later = np.asarray(starts, float)[1:]
+    per = []
+    for s in range(n):
+        own = change_t[s] if change_t is not None else np.zeros(0)
+        merged = np.unique(np.r_[own, later])
+        left = np.r_[-np.inf, merged]
+        per.append((merged, np.searchsorted(own, left, side="right"), np.searchsorted(later, left, side="right")))
+    c = max(1, max(m.size for m, _, _ in per))
+    out_t = np.zeros((n, c))
+    cov_idx = np.zeros((n, c + 1), dtype=int)
+    occ = np.zeros((n, c + 1), dtype=int)
+    for s, (m, ci, oi) in enumerate(per):
+        pad = c - m.size
+        out_t[s] = np.r_[m, np.full(pad, m[-1] if m.size else 0.0)]
+        cov_idx[s] = np.r_[ci, np.full(pad, ci[-1])]
+        occ[s] = np.r_[oi, np.full(pad, oi[-1])]
+    rows = np.arange(n)[:, None]
+    new = {k: (np.asarray(v)[rows, cov_idx] if change_t is not None else np.repeat(np.asarray(v)[:, None], c + 1, 1))
+           for k, v in values.items()}
+    return out_t, new, occ
 
 
 def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, model=None,
@@ -298,11 +418,25 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     cov, bad = _covariate_arrays(spec, nm, covariates, categorical)
     nocb = spec.covariate_interpolation == "nocb"
     varying = [c for c in covariates if c in nm.varying]
-    change_t = None
-    if varying:
-        change_t, cov = _covariate_schedule(spec, nm, varying, categorical, nocb, cov, bad)
-    template = compile_population(spec.parameters, spec.bsv, None, spec.residual_error,
+    template = compile_population(spec.parameters, spec.bsv, spec.iov, spec.residual_error,
                                   covariates=covariates, categories=categorical)
+    occ_column = _occ_column(nm, spec.iov.occasions) if spec.iov is not None else None
+    if spec.iov is not None and occ_column is None and not spec.iov.starts:
+        raise SpecError("iov", f"inter-occasion variability ({spec.iov.occasions} occasions of "
+                               f"{', '.join(template.iov_names)}) needs each record's occasion: an OCC column in "
+                               "the data (occasion 1..K on every record) or iov.starts (occasion start times, h)")
+    change_t, occ, source = None, None, ""
+    if varying or occ_column is not None:
+        extra = {"__occ__": occ_column[1]} if occ_column is not None else None
+        change_t, cov = _covariate_schedule(spec, nm, varying, categorical, nocb, cov, bad, extra)
+        occ = cov.pop("__occ__", None)
+    if spec.iov is not None and occ_column is None:
+        change_t, cov, occ = _with_starts(len(nm.ids), change_t, cov, spec.iov.starts)
+        nocb = nocb and bool(varying)      # a start is in the new occasion unless nocb covariates say otherwise
+        source = f"iov.starts {list(spec.iov.starts)} h (the data have no OCC column)"
+    elif occ_column is not None:
+        source = f"the data's {occ_column[0]} column" + (" (iov.starts, used by simulations, not by this fit)"
+                                                         if spec.iov.starts else "")
     extra = {o: compile_population(spec.parameters, residual_error=spec.residual_errors[o]).residual
              for o in spec.fitted_outputs[1:]}
     pv = ParameterVector(template, spec.estimate.fix, spec.estimate.bounds, extra)
@@ -330,7 +464,7 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
         records["cens"], records["lloq"] = cens, np.where(cens, limit, 1.0)
     y = np.where(cens, limit, nm.dv)
     keep = np.array([sid not in bad for sid in nm.ids])
-    if change_t is not None and all(np.all(v[keep] == v[keep][:, :1]) for v in cov.values()):
+    if occ is None and change_t is not None and all(np.all(v[keep] == v[keep][:, :1]) for v in cov.values()):
         # only excluded subjects changed (a missing value on a record): the time-invariant problem
         change_t, cov = None, {k: v[:, 0] for k, v in cov.items()}
     if not keep.any():
@@ -345,7 +479,7 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
                    replace(solver or SolverOptions(), adjoint="forward"), bool(np.any(table.rate != 0)),
                    event_slots(table.ss), digest, bad, nm.covariates.loc[nm.ids[keep]], spec.fitted_outputs,
                    {k: v[keep] for k, v in records.items()}, blq, n_blq,
-                   None if change_t is None else change_t[keep], nocb)
+                   None if change_t is None else change_t[keep], nocb, None if occ is None else occ[keep], source)
 
 
 def _output_index(spec: PopulationModelSpec, nm: NonmemData, mask: np.ndarray) -> np.ndarray | None:

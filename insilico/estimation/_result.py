@@ -7,6 +7,13 @@ estimates (YAML), which simulates a cohort or starts another fit.
 Information criteria on NONMEM's OFV (no n_obs log 2 pi): AIC = OFV + 2 p, BIC = OFV + p log(n_obs),
 p the number of estimated quantities. Condition number: ratio of the largest to the smallest
 eigenvalue of the correlation matrix of the estimates (as NONMEM's PRINT=E).
+
+Inter-occasion variability: a subject's random effects are the etas and one kappa block per
+occasion (NONMEM's $OMEGA BLOCK SAME convention; `insilico.estimation._problem`). ``eta``,
+``eta_cov`` and ``eta_shrinkage`` hold that whole vector; the dataset splits it into ``eta_hat``
+(subject, eta) and ``kappa_hat`` (subject, occasion, kappa), the EBE of each kappa per subject and
+occasion, with their conditional covariances and shrinkages. The .ext table writes NONMEM's
+expanded OMEGA: Omega, then Omega_IOV once per occasion (SAME blocks repeat the values).
 """
 from __future__ import annotations
 
@@ -69,6 +76,39 @@ class FitResult:
     @property
     def n_subjects(self) -> int:
         return int(len(self.ids))
+
+    @property
+    def iov_names(self) -> tuple:
+        """Parameters with inter-occasion variability (the spec's ``iov`` order), () without IOV."""
+        iov = self.spec.get("iov") or {}
+        return tuple(iov.get("variance") or iov.get("cv_percent") or ())
+
+    @property
+    def occasions(self) -> int:
+        """Number of occasions (0 without IOV)."""
+        return int((self.spec.get("iov") or {}).get("occasions", 0)) if self.iov_names else 0
+
+    def _kappa_slice(self, a: np.ndarray, axis: int) -> np.ndarray:
+        """The kappa part of ``a`` along ``axis`` (the random-effect vector), as (occasion, kappa) axes."""
+        b = len(self.bsv_names)
+        part = np.take(a, np.arange(b, b + self.occasions * len(self.iov_names)), axis=axis)
+        return part.reshape(part.shape[:axis] + (self.occasions, len(self.iov_names)) + part.shape[axis + 1:])
+
+    @property
+    def kappa(self) -> np.ndarray:
+        """EBEs of the kappas (subjects, occasions, IOV parameters); empty without IOV."""
+        return self._kappa_slice(np.asarray(self.eta), 1)
+
+    @property
+    def kappa_cov(self) -> np.ndarray:
+        """Conditional covariance of each occasion's kappas (subjects, occasions, n_iov, n_iov)."""
+        b, m, k = len(self.bsv_names), len(self.iov_names), self.occasions
+        cov = np.asarray(self.eta_cov)
+        out = np.zeros((cov.shape[0], k, m, m))
+        for o in range(k):
+            s = slice(b + o * m, b + (o + 1) * m)
+            out[:, o] = cov[:, s, s]
+        return out
 
     @property
     def n_estimated(self) -> int:
@@ -139,7 +179,9 @@ class FitResult:
         if self.covariance is not None:
             cov[np.ix_(free, free)] = self.covariance
         sd = np.sqrt(np.diag(cov))
-        eta_names = [f"ETA({i + 1})" for i in range(len(self.bsv_names))]
+        b = len(self.bsv_names)
+        eta_names = [f"ETA({i + 1})" for i in range(b)]
+        eta, eta_cov = np.asarray(self.eta)[:, :b], np.asarray(self.eta_cov)[:, :b, :b]
         data = {
             "estimate": (("param",), self.estimates, {"long_name": "estimate (natural scale)"}),
             "se": (("param",), self.se, {"long_name": "standard error"}),
@@ -150,21 +192,31 @@ class FitResult:
             "kind": (("param",), np.asarray(self.kinds, dtype=str)),
             "covariance": (("param", "param2"), cov, {"long_name": "covariance of the estimates"}),
             "correlation": (("param", "param2"), cov / np.outer(sd, sd), {"long_name": "correlation of the estimates"}),
-            "eta_hat": (("subject", "eta"), self.eta, {"long_name": "empirical Bayes estimate (conditional mode)"}),
-            "eta_cov": (("subject", "eta", "eta2"), self.eta_cov,
+            "eta_hat": (("subject", "eta"), eta, {"long_name": "empirical Bayes estimate (conditional mode)"}),
+            "eta_cov": (("subject", "eta", "eta2"), eta_cov,
                         {"long_name": "conditional covariance of the EBE"}),
             "eta_status": (("subject",), self.eta_status,
                            {"flag_values": [0, 1, 2], "flag_meanings": "ok not_converged solver_failed"}),
             "ofv_subject": (("subject",), self.ofv_subject, {"long_name": "subject's OFV contribution"}),
-            "eta_shrinkage": (("eta",), self.eta_shrinkage, {"long_name": "ETA shrinkage (SD based)"}),
+            "eta_shrinkage": (("eta",), np.asarray(self.eta_shrinkage)[:b], {"long_name": "ETA shrinkage (SD based)"}),
             "time": (("subject", "obs"), self.times, {"units": "h", "long_name": "time"}),
             "DV": (("subject", "obs"), self.dv, {"long_name": "observation"}),
         }
         for k, v in self.residuals.items():
             data[k] = (("subject", "obs"), v)
-        ds = xr.Dataset(data, coords={"param": list(self.names), "param2": list(self.names),
-                                      "subject": self.ids, "eta": eta_names, "eta2": eta_names,
-                                      "eta_parameter": ("eta", list(self.bsv_names))})
+        coords = {"param": list(self.names), "param2": list(self.names), "subject": self.ids, "eta": eta_names,
+                  "eta2": eta_names, "eta_parameter": ("eta", list(self.bsv_names))}
+        if self.iov_names:
+            kappa_names = [f"KAPPA({j + 1})" for j in range(len(self.iov_names))]
+            coords.update({"occasion": np.arange(1, self.occasions + 1), "kappa": kappa_names, "kappa2": kappa_names,
+                           "kappa_parameter": ("kappa", list(self.iov_names))})
+            data["kappa_hat"] = (("subject", "occasion", "kappa"), self.kappa,
+                                 {"long_name": "empirical Bayes estimate of the inter-occasion effect per occasion"})
+            data["kappa_cov"] = (("subject", "occasion", "kappa", "kappa2"), self.kappa_cov,
+                                 {"long_name": "conditional covariance of the kappa EBEs of an occasion"})
+            data["kappa_shrinkage"] = (("occasion", "kappa"), self._kappa_slice(np.asarray(self.eta_shrinkage), 0),
+                                       {"long_name": "KAPPA shrinkage per occasion (SD based, 1 - SD(EBE)/omega_iov)"})
+        ds = xr.Dataset(data, coords=coords)
         ds.attrs.update({
             "method": self.method, "ofv": self.ofv, "aic": self.aic, "bic": self.bic,
             "converged": int(self.converged), "message": self.message,
@@ -216,6 +268,10 @@ class FitResult:
                     i, j = (int(x) - 1 for x in n[6:-1].split(","))
                     om[i, j] = om[j, i] = v
             spec["bsv"] = {"parameters": spec["bsv"]["parameters"], "omega": om.tolist()}
+        if self.iov_names:
+            iov = {k: v for k, v in spec["iov"].items() if k not in ("variance", "cv_percent")}
+            spec["iov"] = {**iov, "variance": {n: values[f"OMEGA_IOV({j + 1},{j + 1})"]
+                                               for j, n in enumerate(self.iov_names)}}
         fields = {"additive": ["additive"], "proportional": ["proportional"],
                   "combined": ["proportional", "additive"], "exponential": ["exponential"]}
         primary = spec.get("output", "conc")
@@ -232,22 +288,33 @@ class FitResult:
         """NONMEM's ``.ext`` table: final estimates (ITERATION -1000000000) and standard errors
         (-1000000001; 1E+10 where there is none, as NONMEM writes for fixed ones), columns
         THETA1..n (typical values and effects in population-model order),
-        SIGMA(i,j) and OMEGA(i,j) (lower triangles), OBJ."""
+        SIGMA(i,j) and OMEGA(i,j) (lower triangles), OBJ. With IOV, OMEGA is NONMEM's expanded
+        matrix diag(Omega, Omega_IOV, ..., Omega_IOV) (one SAME block per occasion, values and SEs
+        repeated; module docstring)."""
         vals = dict(zip(self.names, self.estimates))
         ses = dict(zip(self.names, self.se))
         thetas = [n for n, k in zip(self.names, self.kinds) if k in ("typical", "effect", "multiplier")]
         n_sig = sum(1 for k in self.kinds if k == "sigma")
         k_eta = len(self.bsv_names)
+        m = len(self.iov_names)
+        k_all = k_eta + self.occasions * m
+
+        def omega_key(i, j):      # expanded OMEGA (1-based) -> the estimated quantity, or "" (a zero)
+            if i <= k_eta:
+                return f"OMEGA({i},{j})"
+            q = (i - k_eta - 1) % m + 1       # Omega_IOV is diagonal: only the diagonal of each SAME block
+            return f"OMEGA_IOV({q},{q})" if i == j else ""
+
         cols = [(f"THETA{i + 1}", t) for i, t in enumerate(thetas)]
         cols += [(f"SIGMA({i},{j})", f"SIGMA({i},{j})") for i in range(1, n_sig + 1) for j in range(1, i + 1)]
-        cols += [(f"OMEGA({i},{j})", f"OMEGA({i},{j})") for i in range(1, k_eta + 1) for j in range(1, i + 1)]
+        cols += [(f"OMEGA({i},{j})", omega_key(i, j)) for i in range(1, k_all + 1) for j in range(1, i + 1)]
         title = METHOD_TITLES.get(self.method, self.method)
         lines = [f"TABLE NO.     1: {title}: Goal Function=MINIMUM VALUE OF OBJECTIVE FUNCTION: Problem=1 "
                  "Subproblem=0 Superproblem1=0 Iteration1=0 Superproblem2=0 Iteration2=0",
                  " ITERATION    " + "    ".join(c for c, _ in cols) + "    OBJ"]
 
         def row(it, source, obj, missing=0.0):
-            nums = [source.get(key, 0.0) for _, key in cols]
+            nums = [source.get(key, 0.0) if key else 0.0 for _, key in cols]
             nums = [missing if not np.isfinite(v) else float(v) for v in nums]
             return f" {it:>11d}" + "".join(f" {v:14.6E}" for v in nums) + f" {obj:14.6E}"
 

@@ -48,6 +48,19 @@ the system to each event record with that record's values, and mrgsolve's defaul
 
 Details: `insilico.estimation._problem`.
 
+Inter-occasion variability (IOV), ``iov: {occasions: K, variance: {CL: 0.04}}``: parameter P of
+subject i on occasion k is ``TV_i exp(eta_i + kappa_ik)``, kappa_ik ~ N(0, Omega_IOV) independent over
+occasions, one diagonal Omega_IOV shared by every occasion (NONMEM's ``$OMEGA BLOCK(n) ... SAME``
+convention, NONMEM Users Guide Part VIII). FOCE-I and Laplace estimate Omega_IOV: its variances are
+named ``OMEGA_IOV(j,j)`` (1-based, in the order of the ``iov`` parameters; they may be listed in
+``estimate.fix``). Each record's occasion comes from the data's ``OCC`` column (integer 1..K on every
+record; between records it follows ``covariate_interpolation``, like a time-varying covariate) or,
+when the data have no OCC column, from ``iov.starts`` (occasion k from ``starts[k]`` h on the data's
+TIME clock, the first also before its start; a record exactly at a start belongs to the new occasion).
+With both, the OCC column defines the fit's occasions (the result says so: ``extra["occasions"]``).
+With neither, the fit is refused (`SpecError` ``iov``); so is ``method: nuts`` (``iov``: not estimated
+by NUTS yet). Details: `insilico.estimation._problem`.
+
 Censored observations (BLQ), ``estimate: {blq: m1 | m3}``: a record is below the limit of
 quantification when ``BLQ`` = 1 or ``DV < LLOQ`` (NONMEM/Monolix convention; a record without an
 ``LLOQ`` value takes its DV as the limit, which is how such data sets report it). ``m1`` (the
@@ -146,9 +159,6 @@ def load_population_model(source: PopulationModelSpec | Mapping | str | os.PathL
     data, base = read_mapping(source, "population model")
     spec = validate(PopulationModelSpec, apply_overrides(data, overrides or []))
     _check_outputs(spec)
-    if spec.iov is not None:
-        raise SpecError("iov", "inter-occasion variability is not estimated yet (the data reader has no "
-                               "occasions); remove the iov section to fit this model")
     return spec, base
 
 
