@@ -3,8 +3,9 @@
 JAX's persistent compilation cache (`insilico.jax_config`) saves only the XLA compilation: every
 new process still traces a kernel to a jaxpr and lowers it to StableHLO before it can look the
 compiled code up. For a NumPyro cohort model or a Diffrax engine kernel that is most of a warm
-trial's first second. A kernel wrapped with :func:`persistent` is exported once
-(`jax.export.export`, the traced and lowered program, serialised) into
+trial's first second; the trial-design draws (`insilico.trials`) and the residual error
+(`insilico.population.apply_residual_error`) are kept the same way. A kernel wrapped with
+:func:`persistent` is exported once (`jax.export.export`, the traced and lowered program, serialised) into
 ``<compilation cache>/insilico-exported/`` and, in later processes, deserialised and called
 (`jax.export.Exported.call`), which compiles through the persistent cache as before.
 
@@ -95,7 +96,7 @@ def persistent(fn: Callable, name: str, key: str = "") -> Callable:
 
     def call(*args):
         leaves, tree = jax.tree_util.tree_flatten(args)
-        sig = repr((name, key, str(tree), [(np.shape(x), np.result_type(x).str) for x in leaves],
+        sig = repr((name, key, str(tree), [(np.shape(x), _dtype(x).str) for x in leaves],
                     jax.default_backend(), _settings()))
         k = hashlib.sha256((source_digest() + sig).encode()).hexdigest()[:40]
         f = _LOADED.get(k)
@@ -112,6 +113,13 @@ def persistent(fn: Callable, name: str, key: str = "") -> Callable:
 
     call.cache_size = cache_size
     return call
+
+
+def _dtype(x) -> np.dtype:
+    """The dtype of an argument: an array's own (``np.result_type`` of a JAX array is deprecated), a Python or
+    NumPy scalar's as NumPy gives it."""
+    d = getattr(x, "dtype", None)
+    return np.dtype(d) if d is not None else np.result_type(x)
 
 
 def _load_or_export(k: str, fn: Callable, tree, leaves) -> Callable:
@@ -131,7 +139,7 @@ def _load_or_export(k: str, fn: Callable, tree, leaves) -> Callable:
             except Exception:   # damaged or foreign file: export it anew below
                 exp = None
         if exp is None:
-            specs = [jax.ShapeDtypeStruct(np.shape(x), np.result_type(x)) for x in leaves]
+            specs = [jax.ShapeDtypeStruct(np.shape(x), _dtype(x)) for x in leaves]
             exp = jax.export.export(plain)(*specs)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -11,6 +11,9 @@ so a subject's noise does not depend on which other subjects or observations are
 with it. Error models (NONMEM $ERROR style): additive y = f + a eps1; proportional
 y = f (1 + b eps1); combined y = f (1 + b eps1) + a eps2; exponential y = f exp(s eps1).
 The matching likelihood is :func:`~insilico.population.log_density`.
+
+With concrete inputs the kernel is kept across processes (`insilico.exported.persistent`, one
+program per error type): a new process loads it instead of tracing it; same program, same numbers.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from insilico import streams
+from insilico import exported, streams
 from insilico.batching import bucket_size
 from insilico.config import validate
 from insilico.population._spec import ResidualErrorSpec
@@ -39,7 +42,9 @@ def residual_root_key(key_or_seed) -> jax.Array:
     k = key_or_seed
     if hasattr(k, "dtype") and jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key):
         return k
-    return jnp.asarray(k, dtype=jnp.uint32)
+    if isinstance(k, jax.Array):   # a device array or a tracer
+        return jnp.asarray(k, dtype=jnp.uint32)
+    return jax.device_put(np.asarray(k, dtype=np.uint32))   # host key: a transfer, no compiled copy
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
@@ -57,6 +62,19 @@ def _noisy(f, root, subjects, observations, kind: str, additive, proportional, e
     if kind == "combined":
         return f * (1.0 + proportional * e1) + additive * e2
     return f * jnp.exp(exponential * e1)
+
+
+_KEPT: dict = {}
+
+
+def _kept_noisy(kind: str):
+    """`_noisy` of error type ``kind`` as a kernel kept across processes."""
+    kept = _KEPT.get(kind)
+    if kept is None:
+        def noisy(f, root, subjects, observations, additive, proportional, exponential):
+            return _noisy.__wrapped__(f, root, subjects, observations, kind, additive, proportional, exponential)
+        kept = _KEPT[kind] = exported.persistent(noisy, "residual error", repr(kind))
+    return kept
 
 
 def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or_seed,
@@ -94,6 +112,8 @@ def apply_residual_error(values, error_spec: ResidualErrorSpec | Mapping, key_or
     n, pad = flat_f.size, bucket_size(flat_f.size, MIN_ROWS) - flat_f.size
     if pad:   # one compiled shape per power of two, whatever the number of observations
         flat_f, flat_s, flat_o = (xp.concatenate([a, xp.zeros(pad, a.dtype)]) for a in (flat_f, flat_s, flat_o))
-    out = _noisy(flat_f, root, flat_s, flat_o, spec.type, spec.additive or 0.0, spec.proportional or 0.0,
-                 spec.exponential or 0.0)
-    return out[:n].reshape(f.shape)
+    sds = (spec.additive or 0.0, spec.proportional or 0.0, spec.exponential or 0.0)
+    if traced or isinstance(root, jax.core.Tracer) or jax.dtypes.issubdtype(root.dtype, jax.dtypes.prng_key):
+        return _noisy(flat_f, root, flat_s, flat_o, spec.type, *sds)[:n].reshape(f.shape)
+    out = _kept_noisy(spec.type)(flat_f, root, flat_s, flat_o, *(np.float64(x) for x in sds))
+    return jax.device_put(np.asarray(out)[:n].reshape(f.shape))   # trimmed on the host: no eager device op

@@ -4,6 +4,10 @@ Every draw comes from a key derived from (seed, stream, replicate, subject index
 sample index]) with ``jax.random.fold_in`` — never from chunk or worker identity — so a
 subject's allocation, dropout time, missed doses and sampling times are the same whatever the
 chunking, and the same in every arm of a counterfactual design.
+
+The draws run as kernels kept across processes (`insilico.exported.persistent`: a new process
+loads the traced program instead of tracing it again); the kept program is the jitted kernel's
+own, so its numbers are the same bit for bit (``tests/trials/test_design_persistent.py``).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from insilico import exported
 from insilico.batching import bucket_size
 from insilico.errors import SpecError
 from insilico.streams import JITTER, stream_id
@@ -63,20 +68,35 @@ def _permutation_kernel(seed, stream, replicate, idx, block):
     return jax.vmap(lambda k: jax.random.permutation(k, block))(_keys(seed, stream, replicate, idx))
 
 
+_KEPT: dict = {}
+
+
+def _kept(kernel, **static):
+    """The jitted ``kernel`` (with its static arguments ``static``) as a kernel kept across processes
+    (`insilico.exported.persistent`, keyed by the kernel's name and ``static``)."""
+    k = (kernel.__name__, tuple(sorted(static.items())))
+    f = _KEPT.get(k)
+    if f is None:
+        fn = functools.partial(kernel.__wrapped__, **static) if static else kernel.__wrapped__
+        f = _KEPT[k] = exported.persistent(fn, f"design {kernel.__name__}", repr(k[1]))
+    return f
+
+
 def _args(seed: int, stream: str, replicate: int):
     return np.int64(seed), np.uint32(stream_id(stream)), np.uint32(replicate)
 
 
 def subject_keys(seed: int, stream: str, replicate: int, idx: np.ndarray):
-    """Keys ``fold_in(fold_in(fold_in(PRNGKey(seed), stream), replicate), i)`` of the subjects ``idx``."""
+    """Keys ``fold_in(fold_in(fold_in(PRNGKey(seed), stream), replicate), i)`` of the subjects ``idx``
+    (raw uint32 keys, shape (n, 2), as a NumPy array: trimmed on the host, no eager device op)."""
     idx = np.asarray(idx)
-    return _keys(*_args(seed, stream, replicate), _padded(idx))[: idx.size]
+    return np.asarray(_kept(_keys)(*_args(seed, stream, replicate), _padded(idx)))[: idx.size]
 
 
 def _uniform(seed: int, stream: str, replicate: int, idx: np.ndarray, m: int) -> np.ndarray:
     """(n, m) uniforms; column j from fold_in(key_i, j), so columns do not depend on m."""
     idx = np.asarray(idx)
-    u = _uniform_kernel(*_args(seed, stream, replicate), _padded(idx), m=bucket_size(m, MIN_COLUMNS))
+    u = _kept(_uniform_kernel, m=bucket_size(m, MIN_COLUMNS))(*_args(seed, stream, replicate), _padded(idx))
     return np.asarray(u)[: idx.size, :m]
 
 
@@ -110,8 +130,8 @@ def allocate(seed: int, replicate: int, idx: np.ndarray, ratios: list[float]) ->
     block = allocation_block(ratios)
     B = len(block)
     blocks = np.unique(idx // B)
-    perms = np.asarray(_permutation_kernel(*_args(seed, "randomisation", replicate), _padded(blocks),
-                                           jnp.asarray(block)))[: blocks.size]
+    perms = np.asarray(_kept(_permutation_kernel)(*_args(seed, "randomisation", replicate), _padded(blocks),
+                                                  block))[: blocks.size]
     return perms[np.searchsorted(blocks, idx // B), idx % B]
 
 
@@ -179,8 +199,8 @@ def sampling(spec, seed: int, replicate: int, idx: np.ndarray, nominal: np.ndarr
         mask = rank < spec.per_subject
     actual = np.broadcast_to(nominal, (n, T)).copy()
     if spec.jitter_sd > 0:
-        z = np.asarray(_normal_kernel(*_args(seed, "schedule", replicate), _padded(idx), np.uint32(JITTER),
-                                      m=bucket_size(T, MIN_COLUMNS)))[:n, :T]
+        z = np.asarray(_kept(_normal_kernel, m=bucket_size(T, MIN_COLUMNS))(
+            *_args(seed, "schedule", replicate), _padded(idx), np.uint32(JITTER)))[:n, :T]
         actual = np.sort(np.maximum(actual + spec.jitter_sd * z, 0.0), axis=1)
         gap = 1e-6
         actual = np.maximum.accumulate(actual - gap * np.arange(T), axis=1) + gap * np.arange(T)
@@ -194,7 +214,7 @@ def uncertainty_factors(spec, seed: int, replicate: int) -> dict[str, float]:
     if not names:
         return out
     ids = np.array([zlib.crc32(n.encode()) for n in names], dtype=np.uint32)
-    z = np.asarray(_key_normal_kernel(*_args(seed, "uncertainty", replicate), _padded(ids)))
+    z = np.asarray(_kept(_key_normal_kernel)(*_args(seed, "uncertainty", replicate), _padded(ids)))
     for j, name in enumerate(names):
         sd = spec.uncertainty[name]
         out[name] = float(np.exp(sd * z[j])) if sd > 0 else 1.0
