@@ -4,7 +4,9 @@ fitted subjects, and the population model at other values of the fitted quantiti
 Names of the fitted quantities (`insilico.population.population_quantities`): a parameter's typical value by
 its name (``CL``), a covariate effect's theta ``CL.WT``, a categorical multiplier
 ``CL.SEX[female]``, Omega elements ``OMEGA(i,j)`` (1-based, order of ``bsv.parameters``; the
-matrix is symmetric, elements not named stay as they are) and residual variances ``SIGMA(k,k)``
+matrix is symmetric, elements not named stay as they are), inter-occasion variances
+``OMEGA_IOV(j,j)`` (the diagonal of the Omega_IOV all occasions share, 1-based in the order of the
+``iov`` parameters; omega_iov is the square root) and residual variances ``SIGMA(k,k)``
 (k = 1 the proportional or only error, k = 2 the additive error of a combined model; the
 residual SDs are their square roots).
 """
@@ -24,7 +26,7 @@ from insilico.cohorts import _metadata as meta
 from insilico.cohorts._load import load_cohort_spec
 from insilico.cohorts._spec import CohortSpec
 from insilico.errors import SpecError
-from insilico.population import SIGMA_FIELDS, PopulationModel, ResidualError
+from insilico.population import SIGMA_FIELDS, PopulationModel, ResidualError, population_quantities
 
 __all__ = ["fit_cohort_spec", "population_from_estimates"]
 
@@ -57,7 +59,12 @@ def fit_cohort_spec(fit: xr.Dataset, store: str | os.PathLike, *, units: Mapping
     effects, Omega, residual error at the estimates) and covariates resampled, whole subject
     rows with replacement, from the fitted subjects (:class:`~insilico.cohorts.ResampleSpec` on
     the store; columns: the covariates the effects use, then the standard continuous covariates
-    the data holds for every subject).
+    the data holds for every subject), and the fitted inter-occasion variability (``iov``: its
+    occasions, fitted variances and ``starts``), which a trial applies by occasion.
+
+    A fit whose occasions came from the data's ``OCC`` column has no occasion start times, which a
+    trial needs to place the occasions on its time axis: `SpecError` (field ``iov.starts``) rather
+    than a cohort that leaves the fitted IOV out.
 
     ``units``: units of parameters the fitted model does not state (e.g. from the structural
     model). The residual error is kept only when the fit's DV measured ``output`` (the trial's
@@ -78,6 +85,15 @@ def fit_cohort_spec(fit: xr.Dataset, store: str | os.PathLike, *, units: Mapping
         spec["resample"] = {"table": str(Path(store).resolve()), "columns": columns, "categories": categories}
     if pm.get("bsv"):
         spec["bsv"] = pm["bsv"]
+    if pm.get("iov"):
+        if not pm["iov"].get("starts"):
+            raise SpecError("iov.starts", f"the fit {Path(store).name} estimated inter-occasion variability "
+                                          f"({pm['iov'].get('occasions')} occasions from the data's OCC column) but "
+                                          "holds no occasion start times, which a trial needs; write the fitted model "
+                                          "(insilico fit --population-out fitted.yaml), add iov.starts: [h, ...] (one "
+                                          "per occasion) and use it as the cohort (cohort: {population: fitted.yaml, "
+                                          "covariates: ...}), or fit with iov.starts instead of an OCC column")
+        spec["iov"] = pm["iov"]
     if pm.get("residual_error") and pm.get("output", "conc") == output:
         spec["residual_error"] = pm["residual_error"]
     return load_cohort_spec(spec)
@@ -86,8 +102,9 @@ def fit_cohort_spec(fit: xr.Dataset, store: str | os.PathLike, *, units: Mapping
 def population_from_estimates(pop: PopulationModel, values: Mapping[str, float]) -> PopulationModel:
     """``pop`` with the fitted quantities named in ``values`` (module docstring) set to those
     values (natural scale); quantities not named keep ``pop``'s. Omega's Cholesky factor is
-    recomputed; a `SpecError` (field ``population``) names an Omega that is not positive definite
-    or a name ``pop`` does not have."""
+    recomputed, omega_iov = sqrt(``OMEGA_IOV(j,j)``); a `SpecError` (field ``population``) names an
+    Omega that is not positive definite, an ``OMEGA_IOV`` variance <= 0 or a name ``pop`` does not
+    have."""
     values = dict(values)
     used: set[str] = set()
 
@@ -123,6 +140,14 @@ def population_from_estimates(pop: PopulationModel, values: Mapping[str, float])
         except np.linalg.LinAlgError:
             raise SpecError("population", f"Omega is not positive definite (smallest eigenvalue "
                                           f"{np.linalg.eigvalsh(omega).min():.3g})") from None
+    iov_sd = pop.iov_sd
+    if pop.iov_names:
+        names = [q.name for q in population_quantities(pop) if q.kind == "omega_iov"]
+        variances = [take(n, float(sd) ** 2) for n, sd in zip(names, pop.iov_sd)]
+        bad = [n for n, v in zip(names, variances) if not v > 0]
+        if bad:
+            raise SpecError("population", f"{bad[0]} must be a variance > 0, got {values[bad[0]]:g}")
+        iov_sd = tuple(float(np.sqrt(v)) for v in variances)
     residual = pop.residual
     if residual is not None:
         sds = {}
@@ -135,4 +160,4 @@ def population_from_estimates(pop: PopulationModel, values: Mapping[str, float])
     if unknown:
         raise SpecError("population", f"not quantities of this population model: {', '.join(unknown)}")
     return PopulationModel(pop.names, pop.units, pop.long_names, typical, tuple(effects), pop.bsv_names, omega,
-                           chol, pop.iov_names, pop.iov_sd, pop.occasions, residual)
+                           chol, pop.iov_names, iov_sd, pop.occasions, residual)

@@ -83,9 +83,6 @@ class ParameterVector:
         # names, order and initial values: the one convention of `insilico.population.population_quantities`
         entries = [Entry(q.name, q.kind, q.value)
                    for q in population_quantities(template, residuals=[r for _, r in where])]
-        first_sigma = [e.kind for e in entries].index("sigma")
-        entries[first_sigma:first_sigma] = [Entry(f"OMEGA_IOV({j + 1},{j + 1})", "omega_iov", float(sd) ** 2)
-                                            for j, sd in enumerate(template.iov_sd)]
         names = [e.name for e in entries]
         fix = list(fix)
         for i, f in enumerate(fix):

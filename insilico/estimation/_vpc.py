@@ -4,7 +4,12 @@ The fitted population model (``fit_ds.attrs["population_model"]``: typical value
 effects, Omega and residual error at their estimates) is simulated ``n_sim`` times on the data
 set's own design: every subject keeps its doses, observation times and covariates; each
 replicate draws new random effects eta ~ N(0, Omega) and new residual errors (the population
-model's error type, NONMEM $ERROR convention, `insilico.population.apply_residual_error`). The
+model's error type, NONMEM $ERROR convention, `insilico.population.apply_residual_error`). With
+inter-occasion variability each replicate also draws, per subject, one kappa ~ N(0, Omega_IOV) per
+occasion (independent over occasions; the whole vector [eta, kappa_1, ..., kappa_K] ~ N(0,
+diag(Omega, Omega_IOV, ..., Omega_IOV)), `random_effects_omega`) and every record takes the kappa
+of its occasion in the data (the ``OCC`` column, or ``iov.starts`` on the data's TIME), as in the
+fit. The
 predictions come from the same engine call the fit used (`insilico.estimation.build_problem`,
 ``problem.predict``). Parameter uncertainty is not simulated (the usual VPC: point estimates).
 
@@ -13,8 +18,9 @@ several outputs (DVID) the records of the others are left out and the output's o
 is simulated. Censored (BLQ, M3) records are left out of the observed and the simulated
 percentiles alike (no BLQ fraction panel yet).
 
-Random streams: eta of replicate r, subject index i from
-``normal(fold_in(fold_in(fold_in(PRNGKey(seed), COHORT), r), i))``; residual error of
+Random streams: eta (with IOV: the whole vector, etas then the kappas occasion by occasion) of
+replicate r, subject index i is L z with L the Cholesky factor of its prior covariance and
+``z = normal(fold_in(fold_in(fold_in(PRNGKey(seed), COHORT), r), i))``; residual error of
 observation j from ``fold_in(fold_in(fold_in(fold_in(PRNGKey(seed), RESIDUAL), r), i), j)``
 (`insilico.streams`), so a replicate does not depend on ``n_sim``.
 
@@ -63,6 +69,7 @@ import xarray as xr
 
 from insilico import streams
 from insilico.errors import SpecError
+from insilico.estimation._objective import random_effects_omega
 from insilico.estimation._problem import build_problem
 from insilico.estimation._spec import load_population_model
 from insilico.population import apply_residual_error
@@ -145,15 +152,20 @@ def _bin_percentiles(values, bin_index, n_bins: int, q) -> np.ndarray:
 
 def _simulate(problem, pop, residual, n_sim: int, seed: int):
     """Population predictions (N, T) and ``n_sim`` simulated data sets (n_sim, N, T) with the
-    residual error spec ``residual``."""
+    residual error spec ``residual``. Random effects: the whole vector of a subject (etas, then
+    with IOV the kappas occasion by occasion, ``problem.n_eta`` long) ~ N(0, `random_effects_omega`)."""
     n, k = problem.n_subjects, problem.n_eta
     root = jax.random.fold_in(jax.random.PRNGKey(seed), streams.COHORT)
     replicates = jnp.arange(n_sim, dtype=jnp.uint32)
     subjects = jnp.arange(n, dtype=jnp.uint32)
+    if problem.n_kappa:     # diag(Omega, Omega_IOV, ..., Omega_IOV): block-diagonal, so its factor is blockwise
+        chol = jnp.linalg.cholesky(jnp.asarray(random_effects_omega(problem, pop)))
+    else:
+        chol = jnp.asarray(pop.omega_chol) if k else None
 
     def eta_draw(r, i):
         z = jax.random.normal(jax.random.fold_in(jax.random.fold_in(root, r), i), (k,))
-        return jnp.asarray(pop.omega_chol) @ z if k else z
+        return chol @ z if k else z
 
     etas = jax.vmap(lambda r: jax.vmap(lambda i: eta_draw(r, i))(subjects))(replicates)
     etas = jnp.concatenate([jnp.zeros((1, n, k)), etas])          # replicate "-1": eta = 0, PRED

@@ -13,6 +13,9 @@ In this order (NONMEM's THETA, OMEGA, SIGMA grouping; values on the natural scal
   $OMEGA BLOCK structure), each block's lower triangle row by row: ``OMEGA(i,j)`` (kind ``omega``),
   i >= j, 1-based in the order of ``bsv.parameters``; a variance for i = j, a covariance otherwise
   (an element inside a block may be 0: it is estimated with its block);
+* with inter-occasion variability, the kappa variances ``OMEGA_IOV(j,j)`` (kind
+  ``omega_iov``, 1-based in the order of the ``iov`` parameters: the diagonal of the one Omega_IOV
+  that every occasion shares, NONMEM's ``$OMEGA BLOCK(n) SAME``);
 * the residual variances ``SIGMA(k,k)`` (kind ``sigma``; NONMEM's EPS variances): per residual
   model its SDs squared in `SIGMA_FIELDS` order (k = 1 the proportional or only error, k = 2 the
   additive error of a combined model), numbered on over several observed outputs.
@@ -34,7 +37,7 @@ SIGMA_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
 
 class Quantity(NamedTuple):
     """One estimated quantity: ``name`` (module docstring), ``kind`` (typical, effect, multiplier,
-    omega, sigma) and ``value`` on the natural scale (a SIGMA is a variance: the SD squared)."""
+    omega, omega_iov, sigma) and ``value`` on the natural scale (a SIGMA is a variance: the SD squared)."""
 
     name: str
     kind: str
@@ -83,6 +86,7 @@ def population_quantities(pop: PopulationModel, residuals=None) -> tuple[Quantit
         for block in omega_blocks(np.asarray(omega)):
             for a, i in enumerate(block):
                 out += [Quantity(f"OMEGA({i + 1},{j + 1})", "omega", float(omega[i, j])) for j in block[:a + 1]]
+    out += [Quantity(f"OMEGA_IOV({j + 1},{j + 1})", "omega_iov", float(sd) ** 2) for j, sd in enumerate(pop.iov_sd)]
     if residuals is None:
         residuals = tuple(getattr(pop, "residuals", ()) or ()) or ((pop.residual,) if pop.residual is not None else ())
     k = 0

@@ -6,16 +6,16 @@ nonmem --cov``, `CovarianceSource`).
 A fit cohort is the fitted population model with covariates resampled from the fitted subjects
 (`insilico.cohorts.fit_cohort_spec`). With ``replicates.fit_uncertainty`` (the default for a fit
 cohort), or with ``replicates.covariance``, each replicate r simulates its own values of the
-estimated quantities (typical values, effects, Omega, sigma; named by the one convention of
+estimated quantities (typical values, effects, Omega, Omega_IOV, sigma; named by the one convention of
 `insilico.population.population_quantities`, which estimation uses too: ``CL``, ``CL.WT``,
-``V.SEX[F]``, ``OMEGA(i,j)``, ``SIGMA(k,k)``), the same for all its subjects:
+``V.SEX[F]``, ``OMEGA(i,j)``, ``OMEGA_IOV(j,j)``, ``SIGMA(k,k)``), the same for all its subjects:
 
 * a covariance of the estimates (a maximum-likelihood fit's, FOCE-I or Laplace, or the
   covariance file's): theta_r ~ MVN(estimate, covariance of the estimates) over the estimated
   quantities (fixed ones, and a covariance file's rows of zeros, stay at their value), on the
-  natural scale the covariance is reported on. A draw with a typical value, multiplier or
-  residual variance <= 0, or an Omega that is not positive definite, is not a valid population:
-  it is redrawn. Attempt a = 0, 1, ... of replicate r uses the standard normals
+  natural scale the covariance is reported on. A draw with a typical value, multiplier,
+  inter-occasion or residual variance <= 0, or an Omega that is not positive definite, is not a
+  valid population: it is redrawn. Attempt a = 0, 1, ... of replicate r uses the standard normals
   ``normal(fold_in(fold_in(fold_in(fold_in(PRNGKey(seed), UNCERTAINTY), r), a)), (q,))`` and the
   first valid attempt is kept, so the draws follow the MVN truncated to the valid region
   (rejection sampling); after `MAX_ATTEMPTS` invalid attempts the spec is refused. The factor
@@ -52,7 +52,7 @@ from insilico.streams import stream_id
 __all__ = ["MAX_ATTEMPTS", "CovarianceSource", "FitSource", "tree_digest"]
 
 MAX_ATTEMPTS = 1000      # invalid draws of one replicate before the uncertainty is refused
-_POSITIVE = ("typical", "multiplier", "sigma")
+_POSITIVE = ("typical", "multiplier", "omega_iov", "sigma")
 _SYMMETRY_RTOL = 1e-6    # a covariance file's |C_ij - C_ji| <= this x sqrt(C_ii C_jj)
 _PSD_RTOL = 1e-9         # and its eigenvalues >= -this x the largest
 
@@ -110,7 +110,7 @@ def _factor(cov: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Estimates:
-    """Estimated quantities (``names``, ``kinds``: typical, effect, multiplier, omega, sigma;
+    """Estimated quantities (``names``, ``kinds``: typical, effect, multiplier, omega, omega_iov, sigma;
     ``estimate`` on the natural scale; ``free``: varied by the uncertainty) and the covariance of
     the free ones (None: none). Shared by `FitSource` and `CovarianceSource`."""
 
@@ -124,7 +124,7 @@ class _Estimates:
     # -- validity -----------------------------------------------------------------------------------
     def valid(self, values: np.ndarray) -> np.ndarray:
         """(n,) whether each row of ``values`` (n, p) is a valid population: typical values,
-        multipliers and residual variances > 0, every Omega positive definite."""
+        multipliers, inter-occasion (OMEGA_IOV) and residual variances > 0, every Omega positive definite."""
         values = np.atleast_2d(values)
         kinds = np.asarray(self.kinds)
         ok = np.all(values[:, np.isin(kinds, _POSITIVE)] > 0, axis=1) & np.all(np.isfinite(values), axis=1)
@@ -251,8 +251,9 @@ class CovarianceSource(_Estimates):
         and ``matrix`` (their covariance on the natural scale, square, symmetric, positive
         semi-definite; rows of zeros for fixed quantities), optionally ``source``, ``scale`` and
         ``nonmem`` (descriptions; the file ``insilico import nonmem --cov`` writes). Its names must
-        be exactly the estimated quantities of ``pop`` (the cohort's population model): a name
-        it lacks or has in excess is a `SpecError` ``field`` naming it."""
+        be exactly the estimated quantities of ``pop`` (the cohort's population model; its
+        ``OMEGA_IOV(j,j)`` may be left out: they then stay at the cohort's values): a name it lacks
+        or has in excess is a `SpecError` ``field`` naming it."""
         path = Path(path)
         try:
             raw = path.read_bytes()
@@ -284,12 +285,14 @@ class CovarianceSource(_Estimates):
                                    f"per name), got shape {cov.shape}")
         quantities = {n: (k, v) for n, k, v in population_quantities(pop)}
         optional = {f"OMEGA({i + 1},{j + 1})" for i in range(len(pop.bsv_names)) for j in range(i)}
+        optional |= {n for n, (k, _) in quantities.items() if k == "omega_iov"}
         for n in names:
             if n not in quantities and n not in optional:
                 raise SpecError(field, f"{path.name}: {n!r} is not an estimated quantity of the cohort's population "
                                        f"model (its quantities: {', '.join(quantities)})")
-        for n, (_, v) in quantities.items():
-            if n not in names and not (n in optional and v == 0):   # an Omega covariance of 0 may be left out
+        for n, (kind, v) in quantities.items():
+            # an Omega covariance of 0 and the OMEGA_IOV variances may be left out
+            if n not in names and not (n in optional and (v == 0 or kind == "omega_iov")):
                 raise SpecError(field, f"{path.name} has no row for {n!r}, an estimated quantity of the cohort's "
                                        "population model (the covariance must be of this model's estimates)")
         _check_matrix(cov, names, path.name, field)
