@@ -58,7 +58,7 @@ def create_command(store: Path = Store, patient_id: str = Patient,
 @handle_errors
 def update_command(store: Path = Store, patient_id: str = Patient,
                    data: Path = typer.Option(..., "--data", help="New rows (CSV, NONMEM columns: TIME, AMT, "
-                                                                 "RATE, EVID, DV, ...)."),
+                                                                 "RATE, EVID, DV, DVID, ...)."),
                    as_json: bool = AsJson):
     """Add doses given and levels measured; append the new posterior (MAP + Laplace) as a version."""
     from insilico.twins import update

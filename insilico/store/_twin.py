@@ -19,7 +19,12 @@ anything else the caller puts in; ``record_sha256`` is the digest of the record 
 in ``covariates`` (the values in force after the version's last row) and, when the rows carried
 covariate columns, ``row_covariates``: {name: [value, category label or null per row]} in the
 order of ``rows`` (null: the row gave no value; time-varying covariates, `insilico.twins`), so
-the record digest and the parent chain cover them as they cover the estimates.
+the record digest and the parent chain cover them as they cover the estimates. Likewise, when
+the rows carried a ``DVID`` column (a prior with several observed outputs), ``row_dvid``: [DVID or
+null per row] in the order of ``rows`` (null: a dose, an EVID 2 record, or a level of the prior's
+primary output). A version without ``row_dvid`` (every store written before it existed) holds
+levels of the primary output only, so old stores read unchanged; the ``rows`` array keeps its
+10 columns and ``rows_sha256`` its definition.
 
 Append-only and crash-safe: a version is written whole in a hidden sibling
 ``.vNNNNNN.writing-<pid>`` and published by one atomic ``rename`` to ``vNNNNNN``; a patient is
@@ -78,6 +83,13 @@ class TwinVersion(dict):
     def row_covariates(self) -> dict:
         """{name: [value or None per row]}: the covariate values the added rows carried ({} when none)."""
         return dict(self.get("row_covariates") or {})
+
+    @property
+    def row_dvid(self) -> list | None:
+        """[DVID or None per row]: which observed output each added level measures (None: the
+        primary output, or not a level); None when the rows had no DVID column."""
+        v = self.get("row_dvid")
+        return None if v is None else list(v)
 
 
 def check_patient_id(patient_id) -> str:

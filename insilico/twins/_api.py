@@ -16,6 +16,13 @@ the history, `reproduce`, the posterior and every prediction use the value in fo
 time. Forecasts carry the last value forward unless ``covariates`` ({name: value}, in force
 from the regimen's start) are given. A version's ``parameters`` and ``covariates`` are those in
 force after its last row.
+
+Several observed outputs (`insilico.twins._data`: a prior with ``outputs`` {DVID: output}): a
+version whose rows carried a DVID column stores them in its record (``row_dvid``: [DVID or null
+per row], in the order of its ``rows``; null: a dose, an EVID 2 record or a level of the primary
+output), so the record digest covers them; a version without (every version written before
+DVIDs existed) reads as levels of the primary output. The posterior fits each level with its own
+output's prediction and residual error (`insilico.estimation.individual_objective`).
 """
 from __future__ import annotations
 
@@ -39,9 +46,11 @@ from insilico.store import (
 )
 from insilico.twins._data import (
     batch_arrays,
+    carried,
     check_history,
     covariate_rows,
     covariate_schedule,
+    dvid_rows,
     first_values,
     history_columns,
     history_frame,
@@ -120,15 +129,27 @@ def _posteriors(tm, hists: list, covs: list, chunk_size=None) -> list[Posterior]
 
 
 def _parts(tm, versions) -> list[dict]:
-    """Each version's rows with the covariate values they carried (`TwinModel.code`; NaN none)."""
+    """Each version's rows with the covariate values they carried (`TwinModel.code`; NaN none)
+    and, when it stored them, their DVIDs (``DVID``; NaN none)."""
     parts = []
     for v in versions:
         part = dict(v["rows"])
         for c, vals in (v.get("row_covariates") or {}).items():
             if c in tm.covariates:
                 part[c] = np.array([np.nan if x is None else tm.code(c, x) for x in vals], float)
+        if v.get("row_dvid") is not None:
+            part["DVID"] = np.array([np.nan if x is None else float(x) for x in v["row_dvid"]], float)
         parts.append(part)
     return parts
+
+
+def _earlier_dvids(parts: list[dict]) -> np.ndarray:
+    return np.concatenate([np.zeros(0)] + [np.asarray(p["DVID"], float) for p in parts if "DVID" in p])
+
+
+def _with_dvid(new: dict, values: dict, dvid) -> dict:
+    """A new part: rows, covariate values and (when the rows had a DVID column) their DVIDs."""
+    return {**new, **values, **({} if dvid is None else {"DVID": dvid})}
 
 
 def _row_record(tm, values: dict) -> dict:
@@ -150,6 +171,7 @@ def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = N
     m = df[list(ROW_COLUMNS)].to_numpy(float)[order]
     ends = np.cumsum(np.bincount(codes, minlength=len(ids)))
     varying = tuple(c for c in tm.covariates if c in df.columns)
+    extra = (*varying, "DVID") if "DVID" in df.columns else varying
     hists, covs = [], []
     for pid, lo, hi in zip(ids, np.r_[0, ends[:-1]], ends):
         if pid not in covariates:
@@ -157,22 +179,27 @@ def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = N
         part = dict(zip(ROW_COLUMNS, m[lo:hi].T))
         if varying:
             part.update(covariate_rows(tm, df.iloc[order[lo:hi]], pid))
-        hist = history_columns([part], varying)
+        if "DVID" in df.columns:
+            part["DVID"] = dvid_rows(tm, df.iloc[order[lo:hi]], pid)
+        hist = history_columns([part], extra)
         check_history(tm, hist, pid)
         hists.append(hist)
         covs.append(tm.check_covariates(parse_covariates(covariates[pid]), option=f"covariates.{pid}"))
     return dict(zip(ids, _posteriors(tm, hists, covs, chunk_size)))
 
 
-def _record(tm, covariates: dict, post: Posterior, row_values: dict | None = None) -> dict:
+def _record(tm, covariates: dict, post: Posterior, row_values: dict | None = None, dvid=None) -> dict:
     """A version's record; ``covariates``: in force after its last row (the ``parameters``'),
-    ``row_values``: the covariate values its rows carried (`covariate_rows`)."""
+    ``row_values``: the covariate values its rows carried (`covariate_rows`), ``dvid``: their
+    DVIDs (`dvid_rows`; None: no DVID column)."""
     params = tm.parameters(covariates, post.eta) if post.status in (0, 1, 3) else {}
     rec = {"objective": post.objective, "objective_convention": OBJECTIVE_CONVENTION, "status": post.status,
            "status_text": post.status_text, "n_obs": post.n_obs, "parameters": params, "covariates": covariates,
            "eta_names": list(tm.eta_names), "prior_sha256": tm.sha256, "insilico_version": __version__}
     if row_values:
         rec["row_covariates"] = _row_record(tm, row_values)
+    if dvid is not None:
+        rec["row_dvid"] = [None if not np.isfinite(x) else int(x) for x in np.asarray(dvid, float)]
     return rec
 
 
@@ -198,6 +225,8 @@ def create(store, patient_id: str, prior, covariates) -> dict:
     post, = _posteriors(tm, [history_columns([])], [covs])
     info = {"prior": mapping, "prior_sha256": tm.sha256, "prior_kind": kind, "covariates": covs,
             "output": tm.output, "eta_names": list(tm.eta_names), "eta_parameters": list(tm.pop.bsv_names)}
+    if tm.several:
+        info["outputs"] = list(tm.outputs)
     create_twin(store, pid, info, _record(tm, covs, post), post.eta, post.eta_cov)
     return show(store, pid)
 
@@ -225,11 +254,14 @@ def update(store, patient_id: str, rows) -> dict:
         raise SpecError("data.ID", f"rows of patient {other!r} in an update of {pid!r}")
     base = info["covariates"]
     values = covariate_rows(tm, df, pid)
+    parts = _parts(tm, versions)
+    dvid = dvid_rows(tm, df, pid, _earlier_dvids(parts))
     new = rows_of(df)
-    hist = history_columns(_parts(tm, versions) + [{**new, **values}], tm.covariates)
+    parts = parts + [_with_dvid(new, values, dvid)]
+    hist = history_columns(parts, carried(tm, parts))
     check_history(tm, hist, pid)
     post, = _posteriors(tm, [hist], [base])
-    record = _record(tm, in_force(tm, hist, base), post, values)
+    record = _record(tm, in_force(tm, hist, base), post, values, dvid)
     append_twin_versions(store, [{"patient_id": pid, "rows": new, "record": record,
                                   "eta": post.eta, "eta_cov": post.eta_cov, "parent": versions[-1].number}])
     return show(store, pid)
@@ -261,7 +293,7 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
         covariate_names |= set(tm.covariates)
     batch_columns = tuple(sorted(covariate_names))
     df = normalise_rows(table, batch_columns, need_id=True)
-    jobs = []   # (pid, tm, baseline covariates, versions or None, new rows, history, row covariate values)
+    jobs = []   # (pid, tm, baseline covariates, versions or None, new rows, history, row covariate values, DVIDs)
     for pid, rows in df.groupby("ID", sort=False):
         if pid in twins:
             info, tm, versions = twins[pid]
@@ -271,10 +303,13 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
             tm, versions = new_tm, None
             values = covariate_rows(tm, rows, pid, batch_columns)
             covs = first_values(tm, rows, values, pid)
+        parts = _parts(tm, versions) if versions else []
+        dvid = dvid_rows(tm, rows, pid, _earlier_dvids(parts))
         new = rows_of(rows)
-        hist = history_columns((_parts(tm, versions) if versions else []) + [{**new, **values}], tm.covariates)
+        parts = parts + [_with_dvid(new, values, dvid)]
+        hist = history_columns(parts, carried(tm, parts))
         check_history(tm, hist, pid)
-        jobs.append((pid, tm, covs, versions, new, hist, values))
+        jobs.append((pid, tm, covs, versions, new, hist, values, dvid))
     posts = {}
     for tm in {id(j[1]): j[1] for j in jobs}.values():
         mine = [j for j in jobs if j[1] is tm]
@@ -285,11 +320,14 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
         empties = _posteriors(new_tm, [history_columns([])] * len(creations), [j[2] for j in creations], chunk_size)
         info0 = {"prior": new_tm.mapping, "prior_sha256": new_tm.sha256, "prior_kind": kind, "output": new_tm.output,
                  "eta_names": list(new_tm.eta_names), "eta_parameters": list(new_tm.pop.bsv_names)}
+        if new_tm.several:
+            info0["outputs"] = list(new_tm.outputs)
         for j, p in zip(creations, empties):
             create_twin(store, j[0], {**info0, "covariates": j[2]}, _record(new_tm, j[2], p), p.eta, p.eta_cov)
-    updates = [{"patient_id": pid, "rows": new, "record": _record(tm, in_force(tm, hist, covs), posts[pid], values),
+    updates = [{"patient_id": pid, "rows": new,
+                "record": _record(tm, in_force(tm, hist, covs), posts[pid], values, dvid),
                 "eta": posts[pid].eta, "eta_cov": posts[pid].eta_cov, "parent": versions[-1].number if versions else 0}
-               for pid, tm, covs, versions, new, hist, values in jobs]
+               for pid, tm, covs, versions, new, hist, values, dvid in jobs]
     append_twin_versions(store, updates)
     return {pid: _summary(read_twin_versions(store, pid)[-1]) for pid, *_ in jobs}
 
@@ -328,7 +366,8 @@ def load_state(store, patient_id: str, version: int | None = None) -> TwinState:
     cov = np.asarray(last["eta_cov"]).reshape(tm.n_eta, tm.n_eta)
     post = Posterior(np.asarray(last["eta"]), cov, float(last["objective"] if last["objective"] is not None
                                                          else np.nan), int(last["status"]), int(last["n_obs"]))
-    hist = history_frame(_parts(tm, versions), tm.covariates)
+    parts = _parts(tm, versions)
+    hist = history_frame(parts, carried(tm, parts))
     base = info["covariates"]
     return TwinState(pid, tm, in_force(tm, hist, base), hist, post, last.number, next_start(hist), base)
 

@@ -26,6 +26,19 @@ missing value (NaN, None) in a covariate column, a value that is not a number (o
 of the prior), a non-positive value under a power effect, and a value for a covariate the twin's
 prior does not use are refused, naming the row and the column. Future covariates (forecasts)
 change at the regimen's start.
+
+Several observed outputs (a prior whose population model maps ``outputs`` {DVID: output}, with
+``residual_errors``, as `insilico.estimation` fits a PK/PD model): a level row's ``DVID`` says
+which output its DV measures, by that same map (the DVID numbers of the population model, nothing
+else). A level without a DVID (no column, or an empty cell / ``.``) measures the prior's primary
+output ``output``; a history stored before DVIDs existed reads the same way. Refused, naming the
+row and ``data.DVID``: a DVID that is not an integer, one the prior does not map to an output, a
+DVID other than 0 on a dose or EVID 2 record (0 is NONMEM's usual filler there; it is stored as
+none), and -- for a prior with one observed output and no ``outputs`` map -- two different DVIDs
+among the history's levels (estimation's rule: map each DVID to an output first). Two levels of
+one output at one time are refused; levels of two different outputs may share a time. The "level
+at or before the first dose" rule applies to each output without a baseline (a concentration),
+not to one that is nonzero before any dose (a biomarker, ANC).
 """
 from __future__ import annotations
 
@@ -39,8 +52,8 @@ from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.store import ROW_COLUMNS
 
-__all__ = ["batch_arrays", "check_history", "covariate_rows", "covariate_schedule", "first_values",
-           "history_columns", "history_frame", "in_force", "normalise_rows", "read_table", "rows_of",
+__all__ = ["batch_arrays", "carried", "check_history", "covariate_rows", "covariate_schedule", "dvid_rows",
+           "first_values", "history_columns", "history_frame", "in_force", "normalise_rows", "read_table", "rows_of",
            "stack_schedules", "varies"]
 
 _NULL_IS_ZERO = ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV")
@@ -92,11 +105,11 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
         raise SpecError("data", "two columns have the same name (names are case-insensitive)")
     if df.empty:
         raise SpecError("data", "no rows: an update adds at least one dose or level")
-    allowed = {"ID", *ROW_COLUMNS, *(c.upper() for c in covariates)}
+    allowed = {"ID", *ROW_COLUMNS, "DVID", *(c.upper() for c in covariates)}
     for c in df.columns:
         if c not in allowed:
             raise SpecError(f"data.{c}", f"unknown column {c!r}: a level goes in DV, in the units of the prior's "
-                                         f"output; allowed columns: ID, {', '.join(ROW_COLUMNS)}"
+                                         f"output; allowed columns: ID, {', '.join(ROW_COLUMNS)}, DVID"
                                          + (f" and the covariates {', '.join(covariates)}" if covariates else ""))
     if "TIME" not in df.columns:
         raise SpecError("data.TIME", "required column missing")
@@ -130,6 +143,17 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
         if mask.any():
             raise _bad(col, mask, msg)
     out["DV"] = np.where(evid != 0, np.nan, dv)
+    if "DVID" in df.columns:
+        dvid = _numbers(df, "DVID")
+        given = np.isfinite(dvid)
+        if (given & (dvid != np.round(dvid))).any():
+            raise _bad("DVID", given & (dvid != np.round(dvid)), "DVID must be an integer (the population model's "
+                                                                 "outputs map DVIDs to model outputs)")
+        if (given & (evid != 0) & (dvid != 0)).any():
+            raise _bad("DVID", given & (evid != 0) & (dvid != 0), "a DVID on a record that is not a level "
+                                                                  "(EVID 1 or 2); it measures nothing (leave it "
+                                                                  "empty or 0)")
+        out["DVID"] = np.where(evid != 0, np.nan, dvid)
     for c in covariates:
         if c.upper() in df.columns:
             out[c] = df[c.upper()].to_numpy()
@@ -139,6 +163,45 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
 def rows_of(df: pd.DataFrame) -> dict:
     """{column: float array} of `ROW_COLUMNS` (the form a twin version stores)."""
     return {c: df[c].to_numpy(float) for c in ROW_COLUMNS}
+
+
+def dvid_rows(tm, df: pd.DataFrame, pid: str, earlier=None) -> np.ndarray | None:
+    """The DVIDs the rows ``df`` (from `normalise_rows`) carry, (n,) float with NaN where none
+    (every non-level row), or None without a DVID column; checked against the prior (module
+    docstring), `SpecError` ``data.DVID`` naming the row (the data's row number). ``earlier``:
+    the DVIDs of the history's earlier rows (a prior with one observed output and no ``outputs``
+    map accepts one DVID value in the whole history)."""
+    if "DVID" not in df.columns:
+        return None
+    dvid = df["DVID"].to_numpy(float)
+    rownum = np.asarray(df.index) + 1 if pd.api.types.is_integer_dtype(df.index) else np.arange(1, len(df) + 1)
+    given = np.isfinite(dvid)
+    if tm.dvids:
+        bad = given & ~np.isin(dvid, [float(k) for k in tm.dvids])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            mapped = ", ".join(f"{k}: {v}" for k, v in sorted(tm.dvids.items()))
+            raise SpecError("data.DVID", f"row {rownum[i]}: {pid}: DVID {dvid[i]:g} is not mapped to an output of "
+                                         f"the twin's prior (outputs: {mapped})")
+        return dvid
+    seen = np.asarray(earlier, float) if earlier is not None else np.zeros(0)
+    seen = seen[np.isfinite(seen)]
+    first = seen[0] if seen.size else (dvid[given][0] if given.any() else np.nan)
+    bad = given & (dvid != first)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpecError("data.DVID", f"row {rownum[i]}: {pid}: DVID {dvid[i]:g}, but the history's levels also have "
+                                     f"DVID {first:g} and the twin's prior observes one output ({tm.output}) with no "
+                                     "outputs map: map each DVID to a model output in the prior (outputs: {1: conc, "
+                                     "2: effect}) and give each its residual_errors")
+    return dvid
+
+
+def carried(tm, parts: list[dict]) -> tuple:
+    """The columns a history carries besides `ROW_COLUMNS`: the prior's covariates, and ``DVID``
+    when the prior observes several outputs or some rows gave one."""
+    dvid = tm.several or any("DVID" in p for p in parts)
+    return (*tm.covariates, "DVID") if dvid else tuple(tm.covariates)
 
 
 def _cell_kinds(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -268,21 +331,40 @@ def _columns(h) -> dict:
     return {c: h[c].to_numpy(float) for c in h.columns}
 
 
+def _output_of(tm, hist) -> np.ndarray:
+    """Each history row's index into ``tm.outputs`` (0: the primary output; non-level rows 0)."""
+    if tm.several and "DVID" in hist:
+        return tm.output_index(np.asarray(hist["DVID"], float))
+    return np.zeros(np.asarray(hist["TIME"]).size, dtype=np.int32)
+
+
 def check_history(tm, hist, pid: str) -> None:
     """Refuse what the whole history cannot hold (module docstring): levels at or before the
-    first dose when the output has no baseline, duplicate level times."""
+    first dose of an output without baseline, two levels of one output at one time."""
     t, evid, dv = (np.asarray(hist[c], float) for c in ("TIME", "EVID", "DV"))
+    out = _output_of(tm, hist)
     obs = (evid == 0) & np.isfinite(dv)
-    if not tm.baseline and obs.any():
+    baselines = np.asarray(tm.baselines or (tm.baseline,), bool)
+    no_base = obs & ~baselines[out]
+    if no_base.any():
         first = t[evid == 1].min() if (evid == 1).any() else np.inf
-        early = t[obs] <= first
+        early = no_base & (t <= first)
         if early.any():
+            i = int(np.flatnonzero(early)[0])
             where = f"the first dose (TIME {first:g} h)" if np.isfinite(first) else "any dose (there is none)"
-            raise SpecError("data.TIME", f"{pid}: a level at TIME {t[obs][early][0]:g} h, at or before {where}; the "
-                                         f"prior's output {tm.output!r} is 0 before a dose (no baseline model)")
-    times = t[evid != 1]
-    if np.unique(times).size != times.size:
-        raise SpecError("data.TIME", f"{pid}: two levels (or EVID 2 records) at the same time")
+            name = tm.outputs[out[i]] if tm.outputs else tm.output
+            raise SpecError("data.TIME", f"{pid}: a level at TIME {t[i]:g} h, at or before {where}; the "
+                                         f"prior's output {name!r} is 0 before a dose (no baseline model)")
+    rec = evid != 1
+    times, which = t[rec], out[rec]
+    if np.unique(np.stack([times, which.astype(float)]), axis=1).shape[1] != times.size:
+        if not tm.several:
+            raise SpecError("data.TIME", f"{pid}: two levels (or EVID 2 records) at the same time")
+        key = times + 0j + which * 1j
+        _, first_of, counts = np.unique(key, return_index=True, return_counts=True)
+        j = first_of[np.flatnonzero(counts > 1)[0]]
+        raise SpecError("data.TIME", f"{pid}: two levels (or EVID 2 records) of output {tm.outputs[which[j]]!r} at "
+                                     f"the same time ({times[j]:g} h); levels of different outputs may share a time")
 
 
 def _doses(h: dict) -> Regimen:
@@ -306,6 +388,7 @@ def batch_arrays(tm, hists: list, covs: list[dict], n_pad: int) -> tuple[dict, b
     obs = [h["EVID"] != 1 for h in cols]
     tb = bucket_size(max(1, max(int(o.sum()) for o in obs)), least=8)
     times, y, mask = np.zeros((n, tb)), np.zeros((n, tb)), np.zeros((n, tb), bool)
+    out = np.zeros((n, tb), dtype=np.int32)
     for i, (h, o) in enumerate(zip(cols, obs)):
         t, dv = h["TIME"][o], h["DV"][o]
         k = t.size
@@ -313,11 +396,14 @@ def batch_arrays(tm, hists: list, covs: list[dict], n_pad: int) -> tuple[dict, b
         times[i, :k], times[i, k:] = t, last + np.arange(1, tb - k + 1)
         fitted = (h["EVID"][o] == 0) & (h["MDV"][o] == 0) & np.isfinite(dv)
         mask[i, :k], y[i, :k] = fitted, np.where(fitted, dv, 0.0)
+        out[i, :k] = _output_of(tm, h)[o]
     idx = np.minimum(np.arange(n_pad), n - 1)
     cov = {k: v[idx] for k, v in tm.covariate_arrays(covs).items()}
     dose = tuple(np.asarray(getattr(doses, f))[idx] for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
     subjects = {"cov": cov, "dose": dose, "t": times[idx], "y": y[idx],
                 "mask": mask[idx] & (np.arange(n_pad) < n)[:, None]}
+    if tm.several:
+        subjects["out"] = out[idx]      # each record's output (index into tm.outputs), as estimation's records
     if any(c in h for h in cols for c in tm.covariates):
         change_t, values = stack_schedules(tm, [covariate_schedule(tm, h, v) for h, v in zip(cols, covs)])
         if change_t is not None:

@@ -13,7 +13,9 @@ dose (amount, infusion duration) at the current interval.
 
 * Forecast: median and central ``level`` interval (default 90 %) of every model output
   (credible interval of the true value) and, for the prior's fitted output, of a new
-  measurement (``DV_*``: the same plus residual error, the posterior predictive).
+  measurement (``DV_*``: the same plus residual error, the posterior predictive). A prior with
+  several observed outputs (``outputs``, DVID) also gives ``DV_<output>_*`` for each other
+  observed output, its draws with that output's own residual error (``residual_errors``).
 * Recommendation (expected utility with a 0/1 utility): each candidate (amount, interval,
   infusion duration) is given every interval from ``start`` until the horizon ``until`` hours
   later; its metric is evaluated on the last full dosing interval in the horizon, ``[t0, t0 +
@@ -164,9 +166,12 @@ def _check_status(state, status):
                       "they are left out of the summaries", stacklevel=3)
 
 
-def _residual_draws(tm, f: np.ndarray, seed: int) -> np.ndarray:
-    r = tm.pop.residual
-    eps = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), 1), f.shape))
+def _residual_draws(tm, f: np.ndarray, seed: int, output: str | None = None) -> np.ndarray:
+    """New measurements of ``output`` (default the primary) at predictions ``f``: its residual
+    error model, standard normal draws from stream 1 + the output's index in ``tm.outputs``."""
+    j = tm.outputs.index(output) if output is not None and tm.outputs else 0
+    r = tm.residual(output) if output is not None else tm.pop.residual
+    eps = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), 1 + j), f.shape))
     if r.type == "exponential":
         return f * np.exp(float(r.exponential) * eps)
     return f + np.asarray(residual_sd(r, jnp.asarray(f))) * eps
@@ -219,15 +224,16 @@ def forecast_state(state, regimens: list, until: float, *, n_draws: int = 1000, 
         lo, med, hi = np.nanquantile(draws, q, axis=1)
         for key, v in (("median", med), ("lower", lo), ("upper", hi), ("map", f[:, 0])):
             data[f"{name}_{key}"] = (("regimen", "time"), v, {"units": units, "long_name": f"{name} ({key})"})
-        if name == tm.output:
-            y = np.where(ok, _residual_draws(tm, f[:, 1:], seed), np.nan)
+        if name == tm.output or (tm.several and name in tm.outputs):
+            y = np.where(ok, _residual_draws(tm, f[:, 1:], seed, name), np.nan)
             lo, med, hi = np.nanquantile(y, q, axis=1)
+            prefix = "DV" if name == tm.output else f"DV_{name}"
             for key, v in (("median", med), ("lower", lo), ("upper", hi)):
-                data[f"DV_{key}"] = (("regimen", "time"), v,
-                                     {"units": units, "long_name": f"new measurement of {name} ({key})"})
+                data[f"{prefix}_{key}"] = (("regimen", "time"), v,
+                                           {"units": units, "long_name": f"new measurement of {name} ({key})"})
     return xr.Dataset(data, coords={"regimen": [lab for lab, _ in labelled], "time": ("time", t, {"units": "h"})},
                       attrs={"patient_id": state.patient_id, "version": state.version, "start": state.start,
-                             "output": tm.output,
+                             "output": tm.output, **({"outputs": list(tm.outputs)} if tm.several else {}),
                              "level": level, "n_draws": n_draws, "seed": seed, "posterior": posterior})
 
 

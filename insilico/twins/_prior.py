@@ -31,7 +31,9 @@ class TwinModel:
     `Problem` whose structure, not data, the twin uses: model, parameter vector, fixed model
     parameters, solver path), ``nat`` (the prior's numbers, natural scale), ``pop`` (the
     `PopulationModel`), ``covariates`` the effects use with ``categories`` ({name: labels}),
-    ``baseline``: whether the fitted output is nonzero before any dose (PD), ``sha256``."""
+    ``baseline``: whether the fitted output is nonzero before any dose (PD), ``sha256``;
+    ``outputs``: the observed outputs (`PopulationModelSpec.fitted_outputs`: ``output`` first,
+    then the others of ``outputs`` in DVID order) and ``baselines`` the same flag for each."""
 
     spec: object
     mapping: dict
@@ -42,6 +44,8 @@ class TwinModel:
     covariates: tuple
     categories: dict
     baseline: bool
+    outputs: tuple = ()
+    baselines: tuple = ()
 
     @property
     def model(self):
@@ -55,6 +59,33 @@ class TwinModel:
     @property
     def output(self) -> str:
         return self.spec.output
+
+    @property
+    def several(self) -> bool:
+        """Whether the prior observes several outputs (its records carry an output index)."""
+        return len(self.outputs) > 1
+
+    @property
+    def dvids(self) -> dict:
+        """{DVID: output name}: the population model's ``outputs`` (empty: one observed output)."""
+        return dict(self.spec.outputs)
+
+    def residual(self, output: str):
+        """The residual-error model of observed output ``output`` (the prior's ``residual_error``
+        for the primary one, its ``residual_errors`` entry for the others)."""
+        residuals = getattr(self.pop, "residuals", ()) or (self.pop.residual,)
+        return residuals[self.outputs.index(output)] if self.several else self.pop.residual
+
+    def output_index(self, dvid) -> np.ndarray:
+        """Each record's index into ``outputs`` from its DVID (NaN: none given, the primary
+        output ``output``), by the population model's ``outputs`` map as `insilico.estimation`
+        reads it; values must have been checked (`insilico.twins._data.dvid_rows`)."""
+        dvid = np.asarray(dvid, float)
+        if not self.several:
+            return np.zeros(dvid.shape, dtype=np.int32)
+        table = {float(k): self.outputs.index(v) for k, v in self.spec.outputs.items()}
+        return np.array([table.get(float(v), 0) if np.isfinite(v) else 0 for v in dvid.reshape(-1)],
+                        dtype=np.int32).reshape(dvid.shape)
 
     @property
     def eta_names(self) -> tuple:
@@ -160,16 +191,22 @@ def _compiled(text: str) -> TwinModel:
     # the prior's structure (model, parameter vector, fixed parameters, solver path) from the smallest
     # NONMEM data set: one EVID 2 record with reference covariates; patients' arrays come from `batch_arrays`
     row = {c: (categories[c][0] if c in categories else 1.0) for c in covariates}
-    records = pd.DataFrame([dict(ID=1, TIME=0.0, EVID=2, AMT=0.0, DV=np.nan, **row)])
-    problem = build_problem(spec, records, base=base, require_observations=False)
+    # (several observed outputs: a DVID column, the primary output's DVID)
+    record = dict(ID=1, TIME=0.0, EVID=2, AMT=0.0, DV=np.nan, **row)
+    if spec.outputs:
+        record["DVID"] = next(k for k, v in spec.outputs.items() if v == spec.output)
+    problem = build_problem(spec, pd.DataFrame([record]), base=base, require_observations=False)
     nat = jnp.asarray(problem.params.initial)
     pop = problem.params.population(nat)
-    tm = TwinModel(spec, mapping, prior_sha256(mapping), problem, nat, pop, covariates, categories, False)
+    outputs = tuple(spec.fitted_outputs)
+    tm = TwinModel(spec, mapping, prior_sha256(mapping), problem, nat, pop, covariates, categories, False, outputs)
     p = {**problem.fixed, **tm.parameters(row, np.zeros(tm.n_eta))}
     p = {k: jnp.asarray(v) for k, v in p.items()}
     model = problem.model
-    base_value = float(np.asarray(model.evaluate_outputs(model.y0(p), p)[spec.output]))
-    return replace(tm, baseline=bool(np.isfinite(base_value) and base_value != 0.0))
+    y0 = model.evaluate_outputs(model.y0(p), p)
+    values = [float(np.asarray(y0[o])) for o in outputs]
+    baselines = tuple(bool(np.isfinite(v) and v != 0.0) for v in values)
+    return replace(tm, baseline=baselines[0], baselines=baselines)
 
 
 def twin_model(mapping: dict) -> TwinModel:
