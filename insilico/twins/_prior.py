@@ -173,7 +173,11 @@ def load_prior(source) -> tuple[dict, str]:
         mapping, _ = read_mapping(source, "population model")
         kind = "population_model"
     mapping = json.loads(json.dumps(mapping))
-    load_population_model(mapping)      # validate now: SpecError naming the field
+    spec, _ = load_population_model(mapping)      # validate now: SpecError naming the field
+    if spec.iov is not None:
+        raise SpecError("prior.iov", "a twin's posterior is over the between-subject etas only; a prior with "
+                                     "inter-occasion variability (iov) is not supported by twins yet: give the "
+                                     "population model without its iov section (insilico.fit estimates it)")
     return mapping, kind
 
 
