@@ -21,7 +21,8 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # (--no-loadscope-reorder; xdist's default order, most tests first, left these few-test, slow files
 # to the end, with one worker idle). Longest first; every other file keeps its place after them.
 SLOW_FIRST = (
-    "tests/engine/test_steady_state.py", "tests/test_notebooks.py", "tests/engine/test_events.py",
+    "tests/engine/test_steady_state.py", "tests/test_notebooks.py", "tests/estimation/test_iov.py",
+    "tests/engine/test_events.py", "tests/estimation/test_iov_downstream.py",
     "tests/engine/test_battery.py", "tests/cluster/test_slurm.py", "tests/campaigns/test_campaign.py",
     "tests/trials/test_execution.py", "tests/estimation/test_nuts.py", "tests/estimation/test_objective.py",
     "tests/engine/test_engine_behaviour.py", "tests/estimation/test_blq_dvid.py", "tests/engine/test_shapes.py",
