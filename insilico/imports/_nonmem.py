@@ -47,9 +47,10 @@ import numpy as np
 import sympy
 
 from insilico.errors import SpecError
+from insilico.imports._iov import IovError, eta_positions, expand_same_repeats, same_chains, split_iov
 from insilico.imports._trans import TRANS_MODELS, micro_constants
 
-__all__ = ["ADVANS", "GENERAL_ADVANS", "NonmemImport", "covariance_of", "import_nonmem"]
+__all__ = ["ADVANS", "GENERAL_ADVANS", "NonmemImport", "covariance_of", "import_nonmem", "nonmem_random_effects"]
 
 # (ADVAN, TRANS) -> (built-in, {insilico parameter: expression of NONMEM $PK variables}, scale, the
 # insilico parameter the scale must equal). NONMEM Users Guide VI (PREDPP), chapter "ADVAN and TRANS
@@ -126,6 +127,11 @@ class _Context:
     dataset: object
     sigma_matrix: list[list[str]] = field(default_factory=list)
     pk_lines: dict | None = None      # flattened $PK line -> the control stream's (`_read_flattened`)
+    iov_chains: list = field(default_factory=list)   # $OMEGA SAME chains (`insilico.imports._iov.same_chains`)
+
+    def eta_label(self, eta: str) -> str:
+        """NONMEM's name ``ETA(j)`` of pharmpy's ETA ``eta``."""
+        return f"ETA({self.etas.index(eta) + 1})"
 
 
 # --------------------------------------------------------------------------- expression forms
@@ -322,6 +328,83 @@ def parameter_relation(expr, ctx: _Context) -> dict:
     if const != 1.0:
         effects = _absorb_constant(const, effects)
     return {"typical": typical, "effects": effects, "eta": eta}
+
+
+_IOV = "inter-occasion variability: "     # the start of every IOV failure's reason
+
+
+def relation_with_iov(expr, ctx: _Context, name: str = "the parameter") -> dict:
+    """`parameter_relation` of ``expr`` without its inter-occasion ETAs, with ``iov`` (the occasion
+    selection found by `insilico.imports._iov.split_iov`) when ``expr`` carries ETAs of a $OMEGA SAME
+    chain. Raises `_Untranslatable`."""
+    try:
+        base, info = split_iov(expr, ctx.columns, eta_positions(ctx.iov_chains), ctx.dataset, ctx.eta_label, name)
+    except IovError as e:
+        raise _Untranslatable(f"{_IOV}{e}") from None
+    rel = parameter_relation(base, ctx)
+    if info is not None:
+        rel["iov"] = info
+    return rel
+
+
+def _iov_carriers(model, ctx: _Context) -> set[str]:
+    """$PK variables whose own expression names an ETA of a $OMEGA SAME chain (lines to report when
+    the IOV is not translated)."""
+    iov = {e for chain in ctx.iov_chains for block in chain for e in block}
+    return {str(s.symbol) for s in model.statements.before_odes if getattr(s, "symbol", None) is not None
+            and {x.name for x in s.expression.free_symbols} & iov}
+
+
+def _check_iov(relations: dict, model, ctx: _Context) -> tuple[dict[str, str], list[str]]:
+    """Checks across the parameters with IOV (one occasion column, every occasion block used, the same
+    number of occasions in every chain, one parameter per block position, zero covariances in a block:
+    insilico's Omega_IOV is diagonal); returns ({parameter: why}, notes)."""
+    failed, notes = {}, []
+    with_iov = {p: r["iov"] for p, r in relations.items() if r.get("iov")}
+    if not with_iov:
+        return failed, notes
+    cols = sorted({i["column"] for i in with_iov.values()})
+    if len(cols) > 1:
+        for p in with_iov:
+            failed[p] = _IOV + (f"occasions from several data columns ({', '.join(cols)}); insilico has one "
+                                "occasion column")
+    sizes = {p: len(ctx.iov_chains[i["chain"]]) for p, i in with_iov.items()}
+    if len(set(sizes.values())) > 1:
+        for p in with_iov:
+            lengths = ", ".join(f"{q}: {k} occasions" for q, k in sizes.items())
+            failed[p] = _IOV + f"SAME chains of different lengths ({lengths}); insilico has one number of occasions"
+    owner: dict[tuple, str] = {}
+    om = _symbol_matrix(model.random_variables.etas)
+    for p, info in with_iov.items():
+        chain = ctx.iov_chains[info["chain"]]
+        missing = [k for k in range(1, len(chain) + 1) if k not in info["occasions"]]
+        if missing:
+            failed[p] = _IOV + (f"{p}: occasion block(s) {', '.join(map(str, missing))} ("
+                         + ", ".join(ctx.eta_label(chain[k - 1][info['position']]) for k in missing)
+                         + f") selected by no value of {info['column']}")
+        key = (info["chain"], info["position"])
+        if key in owner:
+            failed[p] = _IOV + (f"{p} and {owner[key]} both carry {ctx.eta_label(chain[0][info['position']])} "
+                                "(one ETA per parameter)")
+        owner[key] = p
+    for c, chain in enumerate(ctx.iov_chains):
+        first = [ctx.etas.index(e) for e in chain[0]]
+        for a, i in enumerate(first):
+            for j in first[:a]:
+                sym = om[i][j]
+                if sym == "0":
+                    continue
+                users = [p for p, info in with_iov.items() if info["chain"] == c]
+                value = _value(sym, ctx)
+                where = f"OMEGA({i + 1},{j + 1})"
+                if value != 0:
+                    for p in users:
+                        failed[p] = _IOV + (f"the IOV block of {p} has the covariance {where} = {value:g}; insilico's "
+                                     "Omega_IOV is diagonal")
+                else:
+                    notes.append(f"$OMEGA {where} = 0 in the IOV block: not estimated (insilico's Omega_IOV is "
+                                 "diagonal)")
+    return failed, notes
 
 
 def _absorb_constant(const: float, effects: list[dict]) -> list[dict]:
@@ -574,11 +657,12 @@ def _write_block(block: _Block) -> list[str]:
 
 def _read_flattened(path: Path):
     """pharmpy's model of the control stream at ``path``, its $PK's nested IF blocks flattened first
-    (`flatten_nested_ifs`; the data file is then named by its absolute path); (model, notes, {line of
-    the flattened $PK: its line in the control stream, None for a line the flattening adds} or None)."""
+    (`flatten_nested_ifs`) and ``$OMEGA BLOCK(n) SAME(k)`` written as k SAME records
+    (`insilico.imports._iov.expand_same_repeats`), the data file then named by its absolute path; (model, notes,
+    {line of the flattened $PK: its line in the control stream, None for a line the flattening adds} or None)."""
     from pharmpy.modeling import read_model, read_model_from_string
 
-    text = path.read_text()
+    text, same_notes = expand_same_repeats(path.read_text())
     for name in ("ERROR", "DES", "PRED"):
         for rec in re.finditer(rf"^\${name}\b(.*?)(?=^\$|\Z)", text, re.S | re.M):
             items, depth = _parse_blocks(rec.group(1).splitlines()[1:])
@@ -586,15 +670,17 @@ def _read_flattened(path: Path):
                 raise _Untranslatable(f"${name}: nested IF blocks are not translated (pharmpy-core reads one level); "
                                       "write them as one IF/ELSE IF chain")
     m = re.search(r"^\$PK\b(.*?)(?=^\$|\Z)", text, re.S | re.M)
-    if m is None:
-        return read_model(str(path)), [], None
-    lines = m.group(1).splitlines()
-    first, rest = lines[0], lines[1:]
-    flat, notes = flatten_nested_ifs(rest)
+    notes, line_map = [], None
+    if m is not None:
+        lines = m.group(1).splitlines()
+        first, rest = lines[0], lines[1:]
+        flat, notes = flatten_nested_ifs(rest)
+        if notes:
+            line_map = {j: getattr(line, "k", None) for j, line in enumerate(flat, start=1)}
+            text = text[:m.start(1)] + "\n".join([first, *flat]) + "\n" + text[m.end(1):]
+    notes = same_notes + notes
     if not notes:
         return read_model(str(path)), [], None
-    line_map = {j: getattr(line, "k", None) for j, line in enumerate(flat, start=1)}
-    text = text[:m.start(1)] + "\n".join([first, *flat]) + "\n" + text[m.end(1):]
 
     def absolute(dm):
         name = dm.group(2).strip("'\"")
@@ -658,7 +744,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     except Exception:   # the data file is optional: only IF-categorical relations need it
         dataset = None
     ctx = _Context(thetas, etas, eps, set(model.datainfo.names), values, dataset,
-                   _symbol_matrix(model.random_variables.epsilons), pk_lines)
+                   _symbol_matrix(model.random_variables.epsilons), pk_lines, same_chains(model))
 
     if general:
         return _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table, cov)
@@ -670,10 +756,12 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
         wanted.update({ins: sympy.Symbol(nm) for ins, nm in _OPTIONAL.items() if _assigned(model, nm)})
     nm_targets = set()
     eta_owner: dict[str, str] = {}
+    key_of: dict[str, str] = {}
     for ins_par, form in wanted.items():
         needs = sorted(s.name for s in form.free_symbols)
         nm_targets |= set(needs)
         key = needs[0] if len(needs) == 1 else next(n for n in needs if not re.fullmatch(r"S\d", n))
+        key_of[ins_par] = key
         missing = [n for n in needs if not _assigned(model, n)]
         if missing:
             why = "is" if len(missing) == 1 else "are"
@@ -689,7 +777,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
             fixed_model[ins_par] = float(expr)
             continue
         try:
-            relations[ins_par] = parameter_relation(expr, ctx)
+            relations[ins_par] = relation_with_iov(expr, ctx, key)
         except _Untranslatable as e:
             failed[key] = (f"{key} = {expr}: {e}" if len(needs) == 1 else
                            f"insilico's {ins_par} = {form} = {expr}: {e} ({advan[1]} rate constants must combine "
@@ -705,6 +793,10 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
                                     (s.name for s in wanted[volume].free_symbols) if _assigned(model, n)})
     if not _assigned(model, scale) or sympy.simplify(_pk_expression(model, scale) - vol_expr) != 0:
         failed[scale] = f"{scale} must equal {pk_map[volume]} (F = amount / volume is the concentration)"
+    iov_failed, iov_notes = _check_iov(relations, model, ctx)
+    failed.update({key_of[p]: why for p, why in iov_failed.items()})
+    _report_iov_carriers(failed, model, ctx, "")
+    untranslated += iov_notes
     try:
         res_type, res_parts = _residual(model, scale, ctx)
     except _Untranslatable as e:
@@ -783,8 +875,13 @@ def _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table,
             scale = scales[0] if len(scales) == 1 else None
     except Exception as e:       # pharmpy could not find Y or F
         failed["Y"] = f"residual model: {e}"
-    des = translate_des(model, cs, ctx, parameter_relation, (obs, scale))
+    des = translate_des(model, cs, ctx, lambda e, c: relation_with_iov(e, c), (obs, scale))
     failed.update(des.failed)
+    if not des.failed:
+        iov_failed, iov_notes = _check_iov(des.relations, model, ctx)
+        failed.update({f"$PK {p}": why for p, why in iov_failed.items()})
+        untranslated += iov_notes
+    _report_iov_carriers(failed, model, ctx, "$PK ")
     res_type, res_parts = None, {}
     if "Y" not in failed:
         try:
@@ -811,6 +908,15 @@ def _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table,
     if cov_table is not None:
         result.covariance = covariance_of(cov_table, result, des.relations, res_parts, model, ctx, nm_names, cov)
     return result
+
+
+def _report_iov_carriers(failed: dict, model, ctx: _Context, prefix: str):
+    """When a failure concerns inter-occasion variability, also list the $PK lines that carry its ETAs
+    (keys ``prefix + variable`` of ``failed``)."""
+    why = [v for v in failed.values() if _IOV in v]
+    if why:
+        for var in sorted(_iov_carriers(model, ctx)):
+            failed.setdefault(prefix + var, f"carries an ETA of a $OMEGA SAME chain; {why[0].split(_IOV, 1)[1]}")
 
 
 def _assigned_after(model, name: str) -> bool:
@@ -932,8 +1038,9 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
 
     eta_order = [e for e in ctx.etas if any(r["eta"] == e for r in relations.values())]
     eta_par = {r["eta"]: p for p, r in relations.items() if r["eta"]}
+    iov, iov_names, iov_etas = _iov_section(relations, model, ctx, nm_names, fix, notes)
     for e in ctx.etas:
-        if e not in eta_par:
+        if e not in eta_par and e not in iov_etas:
             notes.append(f"$OMEGA: {e} is used by no translated parameter; not translated")
     om = _symbol_matrix(model.random_variables.etas)
     idx = [ctx.etas.index(e) for e in eta_order]
@@ -967,6 +1074,11 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
                   "output": "conc", "parameters": params}
     if eta_order:
         population["bsv"] = {"parameters": [eta_par[e] for e in eta_order], "omega": omega}
+    if iov:
+        population["iov"] = iov
+        # PREDPP advances the system to each event record with that record's PK values: the occasion
+        # of a record holds back to the previous record (NONMEM Users Guide VI), insilico's nocb
+        population["covariate_interpolation"] = "nocb"
     population["residual_error"] = residual
     estimate = {}
     if fix:
@@ -977,11 +1089,89 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
         population["estimate"] = estimate
     names = {"thetas": dict(sorted(theta_map.items(), key=lambda kv: int(kv[0][5:]))),
              "etas": {f"ETA{ctx.etas.index(e) + 1}": eta_par[e] for e in eta_order},
-             "omegas": omega_names, "sigmas": sigma_names}
+             "omegas": {**omega_names, **iov_names.pop("omegas", {})}, "sigmas": sigma_names}
+    if iov_names:
+        names["iov"] = iov_names
     for th in thetas:
         if nm_names[th] not in names["thetas"] and nm_names[th] not in sigma_names:
             notes.append(f"$THETA {_label(nm_names, th)}: used by no translated relation; not translated")
     return population, names, notes
+
+
+def iov_order(relations: dict) -> list[str]:
+    """The parameters with inter-occasion variability in the order of their first block's ETAs (the
+    order of the ``iov`` section and of ``OMEGA_IOV(j,j)``)."""
+    return sorted((p for p, r in relations.items() if r.get("iov")),
+                  key=lambda p: (relations[p]["iov"]["chain"], relations[p]["iov"]["position"]))
+
+
+def _iov_section(relations, model, ctx, nm_names, fix, notes):
+    """(the population file's ``iov``, the names sidecar's ``iov`` (with ``omegas``: NONMEM's OMEGA(i,i)
+    of the first block -> ``OMEGA_IOV(j,j)``), the ETAs it uses); appends to ``fix`` and ``notes``."""
+    order = iov_order(relations)
+    if not order:
+        return None, {}, set()
+    pars = {p.name: p for p in model.parameters}
+    om = _symbol_matrix(model.random_variables.etas)
+    variance, omegas, etas, used = {}, {}, {}, set()
+    col = relations[order[0]]["iov"]["column"]
+    k_total = len(ctx.iov_chains[relations[order[0]]["iov"]["chain"]])
+    for j, p in enumerate(order, start=1):
+        info = relations[p]["iov"]
+        chain = ctx.iov_chains[info["chain"]]
+        first = chain[0][info["position"]]
+        i = ctx.etas.index(first)
+        sym = om[i][i]
+        variance[p] = _value(sym, ctx)
+        name = f"OMEGA_IOV({j},{j})"
+        omegas[nm_names[sym]] = {"name": name, **_comment(sym)}
+        if pars[sym].fix:
+            fix.append(name)
+        for k, block in enumerate(chain, start=1):
+            eta = block[info["position"]]
+            used.add(eta)
+            etas[f"ETA{ctx.etas.index(eta) + 1}"] = {"parameter": p, "occasion": k}
+        span = f"{ctx.eta_label(chain[0][0])}-{ctx.eta_label(chain[-1][-1])}"
+        notes.append(f"$OMEGA SAME chain {span} ({len(chain)} blocks): inter-occasion variability of {p} "
+                     f"({ctx.eta_label(first)}... one per occasion, {nm_names[sym]} = {variance[p]:g}) -> iov, "
+                     f"{name}")
+        if info["no_iov"]:
+            vals = ", ".join(f"{v:g}" for v in info["no_iov"])
+            notes.append(f"$PK {p}: at {col} = {vals} NONMEM adds no IOV ETA; insilico's fit needs {col} = 1.."
+                         f"{k_total} on every record (records with other values are refused: data.OCC)")
+    if col.upper() != "OCC":
+        notes.append(f"$PK: occasions come from the data column {col}; insilico reads them from a column named OCC "
+                     f"(rename {col} to OCC in the data given to insilico fit)")
+    notes.append(f"iov: occasions 1..{k_total} from the data's {col} column (insilico fit), holding back to the "
+                 "previous record as in PREDPP (covariate_interpolation: nocb, which applies to time-varying "
+                 "covariates too); a trial simulating this population needs iov.starts (occasion start times, h), "
+                 "which NONMEM's data do not give")
+    names = {"column": col, "occasions": k_total, "parameters": order, "etas": etas, "omegas": omegas}
+    return {"occasions": k_total, "variance": variance}, names, used
+
+
+def nonmem_random_effects(names: dict, etas) -> np.ndarray:
+    """One subject's insilico random-effect vector from NONMEM's ETA values: ``[eta in the bsv order,
+    kappa of occasion 1 in the iov order, ..., kappa of occasion K]`` (the vector `insilico.estimation`'s
+    problem predicts with, length ``problem.n_eta``).
+
+    names : the names sidecar (`NonmemImport.names`, ``nonmem_names.yaml``): ``etas`` (ETAk -> bsv
+        parameter, in bsv order) and ``iov`` (``parameters`` in order, ``etas``: ETAk -> parameter and
+        occasion).
+    etas : ``{"ETA1": value, ...}`` (``ETA(1)`` also accepted), e.g. a row of `read_phi`.
+    A missing ETA: `SpecError` (``phi``)."""
+    vals = {re.sub(r"[()]", "", str(k)).upper(): float(v) for k, v in dict(etas).items()}
+
+    def get(nm):
+        if nm not in vals:
+            raise SpecError("phi", f"no value of {nm} (have {', '.join(sorted(vals)) or 'none'})")
+        return vals[nm]
+    out = [get(nm) for nm in names.get("etas", {})]
+    iov = names.get("iov")
+    if iov:
+        slot = {(e["occasion"], e["parameter"]): nm for nm, e in iov["etas"].items()}
+        out += [get(slot[(k, p)]) for k in range(1, iov["occasions"] + 1) for p in iov["parameters"]]
+    return np.asarray(out, dtype=float)
 
 
 def _comment(pharmpy_name: str) -> dict:
@@ -1040,6 +1230,12 @@ def covariance_of(cov_table, result: NonmemImport, relations: dict, res_parts: d
             for b, j in enumerate(idx[:a + 1]):
                 if om[i][j] != "0":
                     quantities.append((f"OMEGA({a + 1},{b + 1})", sympy.Symbol(om[i][j])))
+    if pop.get("iov"):
+        om = _symbol_matrix(model.random_variables.etas)
+        for j, p in enumerate(iov_order(relations), start=1):
+            info = relations[p]["iov"]
+            i = ctx.etas.index(ctx.iov_chains[info["chain"]][0][info["position"]])
+            quantities.append((f"OMEGA_IOV({j},{j})", sympy.Symbol(om[i][i])))
     res_type = pop["residual_error"]["type"]
     for comp in ("proportional", "exponential", "additive"):
         if comp in res_parts:
