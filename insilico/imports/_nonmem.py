@@ -1076,9 +1076,9 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
         population["bsv"] = {"parameters": [eta_par[e] for e in eta_order], "omega": omega}
     if iov:
         population["iov"] = iov
-        # PREDPP advances the system to each event record with that record's PK values: the occasion
-        # of a record holds back to the previous record (NONMEM Users Guide VI), insilico's nocb
-        population["covariate_interpolation"] = "nocb"
+    # PREDPP advances the system to each event record with that record's PK values: a record's
+    # covariates (and occasion) hold back to the previous record (NONMEM Users Guide VI), insilico's nocb
+    population["covariate_interpolation"] = "nocb"
     population["residual_error"] = residual
     estimate = {}
     if fix:
