@@ -340,16 +340,18 @@ def _covariate_schedule(spec, data: NonmemData, varying, categorical, nocb: bool
     return change_t, values
 
 
-def _occ_column(data: NonmemData, occasions: int) -> tuple[str, np.ndarray] | None:
+def _occ_column(data: NonmemData, occasions: int, column: str = "OCC") -> tuple[str, np.ndarray] | None:
     """(name, 0-based occasion index of every record of ``data.covariate_records``) from the data's
-    ``OCC`` column (name matched case-insensitively), or None without one. `SpecError` ``data.OCC``
-    naming the row of a record of a subject whose OCC is not an integer 1..``occasions``."""
+    occasion column ``column`` (``iov.column``, default ``OCC``; name matched case-insensitively), or
+    None without one. `SpecError` ``data.<column>`` naming the row of a record of a subject whose
+    occasion is not an integer 1..``occasions``."""
     rec = data.covariate_records
     if rec is None:
         return None
-    cols = [c for c in rec.columns if str(c).strip().upper() == "OCC"]
+    field = f"data.{column}"
+    cols = [c for c in rec.columns if str(c).strip().upper() == column.upper()]
     if len(cols) > 1:
-        raise SpecError("data.OCC", f"the data have {len(cols)} OCC columns {cols}; keep one")
+        raise SpecError(field, f"the data have {len(cols)} {column} columns {cols}; keep one")
     if not cols:
         return None
     v = pd.to_numeric(rec[cols[0]], errors="coerce").to_numpy(float)
@@ -357,8 +359,8 @@ def _occ_column(data: NonmemData, occasions: int) -> tuple[str, np.ndarray] | No
     bad &= pd.Index(data.ids).get_indexer(rec["ID"]) >= 0
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise SpecError("data.OCC", f"row {i + 1}: OCC {rec[cols[0]].iloc[i]!r} is not an occasion of the population "
-                                    f"model: give an integer 1..{occasions} (iov.occasions) on every record")
+        raise SpecError(field, f"row {i + 1}: {column} {rec[cols[0]].iloc[i]!r} is not an occasion of the population "
+                               f"model: give an integer 1..{occasions} (iov.occasions) on every record")
     return cols[0], np.where(bad, 0, np.nan_to_num(v, nan=1.0) - 1).astype(int)
 
 
@@ -420,11 +422,12 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     varying = [c for c in covariates if c in nm.varying]
     template = compile_population(spec.parameters, spec.bsv, spec.iov, spec.residual_error,
                                   covariates=covariates, categories=categorical)
-    occ_column = _occ_column(nm, spec.iov.occasions) if spec.iov is not None else None
+    occ_column = _occ_column(nm, spec.iov.occasions, spec.iov.column) if spec.iov is not None else None
     if spec.iov is not None and occ_column is None and not spec.iov.starts:
         raise SpecError("iov", f"inter-occasion variability ({spec.iov.occasions} occasions of "
-                               f"{', '.join(template.iov_names)}) needs each record's occasion: an OCC column in "
-                               "the data (occasion 1..K on every record) or iov.starts (occasion start times, h)")
+                               f"{', '.join(template.iov_names)}) needs each record's occasion: an "
+                               f"{spec.iov.column} column in the data (occasion 1..K on every record; another "
+                               "name: iov.column) or iov.starts (occasion start times, h)")
     change_t, occ, source = None, None, ""
     if varying or occ_column is not None:
         extra = {"__occ__": occ_column[1]} if occ_column is not None else None
@@ -433,7 +436,7 @@ def build_problem(spec: PopulationModelSpec, data, *, base: Path | None = None, 
     if spec.iov is not None and occ_column is None:
         change_t, cov, occ = _with_starts(len(nm.ids), change_t, cov, spec.iov.starts)
         nocb = nocb and bool(varying)      # a start is in the new occasion unless nocb covariates say otherwise
-        source = f"iov.starts {list(spec.iov.starts)} h (the data have no OCC column)"
+        source = f"iov.starts {list(spec.iov.starts)} h (the data have no {spec.iov.column} column)"
     elif occ_column is not None:
         source = f"the data's {occ_column[0]} column" + (" (iov.starts, used by simulations, not by this fit)"
                                                          if spec.iov.starts else "")

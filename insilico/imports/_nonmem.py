@@ -1138,16 +1138,14 @@ def _iov_section(relations, model, ctx, nm_names, fix, notes):
         if info["no_iov"]:
             vals = ", ".join(f"{v:g}" for v in info["no_iov"])
             notes.append(f"$PK {p}: at {col} = {vals} NONMEM adds no IOV ETA; insilico's fit needs {col} = 1.."
-                         f"{k_total} on every record (records with other values are refused: data.OCC)")
-    if col.upper() != "OCC":
-        notes.append(f"$PK: occasions come from the data column {col}; insilico reads them from a column named OCC "
-                     f"(rename {col} to OCC in the data given to insilico fit)")
+                         f"{k_total} on every record (records with other values are refused: data.{col})")
     notes.append(f"iov: occasions 1..{k_total} from the data's {col} column (insilico fit), holding back to the "
                  "previous record as in PREDPP (covariate_interpolation: nocb, which applies to time-varying "
                  "covariates too); a trial simulating this population needs iov.starts (occasion start times, h), "
                  "which NONMEM's data do not give")
     names = {"column": col, "occasions": k_total, "parameters": order, "etas": etas, "omegas": omegas}
-    return {"occasions": k_total, "variance": variance}, names, used
+    section = {"occasions": k_total, "variance": variance, **({} if col.upper() == "OCC" else {"column": col})}
+    return section, names, used
 
 
 def nonmem_random_effects(names: dict, etas) -> np.ndarray:

@@ -208,12 +208,15 @@ class IOVSpec(_Base):
     ``starts``: when each occasion begins in a simulation (h after the first dose, strictly increasing,
     one per occasion; occasion k runs until the next start, the first also before its start): a trial
     simulates parameter P with ``P_occ`` of the occasion in effect (`insilico.engine.simulate`
-    ``occasions``) and refuses a cohort with IOV but no ``starts``."""
+    ``occasions``) and refuses a cohort with IOV but no ``starts``. ``column``: the data column that
+    numbers each record's occasion 1..``occasions`` in a fit on NONMEM data (default ``OCC``, matched
+    case-insensitively; e.g. ``VISIT`` as a control stream's ``IF (VISIT.EQ.1)`` indicators read it)."""
 
     occasions: int = Field(ge=1, le=1000)
     variance: dict[str, Positive] | None = None
     cv_percent: dict[str, Positive] | None = None
     starts: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+    column: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "OCC"
 
     @model_validator(mode="after")
     def _starts(self):

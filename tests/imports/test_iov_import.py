@@ -19,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from insilico.cli import app
+from insilico.errors import SpecError
 from insilico.estimation import build_problem, load_population_model
 from insilico.imports import import_nonmem, nonmem_random_effects, read_phi
 
@@ -157,6 +158,36 @@ def test_individual_predictions_with_nonmem_etas_equal_the_hand_solution(tmp_pat
                 ref.append(amount / v)
         assert got.shape == (6,)
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=0)
+
+
+def test_an_occasion_column_of_another_name_is_written_as_iov_column(tmp_path):
+    """``IF (VISIT.EQ.k)``: the population's ``iov.column`` is VISIT and a fit reads the occasions from it,
+    with the same predictions as the OCC-named stream."""
+    ref = import_nonmem(_stream(tmp_path, name="ref"))
+    visit = tmp_path / "visit"
+    visit.mkdir()
+    path = _stream(visit, PK_INDICATORS.replace("OCC.EQ", "VISIT.EQ"))
+    (visit / "run1.dta").write_text(DATA.replace(" OCC\n", " VISIT\n", 1))
+    path.write_text(path.read_text().replace("DV OCC", "DV VISIT"))
+    r = import_nonmem(path)
+    assert r.ok, r.untranslated
+    assert r.population["iov"] == {**ref.population["iov"], "column": "VISIT"}
+    eta = jnp.asarray([0.1, -0.1, 0.2, -0.3, 0.1])
+    preds = []
+    for pop_file, folder, column in ((ref.population, tmp_path, "OCC"), (r.population, visit, "VISIT")):
+        spec, _ = load_population_model(pop_file)
+        data = pd.read_csv(folder / "run1.dta", sep=r"\s+")
+        assert column in data.columns
+        problem = build_problem(spec, data)
+        sub = jax.tree_util.tree_map(lambda a: a[0], problem.subjects())
+        pred, _ = problem.predict(problem.params.population(jnp.asarray(problem.params.initial)), sub, eta)
+        preds.append(np.asarray(pred)[np.asarray(problem.mask[0])])
+    np.testing.assert_array_equal(preds[0], preds[1])
+    spec, _ = load_population_model(r.population)
+    bad = pd.read_csv(visit / "run1.dta", sep=r"\s+").assign(VISIT=lambda d: d["VISIT"].where(d.index != 4, 7))
+    with pytest.raises(SpecError) as e:
+        build_problem(spec, bad)
+    assert e.value.field == "data.VISIT" and "row 5" in e.value.message
 
 
 NONSTANDARD = PK_INDICATORS.replace("IOV_CL = OCC1*ETA(3) + OCC2*ETA(4) + OCC3*ETA(5)", "IOV_CL = OCC*ETA(3)")
