@@ -1,0 +1,187 @@
+"""Imported public NONMEM runs reproduce NONMEM's own output tables (provenance:
+``tests/data/nonmem/README.md``).
+
+* ``xpose_run001/``: xpose's example run001 (NONMEM 7.3.0, FOCE-I): ADVAN2 TRANS1 with an absorption
+  lag ALAG1, a linear creatinine-clearance effect on CL and weight-proportional V, 74 subjects;
+  ``sdtab001`` holds PRED and IPRED at the final estimates. The unchanged control stream is not
+  translated yet (strict xfail below); ``run001_s2.mod`` is the same structural model in the form
+  the importer reads (three $PK/$ERROR lines, checked below). PRED and IPRED do not depend on the
+  residual model, so NONMEM's table is the reference for both streams.
+* ``pheno_pd/``: a two-output run from pharmpy's test data (NONMEM 7.5.1, FOCE-I): phenobarbital
+  ADVAN1 TRANS2 with a direct linear effect ``E = E0 + SLOPE*A(1)/V`` observed on DVID 2;
+  ``pheno_pd_mytab`` holds CIPREDI. Not translated yet (strict xfail); a hand-written population
+  model with the run's .ext values shows the engine reproduces the table, so the gap is the
+  importer's.
+
+Tolerance: NONMEM prints these tables with 5 significant digits (``1.2345E+01``), so rounding alone
+is up to 5e-5 relative; predictions are compared at 1e-4 relative, record times at 5e-5. PRED is
+at eta = 0 and IPRED (CIPREDI) at the .phi empirical Bayes estimates, which are what NONMEM's
+$TABLE uses after a FOCE estimation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from insilico.estimation import build_problem, load_population_model
+from insilico.imports import import_nonmem, read_ext, read_phi
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "nonmem"
+XPOSE = DATA / "xpose_run001"
+PD = DATA / "pheno_pd"
+RTOL = 1e-4          # predictions: 5-significant-digit table plus margin
+TIME_RTOL = 5e-5     # record times: the table's rounding of TIME
+
+
+def _predictions(problem, eta_of):
+    """(insilico prediction, time) at every fitted record, subject by subject, in data order."""
+    pop = problem.params.population(jnp.asarray(problem.params.initial))
+    subjects = problem.subjects()
+    got, times = [], []
+    for i, sid in enumerate(problem.ids):
+        sub = {k: (v[i] if not isinstance(v, (dict, tuple)) else None) for k, v in subjects.items()}
+        sub["cov"] = {k: v[i] for k, v in subjects["cov"].items()}
+        sub["dose"] = tuple(a[i] for a in subjects["dose"])
+        pred, _ = problem.predict(pop, sub, jnp.asarray(eta_of(sid)))
+        m = np.asarray(problem.mask[i])
+        got.append(np.asarray(pred)[m])
+        times.append(np.asarray(problem.times[i])[m])
+    return np.concatenate(got), np.concatenate(times)
+
+
+# --- xpose run001 -----------------------------------------------------------------------------
+
+def _xpose_problem(stream: str):
+    result = import_nonmem(XPOSE / stream, ext=XPOSE / "run001.ext")
+    assert result.ok, result.untranslated
+    spec, _ = load_population_model(result.population)
+    return result, build_problem(spec, pd.read_csv(XPOSE / "mx19_2.csv"))
+
+
+def _xpose_table():
+    tab = pd.read_csv(XPOSE / "sdtab001", sep=r"\s+", skiprows=1)
+    return tab[tab["EVID"] == 0]                # observation records
+
+
+def _check_xpose_parity(problem, obs):
+    assert problem.n_subjects == 74 and not problem.excluded
+    pred, t = _predictions(problem, lambda sid: np.zeros(problem.n_eta))
+    np.testing.assert_allclose(t, obs["TIME"].to_numpy(), rtol=TIME_RTOL)
+    np.testing.assert_allclose(pred, obs["PRED"].to_numpy(), rtol=RTOL)
+    phi = read_phi(XPOSE / "run001.phi")
+    ipred, _ = _predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2", "ETA3"]].to_numpy())
+    np.testing.assert_allclose(ipred, obs["IPRED"].to_numpy(), rtol=RTOL)
+    return pred
+
+
+@pytest.fixture(scope="module")
+def xpose():
+    result, problem = _xpose_problem("run001_s2.mod")
+    return result, problem, _xpose_table()
+
+
+def test_xpose_derived_stream_changes_only_scale_ipred_and_w():
+    """run001_s2.mod is run001.mod with S2 = V added, IPRED = F (= A(2)/S2) and W as the SD of a
+    variance-additive combined error; nothing else differs."""
+    orig = (XPOSE / "run001.mod").read_text().splitlines()
+    derived = (XPOSE / "run001_s2.mod").read_text().splitlines()
+    assert [ln for ln in orig if ln not in derived] == [" IPRED   = A2/V", " W       = THETA(5)*IPRED + THETA(6)"]
+    assert [ln for ln in derived if ln not in orig] == [
+        " S2      = V", " IPRED   = F", " W       = SQRT((THETA(5)*IPRED)**2 + THETA(6)**2)"]
+
+
+def test_xpose_translation(xpose):
+    result, _, _ = xpose
+    ext = read_ext(XPOSE / "run001.ext")
+    pop = result.population
+    assert pop["model"] == {"name": "1cmt_oral"}
+    assert pop["bsv"]["parameters"] == ["CL", "V", "KA"]
+    assert pop["parameters"]["ALAG"]["typical"] == pytest.approx(ext["THETA4"])
+    (clcr,) = pop["parameters"]["CL"]["effects"]
+    assert (clcr["covariate"], clcr["type"], clcr["ref"]) == ("CLCR", "linear", 65.0)
+    assert clcr["theta"] == pytest.approx(ext["THETA7"])
+
+
+def test_xpose_pred_and_ipred_match_nonmem(xpose):
+    _, problem, obs = xpose
+    pred = _check_xpose_parity(problem, obs)
+    assert (pred == 0).sum() == 1     # one sample at the dose time, inside the lag: NONMEM's PRED is 0 too
+
+
+def test_xpose_pred_matches_closed_form(xpose):
+    """Independent of the engine: superposition of first-order absorption with lag (Gibaldi &
+    Perrier), the .ext values written out from the control stream."""
+    _, problem, obs = xpose
+    ext = read_ext(XPOSE / "run001.ext")
+    data = pd.read_csv(XPOSE / "mx19_2.csv")
+    out = []
+    for _, g in data.groupby("ID", sort=False):
+        cl = ext["THETA1"] * (1 + ext["THETA7"] * (g["CLCR"].iloc[0] - 65))
+        v, ka, lag = ext["THETA2"] * g["WT"].iloc[0], ext["THETA3"], ext["THETA4"]
+        k = cl / v
+        doses = g[g["EVID"] == 1]
+        for t in g.loc[g["EVID"] == 0, "TIME"]:
+            dt = np.clip(t - doses["TIME"].to_numpy() - lag, 0.0, None)
+            out.append(np.sum(doses["AMT"].to_numpy() * ka / (v * (ka - k)) * (np.exp(-k * dt) - np.exp(-ka * dt))))
+    pred, _ = _predictions(problem, lambda sid: np.zeros(problem.n_eta))
+    np.testing.assert_allclose(pred, out, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(out, obs["PRED"].to_numpy(), rtol=RTOL)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "importer: run001.mod has no S2 (ADVAN2 TRANS1, so F = A(2) unscaled) and sets IPRED = A2/V, Y = IPRED + W*EPS(1) "
+    "in $ERROR; import_nonmem requires S2 = V and Y built on F ('S2 is required by ADVAN2 TRANS1 but not assigned'). "
+    "Its W = THETA(5)*IPRED + THETA(6) is also an SD-additive combined error, Var = SIGMA*(a + b*F)**2, which "
+    "insilico's residual models (Var = a**2 + b**2*F**2) cannot express"))
+def test_xpose_original_stream_matches_nonmem():
+    _, problem = _xpose_problem("run001.mod")
+    _check_xpose_parity(problem, _xpose_table())
+
+
+# --- pharmpy pheno_pd (two outputs by DVID) ---------------------------------------------------
+
+def _pd_parity(population):
+    spec, _ = load_population_model(population)
+    data = pd.read_csv(PD / "pheno_pd.csv", sep=r"\s+")
+    problem = build_problem(spec, data)
+    assert problem.n_subjects == 2 and problem.outputs == ("conc", "effect")
+    tab = pd.read_csv(PD / "pheno_pd_mytab", sep=r"\s+", skiprows=1)
+    obs = tab[data["AMT"].to_numpy() == 0]
+    assert set(data.loc[data["AMT"] == 0, "DVID"]) == {1, 2}
+    phi = read_phi(PD / "pheno_pd.phi")
+    ipred, t = _predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2", "ETA3"]].to_numpy())
+    np.testing.assert_allclose(t, obs["TIME"].to_numpy(), rtol=TIME_RTOL)
+    np.testing.assert_allclose(ipred, obs["CIPREDI"].to_numpy(), rtol=RTOL)
+
+
+def test_pheno_pd_reference_model_matches_nonmem():
+    """The translation pheno_pd.ctl should get, written by hand from its .ext (THETA1..4 = CL, VC,
+    E0, SLOPE; OMEGA BLOCK(2) on CL, V and OMEGA(3,3) on E0; proportional errors SIGMA(1,1) on the
+    concentration, SIGMA(2,2) on the effect, as SDs)."""
+    e = read_ext(PD / "pheno_pd.ext")
+    population = {
+        "name": "pheno_pd", "model": {"name": "1cmt_iv+linear"}, "output": "conc",
+        "outputs": {1: "conc", 2: "effect"},
+        "parameters": {"CL": {"typical": e["THETA1"]}, "V": {"typical": e["THETA2"]},
+                       "E0": {"typical": e["THETA3"]}, "SLOPE": {"typical": e["THETA4"]}},
+        "bsv": {"parameters": ["CL", "V", "E0"],
+                "omega": [[e["OMEGA(1,1)"], e["OMEGA(2,1)"], 0.0], [e["OMEGA(2,1)"], e["OMEGA(2,2)"], 0.0],
+                          [0.0, 0.0, e["OMEGA(3,3)"]]]},
+        "residual_error": {"type": "proportional", "proportional": float(np.sqrt(e["SIGMA(1,1)"]))},
+        "residual_errors": {"effect": {"type": "proportional", "proportional": float(np.sqrt(e["SIGMA(2,2)"]))}},
+    }
+    _pd_parity(population)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "importer: pheno_pd.ctl's $ERROR defines a second output E = A(1)*SLOPE/V + E0 (a direct linear effect, "
+    "insilico's 1cmt_iv+linear) selected by IF (DVID.EQ.1) Y = Y ELSE Y = Y_2, and IPRED = A(1)/VC with no S1; "
+    "import_nonmem maps only one output Y = F and reports 'S1 must equal V' and 'E0/SLOPE not used'"))
+def test_pheno_pd_stream_matches_nonmem():
+    result = import_nonmem(PD / "pheno_pd.ctl", ext=PD / "pheno_pd.ext")
+    assert result.ok, result.untranslated
+    _pd_parity(result.population)
