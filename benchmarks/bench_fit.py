@@ -8,12 +8,14 @@ Problems (simulated, fixed seeds; the data sets are written to benchmarks/result
 * ``iv2``: 100 subjects, 2-cmt IV infusion 500 mg over 1 h, CL ~ (WT/70)^0.75 (exponent fixed), log-normal
   CL and V1, 10 % proportional error;
 * ``nuts``: 30 subjects of ``oral1`` with BSV on CL and V, 4 chains x 500 warm-up + 500 draws, the same
-  priors in both samplers (centred etas), ESS/s = min bulk ESS of the population quantities / wall time of
+  model and priors in both samplers (centred: Stan samples eta, insilico log TV + eta, the same posterior),
+  ESS/s = min bulk ESS of the population quantities / wall time of
   warm-up + sampling (Stan: without its C++ compilation; insilico: the first run, compilation included,
   and a second run in the same process).
 insilico's FOCE-I time is reported cold (first fit in a fresh process: tracing and XLA compilation
-included, the persistent compilation cache cleared) and warm (the same fit again in that process). nlme's
-time is that of the ``nlme()`` call. Peers are installed from Debian (r-cran-nlme, r-cran-rstan) when
+included, the persistent compilation cache cleared) and warm (the same fit again in that process), wall and
+process CPU time (the machine may be shared: compare ratios within one run). nlme's time is the elapsed time
+of the ``nlme()`` call. Peers are installed from Debian (r-cran-nlme, r-cran-rstan) when
 missing (root needed). Results: ``benchmarks/results/fit.json``.
 """
 from __future__ import annotations
@@ -113,12 +115,14 @@ import json, sys, time
 from insilico.estimation import fit, NUTS, LOG_2PI
 m = {method!r}
 def one():
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     opt = NUTS(chains=4, warmup=500, samples=500, seed=1) if m == "nuts" else m
     r = fit({model!r}, {str(data)!r}, opt, npde_samples=0)
+    one.cpu = time.process_time() - c
     return time.perf_counter() - t, r
 cold, r = one()
-out = {{"cold_seconds": cold, "estimates": dict(zip(r.names, map(float, r.estimates))), "converged": r.converged,
+out = {{"cold_seconds": cold, "cold_cpu_seconds": one.cpu,
+       "estimates": dict(zip(r.names, map(float, r.estimates))), "converged": r.converged,
        "m2ll": (r.ofv + r.n_observations * LOG_2PI) if m != "nuts" else None}}
 if m == "nuts":
     ds = r.to_dataset()
@@ -126,7 +130,7 @@ if m == "nuts":
                rhat=dict(zip(r.names, map(float, ds.rhat.values))), divergences=int(ds.attrs["divergences"]))
 if {repeat!r}:
     warm, r2 = one()
-    out["warm_seconds"] = warm
+    out["warm_seconds"], out["warm_cpu_seconds"] = warm, one.cpu
     if m == "nuts":
         out["ess_warm"] = dict(zip(r2.names, map(float, r2.to_dataset().ess_bulk.values)))
 print(json.dumps(out))
@@ -176,7 +180,8 @@ def main(argv=None) -> int:
                      "ratio_warm": nl["seconds"] / ins["warm_seconds"],
                      "ratio_cold": nl["seconds"] / ins["cold_seconds"],
                      "m2ll_difference": ins["m2ll"] - nl["m2ll"]}
-        print(f"{k}: FOCE-I cold {ins['cold_seconds']:.1f} s, warm {ins['warm_seconds']:.2f} s | nlme "
+        print(f"{k}: FOCE-I cold {ins['cold_seconds']:.1f} s, warm {ins['warm_seconds']:.2f} s "
+              f"(CPU {ins['warm_cpu_seconds']:.2f} s) | nlme "
               f"{nl['seconds']:.2f} s | nlme/insilico warm {nl['seconds'] / ins['warm_seconds']:.2f}x | "
               f"-2LL insilico {ins['m2ll']:.2f}, nlme {nl['m2ll']:.2f}", flush=True)
     if not a.skip_stan and "nuts" in only:
@@ -189,6 +194,7 @@ def main(argv=None) -> int:
         report["nuts"] = {"insilico": ins, "stan": st,
                           "ess_per_s": {"insilico_cold": ess_ins / ins["cold_seconds"],
                                         "insilico_warm": ess_ins_warm / ins["warm_seconds"],
+                                        "insilico_warm_per_cpu_second": ess_ins_warm / ins["warm_cpu_seconds"],
                                         "stan": ess_st / st["seconds"]}}
         r = report["nuts"]["ess_per_s"]
         print(f"nuts: min bulk ESS/s insilico cold {r['insilico_cold']:.1f}, warm {r['insilico_warm']:.1f} | Stan "

@@ -44,12 +44,17 @@ class NUTS:
     eta (eta = L z, z ~ N(0, I)).
 
     chains (>= 1; >= 4 for R-hat), warmup and samples per chain, seed, target_accept (dual
-    averaging target), max_tree_depth, dense_mass (adapt a dense mass matrix, default: it learns
-    the posterior correlation between typical values and etas that the non-centred
-    parametrisation leaves when individual data are informative; measured on the 24-subject
-    1-cmt test problem: max R-hat 1.075 diagonal vs 1.013 dense, same draws), parameterization
+    averaging target), max_tree_depth, dense_mass (adapt a dense mass matrix; ``None``, the
+    default: dense with the non-centred parametrisation, whose posterior keeps a correlation
+    between typical values and etas when individual data are informative (measured on the
+    24-subject 1-cmt test problem: max R-hat 1.075 diagonal vs 1.013 dense, same draws), diagonal
+    with the centred one, which has no such correlation left (``benchmarks/bench_fit.py``, 30
+    subjects, 4 x (500 + 500): min bulk ESS 1893 diagonal vs 2042 dense, in a third of the CPU
+    time: each leapfrog step of NumPyro's dense-mass NUTS costs ~1.4 ms more on CPU for 66
+    dimensions)), parameterization
     of eta: ``noncentred`` (eta = L z, z ~ N(0, I): best when individual data are sparse),
-    ``centred`` (eta ~ MVN(0, Omega): best when they are informative; Betancourt & Girolami 2013)
+    ``centred`` (log TV + eta ~ MVN(log TV, Omega), hierarchical centring: best when they are
+    informative; Betancourt & Girolami 2013, Gelfand, Sahu & Carlin 1995)
     or ``auto`` (default): centred when subjects have a median of >= 4 observations. Measured on
     16 subjects x 8 samples, 4 chains x 400 draws: centred max R-hat 1.002, min bulk ESS 1282,
     0 divergences; non-centred 1.049, 54, 22 divergences. Priors: see `insilico.estimation` (weakly informative
@@ -61,7 +66,7 @@ class NUTS:
     seed: int = 0
     target_accept: float = 0.8
     max_tree_depth: int = 8
-    dense_mass: bool = True
+    dense_mass: bool | None = None
     parameterization: str = "auto"
     name = "nuts"
 

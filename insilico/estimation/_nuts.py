@@ -2,8 +2,12 @@
 
 Model: for each block of Omega, SDs ``omega_k`` and an LKJ Cholesky factor of the correlation;
 eta non-centred (``eta_i = L z_i``, ``z_i ~ N(0, I)``; Papaspiliopoulos et al. 2007) or centred
-(``eta_i ~ MVN(0, Omega)``), chosen by `NUTS.parameterization` (default: by how informative each
-subject's data are); observations through the one
+(hierarchical centring, Gelfand, Sahu & Carlin 1995: the sampled quantity is ``u_i = log TV + eta_i``,
+``u_i ~ MVN(log TV, Omega)`` with TV the typical values of the BSV parameters, and ``eta_i = u_i - log TV``;
+a shift with unit Jacobian, so the posterior is that of ``eta_i ~ MVN(0, Omega)``, but with informative
+individual data ``u_i`` is nearly independent of TV where ``eta_i`` is strongly correlated with it),
+chosen by `NUTS.parameterization` (default: by how informative each subject's data are); observations
+through the one
 log-density's residual part (`insilico.estimation._likelihood`: each record from its own output,
 censored M3 records by their probability). Fixed quantities stay at their values.
 
@@ -37,6 +41,7 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import MCMC, init_to_median
 from numpyro.infer import NUTS as NumPyroNUTS
 
+from insilico.errors import SpecError
 from insilico.estimation._diagnostics import diagnostics
 from insilico.estimation._likelihood import log_likelihood
 from insilico.estimation._result import FitResult
@@ -82,8 +87,11 @@ def _model(problem, subjects, centred=False):
     n, kk = problem.n_subjects, problem.n_eta
     eta = None
     if kk and centred:
+        # hierarchical centring (module docstring): sample log P_i - log(covariate part) = log TV + eta_i
+        loc = jnp.log(jnp.stack([jnp.asarray(pop.typical[pop.names.index(b)]) for b in pop.bsv_names]))
         with numpyro.plate("subject", n):
-            eta = numpyro.sample("eta", dist.MultivariateNormal(jnp.zeros(kk), scale_tril=pop.omega_chol))
+            u = numpyro.sample("log_individual", dist.MultivariateNormal(loc, scale_tril=pop.omega_chol))
+        eta = numpyro.deterministic("eta", u - loc)
     elif kk:
         with numpyro.plate("subject", n):
             z = numpyro.sample("z", dist.Normal(jnp.zeros(kk), 1.0).to_event(1))
@@ -107,15 +115,19 @@ def tail_ess(x: np.ndarray) -> float:
 
 def fit_nuts(problem, options) -> FitResult:
     """Sample the posterior with NUTS; the result holds the draws and their summaries."""
+    if problem.n_kappa:
+        raise SpecError("iov", "NUTS does not estimate inter-occasion variability yet: use method focei or laplace, "
+                               "or remove the iov section")
     start = time.perf_counter()
     problem = replace(problem, solver=replace(problem.solver, adjoint="reverse"))
     pv = problem.params
-    kernel = NumPyroNUTS(_model, target_accept_prob=options.target_accept, max_tree_depth=options.max_tree_depth,
-                         init_strategy=init_to_median(num_samples=15), dense_mass=options.dense_mass)
-    mcmc = MCMC(kernel, num_warmup=options.warmup, num_samples=options.samples, num_chains=options.chains,
-                chain_method="vectorized", progress_bar=False)
     centred = options.parameterization == "centred" or (
         options.parameterization == "auto" and np.median(problem.mask.sum(axis=1)) >= 4)
+    dense = (not centred) if options.dense_mass is None else bool(options.dense_mass)
+    kernel = NumPyroNUTS(_model, target_accept_prob=options.target_accept, max_tree_depth=options.max_tree_depth,
+                         init_strategy=init_to_median(num_samples=15), dense_mass=dense)
+    mcmc = MCMC(kernel, num_warmup=options.warmup, num_samples=options.samples, num_chains=options.chains,
+                chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(options.seed), problem, problem.subjects(), bool(centred), extra_fields=("diverging",))
     samples = mcmc.get_samples(group_by_chain=True)
     draws = np.asarray(samples["natural"])                          # (chains, draws, p)
@@ -149,7 +161,8 @@ def fit_nuts(problem, options) -> FitResult:
     message = "; ".join(reasons) or "R-hat <= 1.01, no divergences"
     if reasons:
         warnings.warn(f"NUTS: {message}", RuntimeWarning, stacklevel=3)
-    extra_info = {"parameterization": "centred" if centred else "noncentred"}
+    extra_info = {"parameterization": "centred" if centred else "noncentred",
+                  "mass_matrix": "dense" if dense else "diagonal"}
     return FitResult(
         method="nuts", names=pv.names, kinds=tuple(e.kind for e in pv.entries), estimates=mean,
         fixed=np.array([e.fixed for e in pv.entries]), covariance=cov, ofv=float("nan"), converged=converged,
