@@ -10,7 +10,9 @@ file (``PopulationModelSpec``):
   Q2/Q3 and ADVAN12's Q3/Q4 are Q/Q3). The scale of the observed compartment (S1 or S2) must equal
   its volume, so that F = amount / volume is insilico's ``conc``; with TRANS1 the scale is the
   volume and the rate constants become clearances (CL = K*V, Q = K12*V, V2 = K12*V/K21), each of
-  which must then have the population form below.
+  which must then have the population form below. A stream with no S<k> that computes the
+  concentration in $ERROR, ``IPRED = A(k)/V`` (or via ``A2 = A(2)``) with Y built on it, k the central
+  compartment, V an expression of $PK variables, is read as the scale S<k> = V (`_implicit_scale`).
 * $SUBROUTINE ADVAN3/4 TRANS3 (CL, V, Q, VSS), TRANS5 (AOB, ALPHA, BETA) and TRANS6 (ALPHA, BETA,
   K21 or K32), ADVAN11/12 TRANS6 (ALPHA, BETA, GAMMA, K21/K31 or K32/K42) -> the same built-ins in
   NONMEM's parameters (`insilico.imports._trans`: the model ``insilico.imports:advan3_trans3`` etc.
@@ -490,6 +492,30 @@ def _report_lines(cs, needed: set[str], failed: dict[str, str], pk_lines: dict |
     return out
 
 
+def _unread_lines(cs, needed: set[str]) -> list[tuple[str, str]]:
+    """$ERROR lines that assign a variable the translation uses from a variable of the code that it
+    does not use: pharmpy-core did not read them into the model (e.g. the output selection
+    ``IF (DVID.EQ.1) THEN Y = Y ELSE Y = Y_2 END IF`` of a two-output stream is dropped, and Y would
+    silently be the first output alone). [(``$ERROR line k: code``, why)]."""
+    out = []
+    for rec in cs.get_records("ERROR"):
+        lines = [ln.split(";")[0].strip() for ln in _code_lines(rec)]
+        assigned = {m.group(1).upper() for ln in lines if (m := _ASSIGN.match(ln))}
+        for k, code in enumerate(lines):
+            m = _ASSIGN.match(code)
+            if m is None or m.group(1).upper() not in needed:
+                continue
+            # names of the right-hand side: numbers (2.2E-16) and operators (.EQ.) removed first
+            rhs = re.sub(r"(?<![\w.])(\d+\.?\d*|\.\d+)([EDed][+-]?\d+)?|\.[A-Za-z]+\.", " ", code[m.end():])
+            rhs = {n.upper() for n in re.findall(r"[A-Za-z_]\w*", rhs)}
+            lost = sorted((rhs & assigned) - needed)
+            if lost:
+                out.append((f"$ERROR line {k}: {code}", f"{m.group(1)} from {', '.join(lost)}: this assignment "
+                            "is not in the model pharmpy-core reads (a second output or an IF it does not "
+                            "translate); not translated"))
+    return out
+
+
 def _needed(statements, targets: set[str]) -> set[str]:
     """Names of the assignments the ``targets`` depend on (targets included)."""
     needed = set(targets)
@@ -754,6 +780,30 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     wanted = {ins: _form(e) for ins, e in pk_map.items()}
     if builtin.endswith("oral"):
         wanted.update({ins: sympy.Symbol(nm) for ins, nm in _OPTIONAL.items() if _assigned(model, nm)})
+    # no S<k>, the prediction written as A(k)/V in $ERROR: that V is the scale (`_implicit_scale`)
+    implicit = None
+    if not _assigned(model, scale):
+        try:
+            implicit = _implicit_scale(model, scale, ctx)
+        except _Untranslatable as e:
+            var, why = e.args
+            failed[var] = why
+    if implicit is not None:
+        divisor, line_var = implicit
+        over = f"A({scale[1:]})/" + (str(divisor) if divisor.is_Symbol else f"({divisor})")
+        implicit_note = (f"$ERROR {line_var}: no {scale}; {over} read as the scale {scale} = {divisor} (insilico's "
+                         "conc, the central amount over its volume)")
+
+    def pk_full(n):
+        """The full $PK expression of ``n``; the scale's is its divisor's when it is implicit."""
+        if n == scale and implicit is not None:
+            d = implicit[0]
+            return d.subs({x: _pk_expression(model, x.name) for x in d.free_symbols})
+        return _pk_expression(model, n)
+
+    def pk_assigned(n):
+        return _assigned(model, n) or (n == scale and implicit is not None)
+
     nm_targets = set()
     eta_owner: dict[str, str] = {}
     key_of: dict[str, str] = {}
@@ -762,7 +812,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
         nm_targets |= set(needs)
         key = needs[0] if len(needs) == 1 else next(n for n in needs if not re.fullmatch(r"S\d", n))
         key_of[ins_par] = key
-        missing = [n for n in needs if not _assigned(model, n)]
+        missing = [n for n in needs if not pk_assigned(n)]
         if missing:
             why = "is" if len(missing) == 1 else "are"
             failed[key] = (f"{', '.join(missing)} {why} required by {advan[0]} {advan[1]} but not assigned in $PK"
@@ -770,7 +820,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
                               if scale in missing else ""))
             untranslated.append(f"$PK: {failed[key]}")
             continue
-        expr = form.subs({sympy.Symbol(n): _pk_expression(model, n) for n in needs})
+        expr = form.subs({sympy.Symbol(n): pk_full(n) for n in needs})
         if len(needs) > 1:
             expr = _simplify_product(expr)
         if expr.is_number and ins_par in _OPTIONAL:
@@ -789,21 +839,28 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
             relations.pop(ins_par)
         elif eta:
             eta_owner[eta] = ins_par
-    vol_expr = wanted[volume].subs({sympy.Symbol(n): _pk_expression(model, n) for n in
-                                    (s.name for s in wanted[volume].free_symbols) if _assigned(model, n)})
-    if not _assigned(model, scale) or sympy.simplify(_pk_expression(model, scale) - vol_expr) != 0:
-        failed[scale] = f"{scale} must equal {pk_map[volume]} (F = amount / volume is the concentration)"
+    vol_expr = wanted[volume].subs({sympy.Symbol(n): pk_full(n) for n in
+                                    (s.name for s in wanted[volume].free_symbols) if pk_assigned(n)})
+    if not pk_assigned(scale) or sympy.simplify(pk_full(scale) - vol_expr) != 0:
+        if implicit is not None:
+            failed[implicit[1]] = (f"{over} with no {scale}: the divisor must equal {pk_map[volume]} (the central "
+                                   "volume, so that it is the concentration)")
+        else:
+            failed[scale] = f"{scale} must equal {pk_map[volume]} (F = amount / volume is the concentration)"
     iov_failed, iov_notes = _check_iov(relations, model, ctx)
     failed.update({key_of[p]: why for p, why in iov_failed.items()})
     _report_iov_carriers(failed, model, ctx, "")
     untranslated += iov_notes
     try:
-        res_type, res_parts = _residual(model, scale, ctx)
+        res_type, res_parts = _residual(model, scale, ctx, implicit[0] if implicit else None)
     except _Untranslatable as e:
         failed["Y"] = f"residual model: {e}"
         res_type, res_parts = None, {}
 
     needed = _needed(model.statements, nm_targets | {scale, "Y"})
+    for where, why in _unread_lines(cs, needed):
+        failed[where] = why
+        untranslated.append(f"{where} -- {why}")
     untranslated += _report_lines(cs, needed, failed, ctx.pk_lines)
     for k, v in failed.items():
         if not any(f"-- {v}" in line for line in untranslated):
@@ -813,7 +870,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
 
     population, names, notes = _assemble(model, path, model_ref, relations, fixed_model, res_type, res_parts,
                                          ctx, nm_names, thetas)
-    untranslated += notes
+    untranslated += notes + ([implicit_note] if implicit is not None else [])
     if advan in TRANS_MODELS:
         typical = {p: e["typical"] for p, e in population["parameters"].items()}
         micro = micro_constants(advan[0], advan[1], typical)
@@ -945,16 +1002,66 @@ def _nonmem_names(model, thetas) -> dict[str, str]:
     return out
 
 
-def _residual(model, scale, ctx):
-    """Y of $ERROR in terms of F (the amount over the scale), then `residual_relation`."""
+def _residual(model, scale, ctx, divisor=None):
+    """Y of $ERROR in terms of F (the amount over the scale, or over ``divisor`` when the scale is
+    implicit: `_implicit_scale`), then `residual_relation`."""
     y = model.statements.after_odes.full_expression("Y")._sympy_()
     f_sym = sympy.Symbol("F")
     amounts = [a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)]
     if len({str(a.func) for a in amounts}) != 1:
         raise _Untranslatable("Y must depend on the observed compartment's amount through F only")
-    y = y.subs(amounts[0], f_sym * sympy.Symbol(scale) if scale else f_sym)
+    size = divisor if divisor is not None else sympy.Symbol(scale) if scale else None
+    y = y.subs(amounts[0], f_sym * size if size is not None else f_sym)
     y = _drop_w_guard(y)
     return residual_relation(sympy.simplify(y), f_sym, ctx)
+
+
+def _implicit_scale(model, scale: str, ctx: _Context):
+    """The scale of a stream that writes no ``S<k>`` (``scale``) and computes the concentration in
+    $ERROR itself, ``IPRED = A(k)/V`` (also through ``A2 = A(2)``), with Y built on it.
+
+    PREDPP's F is then the unscaled amount A(k), and NONMEM's prediction (Y at EPS = 0) is
+    A(k)/D. When A(k) is the central compartment's amount (the one the built-in's ``conc`` reads:
+    k = 1 for ADVAN1/3/11, 2 for ADVAN2/4/12; NONMEM Users Guide VI) and D is an expression of
+    $PK variables only, A(k)/D is what ``S<k> = D`` would give as F, so D is taken as the scale
+    (whose checks follow: it must equal the central volume, or with TRANS1 it is that volume).
+    Returns (D, the $ERROR variable that computes the prediction), or None when Y does not read
+    a compartment amount or its prediction is F = A(k) itself (no S<k> at all: reported as
+    missing). Raises `_Untranslatable(variable, why)` when it reads another compartment's amount
+    or divides by something other than $PK variables."""
+    after = model.statements.after_odes
+    if not _assigned_after(model, "Y"):
+        return None
+    y = after.full_expression("Y")._sympy_()
+    amounts = {a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)}
+    if not amounts:
+        return None
+    y0 = sympy.simplify(y.subs({sympy.Symbol(e): 0 for e in ctx.eps}))
+    # the $ERROR line whose value is the prediction (IPRED), else Y
+    seen, line_var = {}, "Y"
+    for st in after:
+        sym = getattr(st, "symbol", None)
+        if sym is None:
+            continue
+        val = st.expression._sympy_().subs(seen)
+        seen[sym._sympy_()] = val
+        if str(sym) not in ("F", "Y") and sympy.simplify(val.subs({sympy.Symbol(e): 0 for e in ctx.eps}) - y0) == 0:
+            line_var = str(sym).upper()
+            break
+    k = scale[1:]
+    central = sympy.sympify(model.statements.ode_system.central_compartment.amount)
+    if amounts != {central}:
+        other = ", ".join(sorted(str(a.func) for a in amounts - {central}))
+        raise _Untranslatable(line_var, f"the prediction {y0} reads {other}, not A({k}) (the central compartment, "
+                                        f"whose amount over its volume {scale} is insilico's conc)")
+    divisor = sympy.simplify(central / y0)
+    if divisor == 1:
+        return None
+    names = {s.name for s in divisor.free_symbols}
+    if divisor.has(central) or not names or not all(_assigned(model, n) for n in names):
+        raise _Untranslatable(line_var, f"the prediction {y0} with no {scale} is not A({k}) divided by a $PK "
+                                        f"volume ({scale} would be that divisor: F = A({k})/{scale})")
+    return divisor, line_var
 
 
 def _drop_w_guard(y):

@@ -3,10 +3,13 @@
 
 * ``xpose_run001/``: xpose's example run001 (NONMEM 7.3.0, FOCE-I): ADVAN2 TRANS1 with an absorption
   lag ALAG1, a linear creatinine-clearance effect on CL and weight-proportional V, 74 subjects;
-  ``sdtab001`` holds PRED and IPRED at the final estimates. The unchanged control stream is not
-  translated yet (strict xfail below); ``run001_s2.mod`` is the same structural model in the form
-  the importer reads (three $PK/$ERROR lines, checked below). PRED and IPRED do not depend on the
-  residual model, so NONMEM's table is the reference for both streams.
+  ``sdtab001`` holds PRED and IPRED at the final estimates. The stream writes no S2 and computes
+  ``IPRED = A2/V`` in $ERROR, which the importer reads as the scale S2 = V; its residual
+  ``W = THETA(5)*IPRED + THETA(6)`` is not an insilico residual model, so the unchanged stream is a
+  strict xfail below, and a copy with only that W line rewritten (``W = SQRT(...)``, made in
+  tmp_path) is checked instead. ``run001_s2.mod`` is the same structural model written with S2 = V
+  and IPRED = F (three $PK/$ERROR lines, checked below). PRED and IPRED do not depend on the
+  residual model, so NONMEM's table is the reference for every stream.
 * ``pheno_pd/``: a two-output run from pharmpy's test data (NONMEM 7.5.1, FOCE-I): phenobarbital
   ADVAN1 TRANS2 with a direct linear effect ``E = E0 + SLOPE*A(1)/V`` observed on DVID 2;
   ``pheno_pd_mytab`` holds CIPREDI. Not translated yet (strict xfail); a hand-written population
@@ -20,6 +23,7 @@ $TABLE uses after a FOCE estimation.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -132,11 +136,73 @@ def test_xpose_pred_matches_closed_form(xpose):
     np.testing.assert_allclose(out, obs["PRED"].to_numpy(), rtol=RTOL)
 
 
+W_ORIGINAL = " W       = THETA(5)*IPRED + THETA(6)"
+W_VARIANCE = " W       = SQRT((THETA(5)*IPRED)**2 + THETA(6)**2)"
+
+
+def _xpose_variant(tmp_path, old: str, new: str) -> str:
+    """run001.mod with the one line ``old`` replaced by ``new``, written next to a copy of its data."""
+    text = (XPOSE / "run001.mod").read_text()
+    assert text.count(old + "\n") == 1
+    (tmp_path / "mx19_2.csv").write_bytes((XPOSE / "mx19_2.csv").read_bytes())
+    (tmp_path / "run001_w.mod").write_text(text.replace(old + "\n", new + "\n"))
+    return str(tmp_path / "run001_w.mod")
+
+
+def test_xpose_stream_without_s2_matches_nonmem(tmp_path, xpose):
+    """run001.mod with only its W line rewritten as the SD of a variance-additive combined error:
+    still no S2, ``A2 = A(2)``, ``IPRED = A2/V``, ``Y = IPRED + W*EPS(1)``. The importer reads A(2)/V
+    as the scale S2 = V, so the translation is run001_s2.mod's and PRED/IPRED match NONMEM's table."""
+    stream = _xpose_variant(tmp_path, W_ORIGINAL, W_VARIANCE)
+    text = Path(stream).read_text()
+    assert " IPRED   = A2/V\n" in text and " A2      = A(2)\n" in text and not re.search(r"^\s*S2\s*=", text, re.M)
+    result = import_nonmem(stream, ext=XPOSE / "run001.ext")
+    assert result.ok, result.untranslated
+    assert any(line.startswith("$ERROR IPRED: no S2; A(2)/V read as the scale S2 = V")
+               for line in result.untranslated), result.untranslated
+    s2_result, _, obs = xpose
+    for key in ("model", "parameters", "bsv", "residual_error"):
+        assert result.population[key] == s2_result.population[key], key
+    spec, _ = load_population_model(result.population)
+    _check_xpose_parity(build_problem(spec, pd.read_csv(XPOSE / "mx19_2.csv")), obs)
+
+
+@pytest.mark.parametrize("ipred, why", [
+    (" IPRED   = A1/V", "reads A_DEPOT, not A(2) (the central compartment"),        # another compartment
+    (" IPRED   = A2/THETA(2)", "is not A(2) divided by a $PK volume"),             # not a $PK volume
+])
+def test_xpose_other_predictions_are_reported(tmp_path, ipred, why):
+    text = Path(_xpose_variant(tmp_path, W_ORIGINAL, W_VARIANCE)).read_text()
+    (tmp_path / "run001_w.mod").write_text(text.replace(" IPRED   = A2/V\n", ipred + "\n"))
+    result = import_nonmem(tmp_path / "run001_w.mod")
+    assert not result.ok and result.population is None
+    assert any(line.startswith(f"$ERROR line 3: {ipred.strip()} -- ") and why in line
+               for line in result.untranslated), result.untranslated
+    assert any("S2 is required by ADVAN2 TRANS1" in line for line in result.untranslated), result.untranslated
+
+
+@pytest.mark.parametrize("divisor", ["VC", "V/1000"])
+def test_pheno_without_s1_divisor_must_be_the_volume(tmp_path, divisor):
+    """ADVAN1 TRANS2 (V is a $PK parameter): pheno.mod with ``S1 = VC`` removed and ``IPRED = A(1)/VC``
+    translates as pheno.mod itself; a divisor other than V (``V/1000``) is reported on its line."""
+    text = (DATA / "pheno.mod").read_text()
+    assert text.count("S1 = VC\n") == 1 and text.count("Y = F + F*EPS(1)\n") == 1
+    (tmp_path / "pheno.dta").write_bytes((DATA / "pheno.dta").read_bytes())
+    (tmp_path / "pheno.mod").write_text(text.replace("S1 = VC\n", "").replace(
+        "Y = F + F*EPS(1)\n", f"IPRED = A(1)/{divisor}\nY = IPRED + IPRED*EPS(1)\n"))
+    result = import_nonmem(tmp_path / "pheno.mod")
+    if divisor == "VC":
+        assert result.ok, result.untranslated
+        assert result.population == import_nonmem(DATA / "pheno.mod").population
+    else:
+        assert not result.ok and any(line.startswith("$ERROR line 1: IPRED = A(1)/V/1000 -- A(1)/(1000*V) with no S1: "
+                                                     "the divisor must equal V") for line in result.untranslated)
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "importer: run001.mod has no S2 (ADVAN2 TRANS1, so F = A(2) unscaled) and sets IPRED = A2/V, Y = IPRED + W*EPS(1) "
-    "in $ERROR; import_nonmem requires S2 = V and Y built on F ('S2 is required by ADVAN2 TRANS1 but not assigned'). "
-    "Its W = THETA(5)*IPRED + THETA(6) is also an SD-additive combined error, Var = SIGMA*(a + b*F)**2, which "
-    "insilico's residual models (Var = a**2 + b**2*F**2) cannot express"))
+    "importer: run001.mod's W = THETA(5)*IPRED + THETA(6) makes Y = IPRED + W*EPS(1) an SD-additive combined "
+    "error, Var = SIGMA*(a + b*F)**2, which insilico's residual models (Var = a**2 + b**2*F**2) cannot express "
+    "(its IPRED = A2/V with no S2 is read as S2 = V: test_xpose_stream_without_s2_matches_nonmem)"))
 def test_xpose_original_stream_matches_nonmem():
     _, problem = _xpose_problem("run001.mod")
     _check_xpose_parity(problem, _xpose_table())
@@ -179,8 +245,9 @@ def test_pheno_pd_reference_model_matches_nonmem():
 
 @pytest.mark.xfail(strict=True, reason=(
     "importer: pheno_pd.ctl's $ERROR defines a second output E = A(1)*SLOPE/V + E0 (a direct linear effect, "
-    "insilico's 1cmt_iv+linear) selected by IF (DVID.EQ.1) Y = Y ELSE Y = Y_2, and IPRED = A(1)/VC with no S1; "
-    "import_nonmem maps only one output Y = F and reports 'S1 must equal V' and 'E0/SLOPE not used'"))
+    "insilico's 1cmt_iv+linear) selected by IF (DVID.EQ.1) Y = Y ELSE Y = Y_2 (which pharmpy-core does not read); "
+    "import_nonmem maps only one output (IPRED = A(1)/VC, read as S1 = VC) and reports 'Y = Y_2' and "
+    "'E0/SLOPE not used'"))
 def test_pheno_pd_stream_matches_nonmem():
     result = import_nonmem(PD / "pheno_pd.ctl", ext=PD / "pheno_pd.ext")
     assert result.ok, result.untranslated
