@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from insilico.population import SIGMA_FIELDS
 from insilico.versions import package_versions
 
 __all__ = ["FitResult"]
@@ -272,14 +273,12 @@ class FitResult:
             iov = {k: v for k, v in spec["iov"].items() if k not in ("variance", "cv_percent")}
             spec["iov"] = {**iov, "variance": {n: values[f"OMEGA_IOV({j + 1},{j + 1})"]
                                                for j, n in enumerate(self.iov_names)}}
-        fields = {"additive": ["additive"], "proportional": ["proportional"],
-                  "combined": ["proportional", "additive"], "exponential": ["exponential"]}
         primary = spec.get("output", "conc")
         others = [o for o in dict.fromkeys(spec.get("outputs", {}).get(k) for k in sorted(spec.get("outputs", {}),
                                                                                         key=int)) if o != primary]
         k = 0
         for r in [spec["residual_error"], *(spec["residual_errors"][o] for o in others)]:   # SIGMA order
-            for f in fields[r["type"]]:
+            for f in SIGMA_FIELDS[r["type"]]:     # the one naming convention (combined1: like combined)
                 k += 1
                 r[f] = float(np.sqrt(values[f"SIGMA({k},{k})"]))
         return spec
@@ -290,7 +289,10 @@ class FitResult:
         THETA1..n (typical values and effects in population-model order),
         SIGMA(i,j) and OMEGA(i,j) (lower triangles), OBJ. With IOV, OMEGA is NONMEM's expanded
         matrix diag(Omega, Omega_IOV, ..., Omega_IOV) (one SAME block per occasion, values and SEs
-        repeated; module docstring)."""
+        repeated; module docstring). SIGMA(k,k) are the squared residual SDs of
+        `insilico.population.SIGMA_FIELDS`; for a ``combined1`` model (SD = a + b f) they are b^2 and
+        a^2, the squares of the THETAs of NONMEM's ``W = THETA(b)*IPRED + THETA(a)`` with
+        ``$SIGMA 1 FIX``."""
         vals = dict(zip(self.names, self.estimates))
         ses = dict(zip(self.names, self.se))
         thetas = [n for n, k in zip(self.names, self.kinds) if k in ("typical", "effect", "multiplier")]

@@ -10,8 +10,10 @@ predictions f_ij = f(t_ij; individual parameters) and observations y_ij::
                         + sum_j log N(y_ij; f_ij, sigma_ij^2)
 
 with sigma_ij = a (additive), b |f_ij| (proportional), sqrt((b f_ij)^2 + a^2) (combined,
-y = f (1 + b eps1) + a eps2); for the exponential model y = f exp(s eps) the likelihood is
-that of log y: N(log y_ij; log f_ij, s^2) (log-transform-both-sides, no Jacobian term).
+y = f (1 + b eps1) + a eps2; Monolix combined2), a + b |f_ij| (combined1, y = f + (a + b |f|) eps;
+Monolix combined1, NONMEM ``W = THETA(b)*IPRED + THETA(a)``); for the exponential model
+y = f exp(s eps) the likelihood is that of log y: N(log y_ij; log f_ij, s^2)
+(log-transform-both-sides, no Jacobian term).
 
 Constants: every normal density is complete (NumPyro's ``log_prob``), including
 -1/2 log(2 pi) per observation and per random effect. NONMEM's objective function omits them:
@@ -29,7 +31,9 @@ __all__ = ["log_density", "residual_sd"]
 
 
 def residual_sd(residual: ResidualError, f) -> jnp.ndarray:
-    """SD of an observation with prediction ``f`` (on the log scale for ``exponential``)."""
+    """SD of an observation with prediction ``f`` (on the log scale for ``exponential``), in the
+    observation's units: a, b |f|, sqrt(a^2 + (b f)^2) (combined), a + b |f| (combined1) or s.
+    An unknown type raises ValueError (never another type's SD)."""
     f = jnp.asarray(f)
     if residual.type == "additive":
         return residual.additive * jnp.ones_like(f)
@@ -37,7 +41,11 @@ def residual_sd(residual: ResidualError, f) -> jnp.ndarray:
         return residual.proportional * jnp.abs(f)
     if residual.type == "combined":
         return jnp.sqrt((residual.proportional * f) ** 2 + residual.additive ** 2)
-    return residual.exponential * jnp.ones_like(f)
+    if residual.type == "combined1":
+        return residual.additive + residual.proportional * jnp.abs(f)
+    if residual.type == "exponential":
+        return residual.exponential * jnp.ones_like(f)
+    raise ValueError(f"unknown residual error type {residual.type!r}")
 
 
 def log_density(pop: PopulationModel, eta=None, kappa=None, *, y=None, f=None, mask=None) -> jnp.ndarray:

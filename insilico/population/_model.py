@@ -67,9 +67,10 @@ class Effect(eqx.Module):
 
 
 class ResidualError(eqx.Module):
-    """Residual error model: ``type`` (additive, proportional, combined, exponential) and its
-    SDs (``additive`` in the observation's units, ``proportional`` relative, ``exponential``
-    on the log scale); unused ones are 0."""
+    """Residual error model: ``type`` (additive, proportional, combined, combined1, exponential) and
+    its SDs (``additive`` in the observation's units, ``proportional`` relative, ``exponential``
+    on the log scale); unused ones are 0. ``combined`` adds variances (SD = sqrt(a^2 + (b f)^2)),
+    ``combined1`` adds SDs (SD = a + b |f|); see `ResidualErrorSpec`."""
 
     type: str = eqx.field(static=True)
     additive: float | jnp.ndarray = 0.0

@@ -18,7 +18,11 @@ In this order (NONMEM's THETA, OMEGA, SIGMA grouping; values on the natural scal
   that every occasion shares, NONMEM's ``$OMEGA BLOCK(n) SAME``);
 * the residual variances ``SIGMA(k,k)`` (kind ``sigma``; NONMEM's EPS variances): per residual
   model its SDs squared in `SIGMA_FIELDS` order (k = 1 the proportional or only error, k = 2 the
-  additive error of a combined model), numbered on over several observed outputs.
+  additive error of a combined model), numbered on over several observed outputs. A ``combined1``
+  model (SD = a + b f) is named like ``combined``: SIGMA(1,1) = b^2, SIGMA(2,2) = a^2, the squares of
+  its two SD coefficients. Here these are not the variances of two EPS: NONMEM writes this model
+  with THETAs, ``W = THETA(b)*IPRED + THETA(a)`` and ``$SIGMA 1 FIX``, whose values are the square
+  roots of these SIGMAs.
 """
 from __future__ import annotations
 
@@ -31,8 +35,10 @@ from insilico.population._model import PopulationModel
 __all__ = ["SIGMA_FIELDS", "Quantity", "omega_blocks", "population_quantities"]
 
 SIGMA_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
-                "combined": ("proportional", "additive"), "exponential": ("exponential",)}
-"""Residual type -> the `ResidualError` SD fields whose squares are its SIGMA(k,k), in k order."""
+                "combined": ("proportional", "additive"), "combined1": ("proportional", "additive"),
+                "exponential": ("exponential",)}
+"""Residual type -> the `ResidualError` SD fields whose squares are its SIGMA(k,k), in k order
+(``combined1``: the squared SD coefficients, module docstring)."""
 
 
 class Quantity(NamedTuple):

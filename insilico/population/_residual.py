@@ -9,7 +9,9 @@ Key of observation ``j`` of subject ``i``::
 
 so a subject's noise does not depend on which other subjects or observations are simulated
 with it. Error models (NONMEM $ERROR style): additive y = f + a eps1; proportional
-y = f (1 + b eps1); combined y = f (1 + b eps1) + a eps2; exponential y = f exp(s eps1).
+y = f (1 + b eps1); combined y = f (1 + b eps1) + a eps2; combined1 y = f + (a + b |f|) eps1
+(SD a + b f: Monolix combined1, NONMEM ``Y = IPRED + W*EPS(1)``, ``W = THETA(b)*IPRED + THETA(a)``);
+exponential y = f exp(s eps1).
 The matching likelihood is :func:`~insilico.population.log_density`.
 
 With concrete inputs the kernel is kept across processes (`insilico.exported.persistent`, one
@@ -61,7 +63,11 @@ def _noisy(f, root, subjects, observations, kind: str, additive, proportional, e
         return f * (1.0 + proportional * e1)
     if kind == "combined":
         return f * (1.0 + proportional * e1) + additive * e2
-    return f * jnp.exp(exponential * e1)
+    if kind == "combined1":
+        return f + (additive + proportional * jnp.abs(f)) * e1
+    if kind == "exponential":
+        return f * jnp.exp(exponential * e1)
+    raise ValueError(f"unknown residual error type {kind!r}")
 
 
 _KEPT: dict = {}

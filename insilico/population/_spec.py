@@ -243,7 +243,8 @@ class IOVSpec(_Base):
 
 
 _RESIDUAL_FIELDS = {"additive": ("additive",), "proportional": ("proportional",),
-                    "combined": ("additive", "proportional"), "exponential": ("exponential",)}
+                    "combined": ("additive", "proportional"), "combined1": ("additive", "proportional"),
+                    "exponential": ("exponential",)}
 
 
 class ResidualErrorSpec(_Base):
@@ -253,11 +254,18 @@ class ResidualErrorSpec(_Base):
     * ``proportional``: y = f * (1 + proportional * eps)  (``proportional``: SD of the
       relative error, e.g. 0.15 = 15 %)
     * ``combined``: y = f * (1 + proportional * eps1) + additive * eps2, so
-      Var(y) = (proportional * f)^2 + additive^2
+      Var(y) = (proportional * f)^2 + additive^2 (Monolix ``combined2``; NONMEM
+      ``W = SQRT(THETA(a)**2 + (THETA(b)*IPRED)**2)``)
+    * ``combined1``: y = f + (additive + proportional * |f|) * eps, so
+      SD(y) = additive + proportional * |f| (the SDs add, not the variances). Monolix's
+      ``combined1`` error model (Monolix documentation, "Residual error model": combined1
+      g = a + b f, combined2 g = sqrt(a^2 + b^2 f^2)); NONMEM's ``W = THETA(b)*IPRED + THETA(a)``,
+      ``Y = IPRED + W*EPS(1)`` with ``$SIGMA 1 FIX``. ``additive`` in the observation's units,
+      ``proportional`` relative.
     * ``exponential``: y = f * exp(exponential * eps)  (SD on the log scale)
     """
 
-    type: Literal["additive", "proportional", "combined", "exponential"]
+    type: Literal["additive", "proportional", "combined", "combined1", "exponential"]
     additive: float | None = Field(default=None, ge=0, validate_default=True)
     proportional: float | None = Field(default=None, ge=0, validate_default=True)
     exponential: float | None = Field(default=None, ge=0, validate_default=True)
