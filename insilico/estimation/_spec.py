@@ -17,12 +17,13 @@ Example (``population.yaml``)::
       fix: [CL.WT]                # the allometric exponent is not estimated
       bounds: {KA: [0.1, 10]}
 
-Names of estimated quantities (used by ``fix``, ``bounds``, results, ``--json``): a
-parameter's typical value by its name (``CL``); a covariate effect's theta as
-``PARAM.COVARIATE`` (``CL.WT``; categorical multipliers ``CL.SEX[female]``); Omega elements
-``OMEGA(i,j)`` (1-based, in the order of ``bsv.parameters``, lower triangle) and residual
-variances ``SIGMA(k,k)`` (NONMEM: EPS variances; k = 1 the proportional or only error, k = 2
-the additive error of a combined model). Omega is estimated with the structure of its initial
+Names of estimated quantities (used by ``fix``, ``bounds``, results, ``--json``): a parameter's
+typical value by its name (``CL``); a covariate effect's theta as ``PARAM.COVARIATE`` (``CL.WT``;
+categorical multipliers ``CL.SEX[female]``); Omega elements ``OMEGA(i,j)`` (1-based, in the order of
+``bsv.parameters``, lower triangle) and residual variances ``SIGMA(k,k)`` (NONMEM: EPS variances; k
+= 1 the proportional or only error, k = 2 the additive error of a ``combined`` or ``combined1``
+model; for ``combined1``, SD = a + b|f|, they are the squared SD coefficients b² and a²,
+`insilico.population.population_quantities`). Omega is estimated with the structure of its initial
 value, as NONMEM's $OMEGA BLOCK: elements that are 0 stay 0, the blocks of nonzero elements are
 estimated as full covariance matrices.
 
