@@ -28,6 +28,7 @@ from insilico.errors import SpecError
 __all__ = [
     "covariate_names",
     "fit_figures",
+    "has_blq",
     "plot_cwres_vs_pred",
     "plot_cwres_vs_time",
     "plot_dv_vs_ipred",
@@ -289,16 +290,32 @@ def plot_npde(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def has_blq(v: xr.Dataset) -> bool:
+    """Whether the VPC ``v`` has BLQ records in its bins (then :func:`plot_vpc` adds the BLQ panel)."""
+    return int(v.attrs.get("n_blq", 0)) > 0 and "blq_observed" in v
+
+
 def plot_vpc(v: xr.Dataset, *, corrected: bool = False, log: bool = False) -> Figure:
     """VPC (``corrected``: pcVPC) from `insilico.estimation.vpc`: observations (markers), the
     observed percentiles (lines: solid median, dashed outer percentiles) and the simulated
     ``ci`` intervals of the same percentiles (shaded: red for the median, blue for the outer
-    ones); statistics are drawn at each bin's median time and joined across bins."""
+    ones); statistics are drawn at each bin's median time and joined across bins.
+
+    When the data have BLQ records (``v.attrs["n_blq"]`` > 0) a second panel under the VPC, on
+    the same time axis, shows the fraction of records below the LLOQ per bin: observed (line with
+    markers) and the simulated median (dashed) with its ``ci`` interval (shaded), as the ``vpc``
+    R package's ``vpc_cens`` and PsN's vpc with ``-lloq`` do; the one LLOQ of all records, when
+    there is one, is a dotted line on the VPC panel (the pcVPC: not drawn, corrected values are on
+    another scale)."""
     pre = "pc_" if corrected else ""
     t = v["bin_time"].values
     ok = np.isfinite(t)
-    fig = _figure(7.5, 5.6)
-    ax = fig.add_subplot()
+    blq = has_blq(v)
+    fig = _figure(7.5, 7.6 if blq else 5.6)
+    if blq:
+        ax, ax_blq = fig.subplots(2, 1, sharex=True, height_ratios=[3.0, 1.3])
+    else:
+        ax, ax_blq = fig.add_subplot(), None
     y = v["obs_pcdv" if corrected else "obs_dv"].values
     ax.scatter(v["obs_time"].values, y, s=8, color="0.55", alpha=0.45, edgecolors="none",
                label="prediction-corrected observations" if corrected else "observations")
@@ -317,16 +334,37 @@ def plot_vpc(v: xr.Dataset, *, corrected: bool = False, log: bool = False) -> Fi
         ax.plot(t[ok], v[f"{pre}observed"].values[ok, j], color=color, lw=1.8, ls="-" if central else "--",
                 label=f"observed {names[central]}" if first else None, gid=f"observed{j}")
     inside = v[f"{pre}inside"].values[ok]
-    ax.set_xlabel("time (h)")
     units = v.attrs.get("units")
+    lloq = float(v.attrs.get("lloq", np.nan))
+    if blq and not corrected and np.isfinite(lloq):
+        ax.axhline(lloq, ls=":", color="0.3", lw=1.0, label=f"LLOQ {lloq:g}" + (f" {units}" if units else ""),
+                   gid="lloq")
     what = ("prediction-corrected " if corrected else "") + str(v.attrs.get("output", "DV"))
     ax.set_ylabel(f"{what} ({units})" if units else what)
     if log:
         ax.set_yscale("log")
     ax.set_title(f"{'pcVPC' if corrected else 'VPC'}: {v.attrs.get('n_sim')} simulations; observed percentile in "
                  f"the simulated CI in {int(inside.sum())} of {inside.size} bin × percentile cells", fontsize=9)
+    if blq:
+        _blq_panel(ax_blq, v, t, ok, ci)
+    (ax_blq or ax).set_xlabel("time (h)")
     fig.legend(fontsize=7, loc="outside lower center", ncols=3)
     return fig
+
+
+def _blq_panel(ax, v: xr.Dataset, t: np.ndarray, ok: np.ndarray, ci: float) -> None:
+    """The BLQ fraction panel of :func:`plot_vpc`."""
+    obs = v["blq_observed"].values[ok]
+    ax.fill_between(t[ok], v["blq_sim_lower"].values[ok], v["blq_sim_upper"].values[ok], color="#2ca02c",
+                    alpha=0.25, lw=0, label=f"simulated fraction BLQ: {ci:g} % CI", gid="blq_band")
+    ax.plot(t[ok], v["blq_sim_median"].values[ok], color="#2ca02c", lw=1.4, ls="--",
+            label="simulated fraction BLQ: median", gid="blq_sim_median")
+    ax.plot(t[ok], obs, color="0.1", lw=1.6, marker="o", ms=3.5, label="observed fraction BLQ", gid="blq_observed")
+    inside = v["blq_inside"].values[ok]
+    ax.set_ylim(-0.02, min(1.02, max(0.1, float(np.nanmax(np.r_[obs, v["blq_sim_upper"].values[ok]])) + 0.05)))
+    ax.set_ylabel("fraction < LLOQ")
+    ax.set_title(f"fraction below the LLOQ ({int(v.attrs['n_blq'])} BLQ records): observed in the simulated CI "
+                 f"in {int(inside.sum())} of {inside.size} bins", fontsize=9)
 
 
 def _has_finite(ds: xr.Dataset, name: str) -> bool:
@@ -337,7 +375,7 @@ def fit_figures(ds: xr.Dataset, vpc: xr.Dataset | None = None):
     """Yield ``(name, title, make)`` for every plot applicable to the fit ``ds`` (``make()``
     returns the Figure; figures are created one at a time): DV vs PRED/IPRED (linear and log),
     CWRES vs time and PRED, η histograms, η vs covariates, NPDE, and the VPC and pcVPC when
-    ``vpc`` is given."""
+    ``vpc`` is given (each with the BLQ fraction panel when the data have BLQ records)."""
     yield "dv_vs_pred", "DV vs PRED", lambda: plot_dv_vs_pred(ds)
     yield "dv_vs_ipred", "DV vs IPRED", lambda: plot_dv_vs_ipred(ds)
     yield "dv_vs_pred_log", "DV vs PRED (log scale)", lambda: plot_dv_vs_pred(ds, log=True)
@@ -352,6 +390,7 @@ def fit_figures(ds: xr.Dataset, vpc: xr.Dataset | None = None):
     if _has_finite(ds, "NPDE"):
         yield "npde", "NPDE", lambda: plot_npde(ds)
     if vpc is not None:
-        yield "vpc", "visual predictive check", lambda: plot_vpc(vpc)
-        yield "pcvpc", "prediction-corrected visual predictive check", lambda: plot_vpc(vpc, corrected=True)
+        blq = " with the fraction below the LLOQ" if has_blq(vpc) else ""
+        yield "vpc", f"visual predictive check{blq}", lambda: plot_vpc(vpc)
+        yield "pcvpc", f"prediction-corrected visual predictive check{blq}", lambda: plot_vpc(vpc, corrected=True)
 

@@ -7,7 +7,8 @@ convergence and covariance-step messages, condition number), estimates (estimate
 95 % interval, fixed) and the correlation of the estimates, random effects (ω², shrinkage),
 subjects left out or without a converged EBE, NUTS diagnostics (R-hat, bulk/tail ESS,
 divergences) for NUTS fits, goodness-of-fit figures (`insilico.analysis.fit_plots`), the VPC
-and pcVPC when the data set is given (`insilico.estimation.vpc`), provenance.
+and pcVPC when the data set is given (`insilico.estimation.vpc`; with BLQ records also the
+fraction below the LLOQ per bin, table and panel under each VPC figure), provenance.
 
 NUTS fits: ``estimate`` is the posterior mean and ``SE`` the posterior SD; the interval shown is
 the central 95 % posterior interval of the stored draws. R-hat above `RHAT_LIMIT` is flagged.
@@ -181,7 +182,30 @@ def _vpc_section(v: xr.Dataset) -> str:
             f"<span class='note'>{html.escape(v.attrs['method'])}; lower bound {v.attrs['lower_bound']:g}"
             f"{'; ' + str(v.attrs['n_outside']) + ' observations outside the bins' if v.attrs['n_outside'] else ''}"
             "</span></p>")
-    return head + html.table(pd.DataFrame(rows), cls="vpc")
+    return head + html.table(pd.DataFrame(rows), cls="vpc") + _blq_section(v)
+
+
+def _blq_section(v: xr.Dataset) -> str:
+    """The BLQ fraction per bin (observed, simulated median and interval) when the data have BLQ
+    records; nothing otherwise."""
+    if not int(v.attrs.get("n_blq", 0)) or "blq_observed" not in v:
+        return ""
+    n_rec = v["n_obs"].values + v["n_blq"].values
+    df = pd.DataFrame({"bin (h)": [f"{lo:g}–{hi:g}" for lo, hi in zip(v["bin_lower"].values, v["bin_upper"].values)],
+                       "time (h)": v["bin_time"].values, "n records": n_rec.astype(int),
+                       "n BLQ": v["n_blq"].values.astype(int), "observed fraction BLQ": v["blq_observed"].values,
+                       "simulated median": v["blq_sim_median"].values, "CI lower": v["blq_sim_lower"].values,
+                       "CI upper": v["blq_sim_upper"].values, "inside": v["blq_inside"].values.astype(bool)})
+    inside = v["blq_inside"].values
+    lloq = float(v.attrs.get("lloq", np.nan))
+    head = (f"<h3>Fraction below the LLOQ</h3><p>{int(v.attrs['n_blq'])} BLQ records, left out of the percentiles "
+            f"above; observed fraction BLQ inside the simulated {100 * v.attrs['ci']:g} % interval in "
+            f"<b>{int(inside.sum())} of {inside.size}</b> bins. <span class='note'>Each simulated value is compared "
+            "with its record's own LLOQ" + (f" ({lloq:g} {html.escape(v.attrs.get('units', ''))})"
+                                            if np.isfinite(lloq) else "") + "; BLQ records are binned with the "
+            "quantified ones (Bergstrand &amp; Karlsson 2009, AAPS J 11:371; PsN vpc -lloq; vpc_cens of the vpc R "
+            "package)</span></p>")
+    return head + html.table(df, cls="blq-fraction")
 
 
 def _figures_section(ds: xr.Dataset, v: xr.Dataset | None, dpi: int) -> str:

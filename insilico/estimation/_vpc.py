@@ -15,8 +15,9 @@ predictions come from the same engine call the fit used (`insilico.estimation.bu
 
 One observed output at a time (``output``, default the population model's ``output``): with
 several outputs (DVID) the records of the others are left out and the output's own residual model
-is simulated. Censored (BLQ, M3) records are left out of the observed and the simulated
-percentiles alike (no BLQ fraction panel yet).
+is simulated. Censored (BLQ) records, whether the fit dropped them (M1) or censored them (M3),
+are left out of the observed and the simulated percentiles alike; they are checked by the BLQ
+fraction below.
 
 Random streams: eta (with IOV: the whole vector, etas then the kappas occasion by occasion) of
 replicate r, subject index i is L z with L the Cholesky factor of its prior covariance and
@@ -34,8 +35,12 @@ Binning (:func:`bin_edges`), on observation time (h):
 * ``bins=[e0, e1, ...]``: these edges (h), strictly increasing; observations outside
   ``[e0, e_last]`` are left out (counted in ``attrs["n_outside"]``).
 
-Bins are ``[e_b, e_b+1)``, the last one closed. A bin is drawn at the median time of its
-observations.
+Bins are ``[e_b, e_b+1)``, the last one closed. BLQ records take part in the binning: the
+edges come from the times of all the output's records, quantified and BLQ (as PsN's vpc and the
+``vpc`` R package bin all observations), so the percentiles and the BLQ fraction share bins and a
+late bin holding only BLQ records still exists (its percentiles NaN). A bin is drawn at the median
+time of its records (quantified and BLQ); ``n_obs`` counts its quantified observations, ``n_blq``
+its BLQ records. Without BLQ records this is the binning of the observations alone.
 
 Statistics: in every bin the observed 5th/50th/95th percentiles (``percentiles``, linear
 interpolation, `numpy.percentile`) of DV; the same percentiles of each simulated replicate
@@ -54,6 +59,23 @@ untransformed concentrations)::
 
 applied alike to the observations and to every simulated replicate
 (:func:`prediction_correct`). The variability correction (pvcVPC) is not applied.
+
+BLQ fraction (the "fraction of BLQ observations" VPC of Bergstrand & Karlsson, AAPS J
+2009;11:371; PsN's ``vpc -lloq``; the ``vpc`` R package's ``vpc_cens``, "Probability of <LOQ"):
+in every bin the observed fraction of records
+below the limit of quantification, ``blq_observed`` = (BLQ records)/(quantified + BLQ records);
+per replicate the simulated fraction ``blq_sim_fraction``: the share of the bin's records whose
+simulated value is below that record's own limit (strictly, ``y_sim < LLOQ``, as a DV below its
+LLOQ is BLQ in the data); across replicates its median ``blq_sim_median`` and central ``ci``
+interval ``blq_sim_lower``/``blq_sim_upper`` (the VPC's ``ci``, 95 % by default; ``vpc_cens``
+defaults to 90 %: pass ``ci=0.9``), and ``blq_inside``. A record's limit: its ``LLOQ`` value; a BLQ
+record without one has its DV as limit (as in the fit, `insilico.estimation.build_problem`); a
+quantified record without an LLOQ value takes the smallest limit of the same output's BLQ records
+(the usual one-assay case of BLQ flags with DV = LLOQ), and with no BLQ record and no LLOQ at all
+no simulated value counts as BLQ. Simulations whose solve failed are left out of the denominator.
+``attrs["n_blq"]`` counts the output's BLQ records in the bins; the plot draws the BLQ panel only
+when it is > 0. ``attrs["lloq"]``: the one limit shared by every record, NaN when they differ or
+there is none.
 """
 from __future__ import annotations
 
@@ -68,10 +90,12 @@ import numpy as np
 import xarray as xr
 
 from insilico import streams
+from insilico.dosing import NonmemData, read_nonmem
 from insilico.errors import SpecError
 from insilico.estimation._objective import random_effects_omega
 from insilico.estimation._problem import build_problem
 from insilico.estimation._spec import load_population_model
+from insilico.models import resolve_model
 from insilico.population import apply_residual_error
 
 __all__ = ["MAX_NOMINAL_BINS", "assign_bins", "bin_edges", "prediction_correct", "vpc"]
@@ -217,7 +241,9 @@ def _summary(obs_values, sim_values, bin_index, n_bins: int, q, ci: float, prefi
     alpha = 100 * (1 - ci) / 2
     obs_p = _bin_percentiles(obs_values, bin_index, n_bins, q)
     sim_p = _bin_percentiles(sim_values, bin_index, n_bins, q)                # (n_sim, bins, q)
-    lo, med, hi = np.nanpercentile(sim_p, [alpha, 50.0, 100 - alpha], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # a bin of BLQ records only: no percentiles, NaN
+        lo, med, hi = np.nanpercentile(sim_p, [alpha, 50.0, 100 - alpha], axis=0)
     dims = ("bin", "percentile")
     return {f"{prefix}observed": (dims, obs_p), f"{prefix}sim_median": (dims, med),
             f"{prefix}sim_lower": (dims, lo), f"{prefix}sim_upper": (dims, hi),
@@ -247,38 +273,52 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
     Returns a Dataset over ``bin`` and ``percentile`` (``observed``, ``sim_median``,
     ``sim_lower``, ``sim_upper``, ``inside`` and their prediction-corrected ``pc_*`` versions;
     ``sim_percentiles``/``pc_sim_percentiles`` per ``replicate``; ``bin_time``, ``bin_lower``,
-    ``bin_upper``, ``n_obs``) and over ``observation`` (``obs_subject``, ``obs_time``, ``obs_dv``,
-    ``obs_pred``, ``obs_pcdv``, ``obs_bin``); attrs ``n_sim``, ``seed``, ``ci``, ``binning``,
-    ``n_outside``, ``n_failed``, ``output``, ``units``.
+    ``bin_upper``, ``n_obs``), the BLQ fraction over ``bin`` (``blq_observed``, ``blq_sim_median``,
+    ``blq_sim_lower``, ``blq_sim_upper``, ``blq_inside``, ``n_blq``; ``blq_sim_fraction`` per
+    ``replicate``; fractions in [0, 1]) and over ``observation``, the quantified observations
+    (``obs_subject``, ``obs_time``, ``obs_dv``, ``obs_pred``, ``obs_pcdv``, ``obs_bin``); attrs
+    ``n_sim``, ``seed``, ``ci``, ``binning``, ``n_outside`` (records, quantified and BLQ),
+    ``n_failed``, ``n_blq``, ``lloq``, ``output``, ``units``.
     """
     q = _check_arguments(fit_ds, n_sim, ci, percentiles)
     _check_data(fit_ds, data)
     spec, _ = load_population_model(json.loads(fit_ds.attrs["population_model"]))
-    problem = build_problem(spec, data, base=Path(base) if base is not None else None)
+    base = Path(base) if base is not None else None
+    model = resolve_model(spec.model, base)
+    nm = data if isinstance(data, NonmemData) else read_nonmem(data, model)
+    # BLQ records kept as censored whatever the fit did with them (M1 drops them): the BLQ fraction needs them
+    spec = spec.model_copy(update={"estimate": spec.estimate.model_copy(update={"blq": "m3"})})
+    problem = build_problem(spec, nm, base=base, model=model)
     output = output or spec.output
     if output not in problem.outputs:
         raise SpecError("output", f"{output!r} is not an observed output (observed: {', '.join(problem.outputs)})")
-    m = problem.mask & ~problem.records.get("cens", np.zeros_like(problem.mask))
+    m_all = problem.mask.copy()                 # the output's records, quantified and BLQ
     if "out" in problem.records:
-        m = m & (problem.records["out"] == problem.outputs.index(output))
+        m_all &= problem.records["out"] == problem.outputs.index(output)
+    cens_grid = problem.records.get("cens", np.zeros_like(problem.mask))
     residual = spec.residual_error if output == spec.output else spec.residual_errors[output]
-    t, dv = problem.times[m], problem.y[m]
-    edges = bin_edges(t, bins)
-    b = assign_bins(t, edges)
+    t_all, cens = problem.times[m_all], cens_grid[m_all]
+    quant = ~cens
+    edges = bin_edges(t_all, bins)
+    b_all = assign_bins(t_all, edges)
+    t, dv, b = t_all[quant], problem.y[m_all][quant], b_all[quant]
     pop = problem.params.template            # the population model at the fitted values
     pred_grid, sims_grid = _simulate(problem, pop, residual, int(n_sim), int(seed))
-    subject = np.broadcast_to(problem.ids[:, None], m.shape)[m]
-    pred, sims = pred_grid[m], sims_grid[:, m]
+    subject = np.broadcast_to(problem.ids[:, None], m_all.shape)[m_all][quant]
+    pred, sims = pred_grid[m_all][quant], sims_grid[:, m_all][:, quant]
     n_bins = edges.size - 1
     pc_dv = prediction_correct(dv, pred, b, lower_bound)
     pc_sims = prediction_correct(sims, pred, b, lower_bound)
 
     counts = np.array([(b == k).sum() for k in range(n_bins)])
-    bin_time = np.array([np.median(t[b == k]) if counts[k] else np.nan for k in range(n_bins)])
+    in_bin = [b_all == k for k in range(n_bins)]
+    bin_time = np.array([np.median(t_all[s]) if s.any() else np.nan for s in in_bin])
+    limit = _record_limits(problem, nm, cens_grid, m_all)
     units = next(o.units for o in problem.model.outputs if o.name == output)
     ds = xr.Dataset(
         {**_summary(dv, sims, b, n_bins, q, ci, ""), **_summary(pc_dv, pc_sims, b, n_bins, q, ci, "pc_"),
-         "bin_time": ("bin", bin_time, {"units": "h", "long_name": "median time of the bin's observations"}),
+         **_blq_summary(cens, sims_grid[:, m_all], limit, b_all, n_bins, ci, units),
+         "bin_time": ("bin", bin_time, {"units": "h", "long_name": "median time of the bin's records"}),
          "bin_lower": ("bin", edges[:-1], {"units": "h"}), "bin_upper": ("bin", edges[1:], {"units": "h"}),
          "n_obs": ("bin", counts),
          "obs_subject": ("observation", subject), "obs_time": ("observation", t, {"units": "h"}),
@@ -287,12 +327,60 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
          "obs_pcdv": ("observation", pc_dv, {"units": units, "long_name": f"prediction-corrected {output}"}),
          "obs_bin": ("observation", b)},
         coords={"bin": np.arange(n_bins), "percentile": q, "replicate": np.arange(int(n_sim))})
+    finite = limit[np.isfinite(limit)]
     ds.attrs.update({"n_sim": int(n_sim), "seed": int(seed), "ci": float(ci), "lower_bound": float(lower_bound),
-                     "output": output, "units": units or "", "n_outside": int((b < 0).sum()),
-                     "n_failed": int(np.isnan(np.where(m, sims_grid, 0.0)).any(-1).sum()),
-                     "binning": _binning_text(bins, edges, np.unique(t).size),
-                     "method": "VPC on the data's design; pcVPC per Bergstrand et al. 2011 (AAPS J 13:143)"})
+                     "output": output, "units": units or "", "n_outside": int((b_all < 0).sum()),
+                     "n_failed": int(np.isnan(np.where(m_all, sims_grid, 0.0)).any(-1).sum()),
+                     "n_blq": int((cens & (b_all >= 0)).sum()),
+                     "lloq": float(finite[0]) if finite.size and np.all(finite == finite[0]) else float("nan"),
+                     "binning": _binning_text(bins, edges, np.unique(t_all).size),
+                     "method": "VPC on the data's design; pcVPC per Bergstrand et al. 2011 (AAPS J 13:143); BLQ "
+                               "fraction per Bergstrand & Karlsson 2009 (AAPS J 11:371)"})
     return ds
+
+
+def _record_limits(problem, nm: NonmemData, cens_grid, m_all) -> np.ndarray:
+    """The limit of quantification of each of the output's records (module docstring): its LLOQ
+    value; a BLQ record without one its DV (``problem.records["lloq"]``); a quantified record
+    without one the smallest limit of the output's BLQ records; NaN when there is none."""
+    keep = np.isin(nm.ids, problem.ids)
+    lloq = nm.records.get("LLOQ")
+    grid = np.asarray(lloq, dtype=float)[keep] if lloq is not None else np.full(m_all.shape, np.nan)
+    if "lloq" in problem.records:
+        grid = np.where(cens_grid, problem.records["lloq"], grid)
+    limit = grid[m_all]
+    cens = cens_grid[m_all]
+    if cens.any():
+        limit = np.where(np.isfinite(limit), limit, limit[cens].min())
+    return limit
+
+
+def _blq_summary(cens, sims, limit, bin_index, n_bins: int, ci: float, units) -> dict:
+    """Observed BLQ fraction per bin, the simulated one per replicate (a simulated value below its
+    record's ``limit``; failed simulations, NaN, left out) and its median and central ``ci``
+    interval over replicates."""
+    alpha = 100 * (1 - ci) / 2
+    valid = np.isfinite(sims)
+    below = valid & (sims < limit)                       # NaN limit: never below
+    obs = np.full(n_bins, np.nan)
+    sim = np.full((sims.shape[0], n_bins), np.nan)
+    n_blq = np.zeros(n_bins, dtype=int)
+    for k in range(n_bins):
+        sel = bin_index == k
+        if sel.any():
+            obs[k] = cens[sel].mean()
+            n_blq[k] = int(cens[sel].sum())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sim[:, k] = below[:, sel].sum(-1) / valid[:, sel].sum(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # an empty bin: all-NaN column
+        lo, med, hi = np.nanpercentile(sim, [alpha, 50.0, 100 - alpha], axis=0)
+    frac = {"units": "1", "long_name": f"fraction of records below the LLOQ ({units})" if units else
+            "fraction of records below the LLOQ"}
+    return {"blq_observed": ("bin", obs, frac), "blq_sim_median": ("bin", med, frac),
+            "blq_sim_lower": ("bin", lo, frac), "blq_sim_upper": ("bin", hi, frac),
+            "blq_inside": ("bin", (obs >= lo) & (obs <= hi)),
+            "blq_sim_fraction": (("replicate", "bin"), sim, frac), "n_blq": ("bin", n_blq)}
 
 
 def _binning_text(bins, edges, n_distinct: int) -> str:
