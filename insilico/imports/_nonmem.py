@@ -28,7 +28,16 @@ file (``PopulationModelSpec``):
 * $OMEGA (diagonal and BLOCK) -> ``bsv.omega`` in ETA order; $SIGMA and the $ERROR code ->
   ``residual_error``: Var(Y | F) = sum_kl dY/dEPS_k dY/dEPS_l SIGMA(k,l) must be
   ``a + b F**2`` (additive a, proportional b, combined both; the ``W``/``IPRED`` idioms included);
-  ``Y = F*EXP(EPS(1))`` is exponential.
+  ``Y = F*EXP(EPS(1))`` is exponential; ``W = THETA(b)*IPRED + THETA(a)``, ``Y = IPRED + W*EPS(1)``
+  (SDs adding, Var = SIGMA (a + b F)**2) is ``combined1``.
+* Several observed outputs: an $ERROR that selects Y by DVID (``IF (DVID.EQ.1) THEN Y = Y ELSE
+  Y = Y_2 END IF`` or one-liners ``IF (DVID.EQ.2) Y = ...``, which pharmpy-core does not read; read
+  from the record's text, `insilico.imports._dvid`) -> ``outputs: {DVID: conc | effect}``: the Y
+  proportional to the central amount is ``conc``, one other Y that is a direct effect of the
+  concentration C, ``E0 + SLOPE*C`` or ``E0 + EMAX*C/(EC50 + C)`` (``E = A(1)*SLOPE/V + E0``), makes
+  the model the composed built-in ``<pk>+linear`` / ``<pk>+emax`` with E0, SLOPE / EMAX, EC50 in the
+  population form below, and its residual model goes to ``residual_errors.effect`` (SIGMAs numbered
+  after the concentration's). Other selections are reported line by line.
 * FIX and finite bounds -> ``estimate.fix`` / ``estimate.bounds``.
 * ``cov``: NONMEM's ``.cov`` matrix carried onto the translated quantities by the delta method
   (`covariance_of`; written to ``covariance.yaml``).
@@ -49,8 +58,10 @@ import numpy as np
 import sympy
 
 from insilico.errors import SpecError
+from insilico.imports._dvid import DvidSwitch, dvid_targets, rewrite_dvid_switch
 from insilico.imports._iov import IovError, eta_positions, expand_same_repeats, same_chains, split_iov
 from insilico.imports._trans import TRANS_MODELS, micro_constants
+from insilico.population import SIGMA_FIELDS
 
 __all__ = ["ADVANS", "GENERAL_ADVANS", "NonmemImport", "covariance_of", "import_nonmem", "nonmem_random_effects"]
 
@@ -422,7 +433,13 @@ def _absorb_constant(const: float, effects: list[dict]) -> list[dict]:
 
 def residual_relation(y, f_sym, ctx: _Context) -> tuple[str, dict]:
     """The residual model of ``Y`` (in terms of ``F``): its type and ``{component: variance
-    expression in THETAs/SIGMAs}`` (``additive``, ``proportional`` or ``exponential``)."""
+    expression in THETAs/SIGMAs}`` (``additive``, ``proportional`` or ``exponential``).
+
+    Var(Y | F) = a + b F**2 is ``additive``/``proportional``/``combined``. With one EPS whose
+    coefficient is linear in F, ``Y = F + (g0 + g1*F)*EPS`` (NONMEM's ``W = THETA(b)*IPRED + THETA(a)``,
+    ``Y = IPRED + W*EPS(1)``), the SDs add: SD = sqrt(SIGMA)*(g0 + g1 F), insilico's ``combined1`` with
+    additive**2 = g0**2*SIGMA and proportional**2 = g1**2*SIGMA (g0, g1 of one sign at the values, so
+    that it is a + b|F| for F >= 0)."""
     eps = [sympy.Symbol(e) for e in ctx.eps]
     at0 = {e: 0 for e in eps}
     if sympy.simplify(y.subs(at0) - f_sym) != 0:
@@ -432,6 +449,8 @@ def residual_relation(y, f_sym, ctx: _Context) -> tuple[str, dict]:
     var = sum(grads[i] * grads[j] * sympy.Symbol(_sigma_symbol(ctx, i, j))
               for i in range(len(eps)) for j in range(len(eps)))
     poly = sympy.Poly(sympy.expand(var), f_sym)
+    if not exponential and poly.degree() == 2 and sympy.simplify(poly.coeff_monomial(f_sym)) != 0:
+        return _sd_additive(y, var, grads, f_sym, ctx)
     if poly.degree() > 2 or sympy.simplify(poly.coeff_monomial(f_sym)) != 0:
         raise _Untranslatable(f"`Y = {y}`: Var(Y) = {var} is not additive + proportional * F**2")
     c0, c2 = sympy.simplify(poly.coeff_monomial(1)), sympy.simplify(poly.coeff_monomial(f_sym ** 2))
@@ -443,6 +462,23 @@ def residual_relation(y, f_sym, ctx: _Context) -> tuple[str, dict]:
     if not parts:
         raise _Untranslatable(f"`Y = {y}`: no residual error")
     return ("combined" if len(parts) == 2 else next(iter(parts))), parts
+
+
+def _sd_additive(y, var, grads, f_sym, ctx) -> tuple[str, dict]:
+    """``combined1`` (`residual_relation`): one EPS, its coefficient g0 + g1*F."""
+    used = [i for i, g in enumerate(grads) if g != 0]
+    why = f"`Y = {y}`: Var(Y) = {var} is neither additive + proportional * F**2 nor (additive + proportional * F)**2"
+    if len(used) != 1:
+        raise _Untranslatable(why + " of one EPS")
+    g = sympy.Poly(sympy.expand(grads[used[0]]), f_sym)
+    g0, g1 = sympy.simplify(g.coeff_monomial(1)), sympy.simplify(g.coeff_monomial(f_sym))
+    if g.degree() != 1 or g0 == 0 or f_sym in g0.free_symbols | g1.free_symbols:
+        raise _Untranslatable(why)
+    if _value(g0, ctx) * _value(g1, ctx) < 0:
+        raise _Untranslatable(f"`Y = {y}`: SD = {g0} + ({g1})*F with coefficients of opposite signs is not "
+                              "additive + proportional * |F| (combined1)")
+    sigma = sympy.Symbol(_sigma_symbol(ctx, used[0], used[0]))
+    return "combined1", {"proportional": g1 ** 2 * sigma, "additive": g0 ** 2 * sigma}
 
 
 def _sigma_symbol(ctx, i, j):
@@ -494,9 +530,9 @@ def _report_lines(cs, needed: set[str], failed: dict[str, str], pk_lines: dict |
 
 def _unread_lines(cs, needed: set[str]) -> list[tuple[str, str]]:
     """$ERROR lines that assign a variable the translation uses from a variable of the code that it
-    does not use: pharmpy-core did not read them into the model (e.g. the output selection
-    ``IF (DVID.EQ.1) THEN Y = Y ELSE Y = Y_2 END IF`` of a two-output stream is dropped, and Y would
-    silently be the first output alone). [(``$ERROR line k: code``, why)]."""
+    does not use: pharmpy-core did not read them into the model (e.g. an output selection on DVID
+    pharmpy-core drops, ``IF (DVID.EQ.1) THEN Y = Y ELSE Y = Y_2 END IF``, when `insilico.imports._dvid`
+    did not rewrite it: Y would silently be the first output alone). [(``$ERROR line k: code``, why)]."""
     out = []
     for rec in cs.get_records("ERROR"):
         lines = [ln.split(";")[0].strip() for ln in _code_lines(rec)]
@@ -685,7 +721,9 @@ def _read_flattened(path: Path):
     """pharmpy's model of the control stream at ``path``, its $PK's nested IF blocks flattened first
     (`flatten_nested_ifs`) and ``$OMEGA BLOCK(n) SAME(k)`` written as k SAME records
     (`insilico.imports._iov.expand_same_repeats`), the data file then named by its absolute path; (model, notes,
-    {line of the flattened $PK: its line in the control stream, None for a line the flattening adds} or None)."""
+    {line of the flattened $PK: its line in the control stream, None for a line the flattening adds} or None,
+    (the $ERROR's DVID selection, `insilico.imports._dvid.rewrite_dvid_switch`, and the record's original text)
+    or None)."""
     from pharmpy.modeling import read_model, read_model_from_string
 
     text, same_notes = expand_same_repeats(path.read_text())
@@ -695,6 +733,13 @@ def _read_flattened(path: Path):
             if depth >= 2:
                 raise _Untranslatable(f"${name}: nested IF blocks are not translated (pharmpy-core reads one level); "
                                       "write them as one IF/ELSE IF chain")
+    switch, error_text = None, None
+    m = re.search(r"^\$ERROR\b(.*?)(?=^\$|\Z)", text, re.S | re.M)
+    if m is not None:
+        rewritten, switch = rewrite_dvid_switch(m.group(1))
+        if switch is not None:
+            error_text = "$ERROR" + m.group(1)
+            text = text[:m.start(1)] + rewritten + text[m.end(1):]
     m = re.search(r"^\$PK\b(.*?)(?=^\$|\Z)", text, re.S | re.M)
     notes, line_map = [], None
     if m is not None:
@@ -705,15 +750,15 @@ def _read_flattened(path: Path):
             line_map = {j: getattr(line, "k", None) for j, line in enumerate(flat, start=1)}
             text = text[:m.start(1)] + "\n".join([first, *flat]) + "\n" + text[m.end(1):]
     notes = same_notes + notes
-    if not notes:
-        return read_model(str(path)), [], None
+    if not notes and switch is None:
+        return read_model(str(path)), [], None, None
 
     def absolute(dm):
         name = dm.group(2).strip("'\"")
         full = (path.parent / name).resolve()
         return f"{dm.group(1)}{full}" if " " not in str(full) else dm.group(0)
     text = re.sub(r"^(\$DATA\s+)(\S+)", absolute, text, count=1, flags=re.M)
-    return read_model_from_string(text), notes, line_map
+    return read_model_from_string(text), notes, line_map, (switch, error_text) if switch is not None else None
 
 
 # --------------------------------------------------------------------------- main
@@ -729,7 +774,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     if not path.is_file():
         raise SpecError("model", f"no control stream at {path}")
     try:
-        model, flat_notes, pk_lines = _read_flattened(path)
+        model, flat_notes, pk_lines, switch = _read_flattened(path)
     except _Untranslatable as e:
         return NonmemImport(None, {}, [str(e) if str(e).startswith("$") else f"$PK: {e}"], ok=False)
     except Exception as e:   # pharmpy raises many kinds on a malformed stream
@@ -772,11 +817,32 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     ctx = _Context(thetas, etas, eps, set(model.datainfo.names), values, dataset,
                    _symbol_matrix(model.random_variables.epsilons), pk_lines, same_chains(model))
 
+    if switch is not None and (general or advan not in ADVANS):
+        untranslated += [f"{where} -- several observed outputs (IF on DVID) are translated for the built-in ADVANs "
+                         "(ADVAN1/2/3/4/11/12 TRANS1/2/4) only" for _, where in switch[0].branches.values()]
+        untranslated += switch[0].errors
+        return NonmemImport(None, {}, untranslated, ok=False)
     if general:
         return _import_des(model, cs, path, ctx, nm_names, thetas, untranslated, cov_table, cov)
 
     failed, relations, fixed_model = {}, {}, {}
     builtin, pk_map, scale, volume, model_ref = _structure(advan)
+    # several outputs selected by DVID: the concentration's Y and the PD outputs' (`_select_outputs`)
+    y_name, conc_dvid, pd_outputs, report_cs = "Y", None, [], cs
+    if switch is not None:
+        report_cs = _WithErrorText(cs, switch[1])
+        for line in switch[0].errors:
+            where, why = line.split(" -- ", 1)
+            failed[where] = why
+            untranslated.append(line)
+        if not switch[0].errors:
+            try:
+                conc_dvid, y_name, pd_outputs, dvid_notes = _select_outputs(model, switch[0], ctx)
+                untranslated += dvid_notes
+            except _Untranslatable as e:
+                where, why = e.args
+                failed[where] = why
+                untranslated.append(f"{where} -- {why}")
     wanted = {ins: _form(e) for ins, e in pk_map.items()}
     if builtin.endswith("oral"):
         wanted.update({ins: sympy.Symbol(nm) for ins, nm in _OPTIONAL.items() if _assigned(model, nm)})
@@ -784,7 +850,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     implicit = None
     if not _assigned(model, scale):
         try:
-            implicit = _implicit_scale(model, scale, ctx)
+            implicit = _implicit_scale(model, scale, ctx, y_name)
         except _Untranslatable as e:
             var, why = e.args
             failed[var] = why
@@ -847,29 +913,63 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
                                    "volume, so that it is the concentration)")
         else:
             failed[scale] = f"{scale} must equal {pk_map[volume]} (F = amount / volume is the concentration)"
+    extra_residuals, outputs = [], None
+    if pd_outputs and pk_assigned(scale) and scale not in failed:
+        dvid, name, where = pd_outputs[0]
+        try:
+            kind, pd_exprs, pd_type, pd_parts, pd_eps = _pd_output(model, name, pk_full(scale), ctx)
+        except _Untranslatable as e:
+            failed[where] = f"{e}"
+        else:
+            model_ref = {"name": f"{builtin}+{kind}"}
+            outputs = {conc_dvid: "conc", dvid: "effect"}
+            extra_residuals.append(("effect", pd_type, pd_parts))
+            for par, expr in pd_exprs.items():
+                key_of[par] = where
+                try:
+                    relations[par] = relation_with_iov(expr, ctx, par)
+                except _Untranslatable as e:
+                    failed[where] = f"{kind} effect parameter {par} = {expr}: {e}"
+                    continue
+                eta = relations[par]["eta"]
+                if eta and eta in eta_owner:
+                    failed[where] = f"{par} and {eta_owner[eta]} both carry {eta} (one ETA per parameter)"
+                    relations.pop(par)
+                elif eta:
+                    eta_owner[eta] = par
+            conc_eps = {e for e in ctx.eps if model.statements.after_odes.full_expression(y_name)._sympy_().has(
+                sympy.Symbol(e))}
+            shared = sorted(conc_eps & pd_eps)
+            corr = [f"{_sigma_symbol(ctx, ctx.eps.index(a), ctx.eps.index(b))}" for a in conc_eps for b in pd_eps
+                    if a != b and _sigma_symbol(ctx, ctx.eps.index(a), ctx.eps.index(b)) != "0"]
+            if shared or corr:
+                failed[where] = ("the outputs' residual errors are correlated ("
+                                 + ", ".join([f"both use {e}" for e in shared] + [f"SIGMA {c}" for c in corr])
+                                 + "); insilico's outputs have independent residual errors")
     iov_failed, iov_notes = _check_iov(relations, model, ctx)
     failed.update({key_of[p]: why for p, why in iov_failed.items()})
     _report_iov_carriers(failed, model, ctx, "")
     untranslated += iov_notes
     try:
-        res_type, res_parts = _residual(model, scale, ctx, implicit[0] if implicit else None)
+        res_type, res_parts = _residual(model, scale, ctx, implicit[0] if implicit else None, y_name)
     except _Untranslatable as e:
         failed["Y"] = f"residual model: {e}"
         res_type, res_parts = None, {}
 
-    needed = _needed(model.statements, nm_targets | {scale, "Y"})
-    for where, why in _unread_lines(cs, needed):
+    targets = nm_targets | {scale, "Y", y_name, *(name for _, name, _ in pd_outputs)}
+    needed = _needed(model.statements, targets) | ({"Y"} if switch is not None else set())
+    for where, why in _unread_lines(report_cs, needed):
         failed[where] = why
         untranslated.append(f"{where} -- {why}")
-    untranslated += _report_lines(cs, needed, failed, ctx.pk_lines)
+    untranslated += _report_lines(report_cs, needed, failed, ctx.pk_lines)
     for k, v in failed.items():
         if not any(f"-- {v}" in line for line in untranslated):
-            untranslated.append(f"{k}: {v}")
+            untranslated.append(f"{k} -- {v}" if k.startswith("$ERROR line") else f"{k}: {v}")
     if failed:
         return NonmemImport(None, {}, untranslated, ok=False)
 
     population, names, notes = _assemble(model, path, model_ref, relations, fixed_model, res_type, res_parts,
-                                         ctx, nm_names, thetas)
+                                         ctx, nm_names, thetas, outputs, extra_residuals)
     untranslated += notes + ([implicit_note] if implicit is not None else [])
     if advan in TRANS_MODELS:
         typical = {p: e["typical"] for p, e in population["parameters"].items()}
@@ -880,7 +980,8 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
                                 "(no compartmental model; NONMEM Users Guide VI): predictions at them are NaN")
     result = NonmemImport(population, names, untranslated, ok=True)
     if cov_table is not None:
-        result.covariance = covariance_of(cov_table, result, relations, res_parts, model, ctx, nm_names, cov)
+        result.covariance = covariance_of(cov_table, result, relations, res_parts, model, ctx, nm_names, cov,
+                                          extra_residuals)
     return result
 
 
@@ -1002,10 +1103,11 @@ def _nonmem_names(model, thetas) -> dict[str, str]:
     return out
 
 
-def _residual(model, scale, ctx, divisor=None):
-    """Y of $ERROR in terms of F (the amount over the scale, or over ``divisor`` when the scale is
-    implicit: `_implicit_scale`), then `residual_relation`."""
-    y = model.statements.after_odes.full_expression("Y")._sympy_()
+def _residual(model, scale, ctx, divisor=None, y_name="Y"):
+    """Y of $ERROR (the variable ``y_name``: the concentration's Y of a DVID selection) in terms of F
+    (the amount over the scale, or over ``divisor`` when the scale is implicit: `_implicit_scale`),
+    then `residual_relation`."""
+    y = model.statements.after_odes.full_expression(y_name)._sympy_()
     f_sym = sympy.Symbol("F")
     amounts = [a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)]
     if len({str(a.func) for a in amounts}) != 1:
@@ -1016,7 +1118,7 @@ def _residual(model, scale, ctx, divisor=None):
     return residual_relation(sympy.simplify(y), f_sym, ctx)
 
 
-def _implicit_scale(model, scale: str, ctx: _Context):
+def _implicit_scale(model, scale: str, ctx: _Context, y_name: str = "Y"):
     """The scale of a stream that writes no ``S<k>`` (``scale``) and computes the concentration in
     $ERROR itself, ``IPRED = A(k)/V`` (also through ``A2 = A(2)``), with Y built on it.
 
@@ -1030,9 +1132,9 @@ def _implicit_scale(model, scale: str, ctx: _Context):
     missing). Raises `_Untranslatable(variable, why)` when it reads another compartment's amount
     or divides by something other than $PK variables."""
     after = model.statements.after_odes
-    if not _assigned_after(model, "Y"):
+    if not _assigned_after(model, y_name):
         return None
-    y = after.full_expression("Y")._sympy_()
+    y = after.full_expression(y_name)._sympy_()
     amounts = {a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)}
     if not amounts:
         return None
@@ -1045,7 +1147,8 @@ def _implicit_scale(model, scale: str, ctx: _Context):
             continue
         val = st.expression._sympy_().subs(seen)
         seen[sym._sympy_()] = val
-        if str(sym) not in ("F", "Y") and sympy.simplify(val.subs({sympy.Symbol(e): 0 for e in ctx.eps}) - y0) == 0:
+        at0 = val.subs({sympy.Symbol(e): 0 for e in ctx.eps})
+        if str(sym) not in ("F", "Y", y_name) and sympy.simplify(at0 - y0) == 0:
             line_var = str(sym).upper()
             break
     k = scale[1:]
@@ -1064,6 +1167,101 @@ def _implicit_scale(model, scale: str, ctx: _Context):
     return divisor, line_var
 
 
+class _WithErrorText:
+    """The control stream for the line reports, with the $ERROR record's original text (the DVID
+    selection that `insilico.imports._dvid.rewrite_dvid_switch` rewrote before pharmpy read it)."""
+
+    def __init__(self, cs, error_text: str):
+        self._cs, self._error = cs, error_text
+
+    def get_records(self, name):
+        return [self._error] if name == "ERROR" else self._cs.get_records(name)
+
+
+def _with_pk(expr, model):
+    """An $ERROR expression with each $PK variable replaced by its full $PK expression."""
+    return expr.subs({s: _pk_expression(model, s.name) for s in expr.free_symbols if _assigned(model, s.name)})
+
+
+def _data_dvids(ctx: _Context):
+    """The DVID values of the data set's observation records (EVID = 0, else MDV = 0, else AMT = 0), or
+    None when the data set could not be read or has no DVID column."""
+    data = ctx.dataset
+    if data is None or "DVID" not in getattr(data, "columns", ()):
+        return None
+    for col in ("EVID", "MDV", "AMT"):
+        if col in data.columns:
+            data = data[data[col] == 0]
+            break
+    return sorted({float(v) for v in data["DVID"].dropna()})
+
+
+def _select_outputs(model, sw: DvidSwitch, ctx: _Context):
+    """The outputs of a DVID selection: (the concentration's DVID, the variable holding its Y, [(DVID,
+    variable, ``$ERROR line k: code``) of the other outputs], notes). The concentration's Y is the one
+    whose prediction (Y at EPS = 0) is proportional to the central amount; the other (one) output is
+    translated by `_pd_output`. Raises `_Untranslatable(where, why)`."""
+    try:
+        targets, notes = dvid_targets(sw, _data_dvids(ctx), _assigned_after(model, "Y"))
+    except ValueError as e:
+        where = next(iter(sw.branches.values()))[1]
+        raise _Untranslatable(where, f"output selection (IF on DVID): {e}") from None
+    central = sympy.sympify(model.statements.ode_system.central_compartment.amount)
+    eps0 = {sympy.Symbol(e): 0 for e in ctx.eps}
+    conc, others = [], []
+    for dvid, (name, where) in targets.items():
+        y0 = _with_pk(model.statements.after_odes.full_expression(name)._sympy_(), model).subs(eps0)
+        ratio = sympy.simplify(y0 / central)
+        (conc if y0.has(central) and not ratio.has(central) else others).append((dvid, name, where))
+    if len(conc) != 1:
+        where = (conc or others)[0][2]
+        found = ", ".join(f"DVID {d}" for d, _, _ in conc) or "none"
+        raise _Untranslatable(where, f"output selection (IF on DVID): exactly one output must be the concentration "
+                                     f"(proportional to the central amount; found: {found})")
+    if len(others) > 1:
+        raise _Untranslatable(others[1][2], "output selection (IF on DVID): one PD output besides the concentration "
+                                            "is translated (insilico composes one PD model)")
+    return conc[0][0], conc[0][1], others, notes
+
+
+def _pd_output(model, name: str, size, ctx: _Context):
+    """A second output, the $ERROR variable ``name`` (its Y), as a direct effect of the concentration
+    C = A/size (A the central amount, ``size`` the full $PK expression of the scale): ``E0 + SLOPE*C``
+    (insilico's ``linear``) or ``E0 + EMAX*C/(EC50 + C)`` (``emax``), `insilico.models` PD_MODELS.
+
+    The prediction P(C) (Y at EPS = 0) is linear when d2P/dC2 = 0 (E0 = P(0), SLOPE = dP/dC); it is an
+    Emax curve when 1/(P - E0) is linear in u = 1/C: 1/(P - E0) = 1/EMAX + (EC50/EMAX) u. Its residual
+    model is `residual_relation` of Y written in F = P (A = size * C(F)). Returns (kind, {parameter:
+    full expression}, residual type, residual parts, EPS names Y uses). Raises `_Untranslatable`."""
+    y = _drop_w_guard(_with_pk(model.statements.after_odes.full_expression(name)._sympy_(), model))
+    central = sympy.sympify(model.statements.ode_system.central_compartment.amount)
+    amounts = {a for a in y.atoms(sympy.Function) if isinstance(a, sympy.core.function.AppliedUndef)}
+    if amounts != {central}:
+        raise _Untranslatable(f"the prediction {y} is not a function of the central amount {central} alone")
+    c, u, f_sym = sympy.Dummy("C"), sympy.Dummy("u"), sympy.Symbol("F")
+    pred = sympy.simplify(y.subs({sympy.Symbol(e): 0 for e in ctx.eps}).subs(central, c * size))
+    e0 = sympy.simplify(pred.subs(c, 0))
+    h = sympy.simplify(pred - e0)
+    if h == 0:
+        raise _Untranslatable(f"the prediction {pred} does not depend on the concentration")
+    if sympy.simplify(h.diff(c, 2)) == 0:
+        slope = sympy.simplify(h.diff(c))
+        kind, params, c_of_f = "linear", {"E0": e0, "SLOPE": slope}, (f_sym - e0) / slope
+    else:
+        k = sympy.simplify(1 / h.subs(c, 1 / u))
+        if sympy.simplify(k.diff(u, 2)) != 0 or k.subs(u, 0) == 0:
+            raise _Untranslatable(f"the prediction {pred} of the concentration C = A/{size} is neither "
+                                  "E0 + SLOPE*C nor E0 + EMAX*C/(EC50 + C); not translated")
+        emax = sympy.simplify(1 / k.subs(u, 0))
+        ec50 = sympy.simplify(k.diff(u) * emax)
+        kind, params = "emax", {"E0": e0, "EMAX": emax, "EC50": ec50}
+        c_of_f = ec50 * (f_sym - e0) / (emax - (f_sym - e0))
+    if any(v.has(c) or v.has(u) for v in params.values()):
+        raise _Untranslatable(f"the prediction {pred}: its {kind} parameters depend on the concentration")
+    res_type, res_parts = residual_relation(sympy.simplify(y.subs(central, c_of_f * size)), f_sym, ctx)
+    return kind, params, res_type, res_parts, {e for e in ctx.eps if y.has(sympy.Symbol(e))}
+
+
 def _drop_w_guard(y):
     """``IF (W.EQ.0) W = 1`` (a guard against W = 0 at F = 0): the Piecewise keeps its
     otherwise-branch (insilico guards the variance itself)."""
@@ -1079,8 +1277,12 @@ def _value(expr, ctx) -> float:
     return float(sympy.sympify(expr).subs({sympy.Symbol(k): v for k, v in ctx.values.items()}))
 
 
-def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_parts, ctx, nm_names, thetas):
-    """The population mapping, the names sidecar and notes (bounds not carried)."""
+def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_parts, ctx, nm_names, thetas,
+              outputs=None, extra_residuals=()):
+    """The population mapping, the names sidecar and notes (bounds not carried). ``outputs``: {DVID:
+    output} of several observed outputs, ``extra_residuals``: [(output, type, {component: variance
+    expression})] of the outputs other than ``conc``, whose SIGMAs follow the primary's
+    (`insilico.estimation`'s convention)."""
     params, fix, bounds, notes = {}, [], {}, []
     theta_map: dict[str, dict] = {}
     pars = {p.name: p for p in model.parameters}
@@ -1166,7 +1368,7 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
     residual = {"type": res_type}
     sigma_names = {}
     slot = {"proportional": "SIGMA(1,1)", "exponential": "SIGMA(1,1)",
-            "additive": "SIGMA(2,2)" if res_type == "combined" else "SIGMA(1,1)"}
+            "additive": "SIGMA(2,2)" if res_type in ("combined", "combined1") else "SIGMA(1,1)"}
     for comp, var_expr in res_parts.items():
         residual[comp] = math.sqrt(_value(var_expr, ctx))
         syms = sorted(s.name for s in sympy.sympify(var_expr).free_symbols)
@@ -1175,10 +1377,24 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
                                                  "relation": f"{comp}**2 = {_rename(var_expr, nm_names)}"})
         if syms and all(pars[s].fix for s in syms):
             fix.append(slot[comp])
+    k = len(SIGMA_FIELDS[res_type])
+    residual_errors = {}
+    for out, rtype, parts in extra_residuals:
+        entry = {"type": rtype}
+        for comp in SIGMA_FIELDS[rtype]:
+            k += 1
+            entry[comp] = math.sqrt(_value(parts[comp], ctx))
+            syms = sorted(s.name for s in sympy.sympify(parts[comp]).free_symbols)
+            for s in syms:
+                sigma_names.setdefault(nm_names[s], {"name": f"SIGMA({k},{k})", **_comment(s),
+                                                     "relation": f"{out}.{comp}**2 = {_rename(parts[comp], nm_names)}"})
+            if syms and all(pars[s].fix for s in syms):
+                fix.append(f"SIGMA({k},{k})")
+        residual_errors[out] = entry
 
     population = {"name": _problem_name(path), "description": f"imported from {path.name} by insilico "
                   "import nonmem", "model": {**model_ref, **({"parameters": fixed_model} if fixed_model else {})},
-                  "output": "conc", "parameters": params}
+                  "output": "conc", **({"outputs": outputs} if outputs else {}), "parameters": params}
     if eta_order:
         population["bsv"] = {"parameters": [eta_par[e] for e in eta_order], "omega": omega}
     if iov:
@@ -1187,6 +1403,8 @@ def _assemble(model, path, model_ref, relations, fixed_model, res_type, res_part
     # covariates (and occasion) hold back to the previous record (NONMEM Users Guide VI), insilico's nocb
     population["covariate_interpolation"] = "nocb"
     population["residual_error"] = residual
+    if residual_errors:
+        population["residual_errors"] = residual_errors
     estimate = {}
     if fix:
         estimate["fix"] = list(dict.fromkeys(fix))
@@ -1302,7 +1520,7 @@ def _problem_name(path: Path) -> str:
 # --------------------------------------------------------------------------- covariance of the estimates
 
 def covariance_of(cov_table, result: NonmemImport, relations: dict, res_parts: dict, model, ctx: _Context,
-                  nm_names: dict, source) -> dict:
+                  nm_names: dict, source, extra_residuals=()) -> dict:
     """NONMEM's covariance matrix of the estimates (`read_cov`) carried onto the translated
     quantities, named as insilico names estimated quantities (``CL``, ``CL.WT``,
     ``V.APGR[1]``, ``OMEGA(i,j)`` in ``bsv`` order, ``SIGMA(k,k)``; `insilico.estimation`) on the
@@ -1313,6 +1531,8 @@ def covariance_of(cov_table, result: NonmemImport, relations: dict, res_parts: d
     most; a categorical multiplier ``1 + THETA3``; a residual variance ``THETA10**2``), so the
     delta method gives Cov(q) = J C J^T with J = dg/d(NONMEM) at the values imported (exact for
     the linear maps). Fixed elements (rows of zeros in the .cov file) stay at zero variance.
+    ``extra_residuals``: [(output, type, {component: variance expression})] of the observed outputs
+    other than the primary one (a DVID selection), whose ``SIGMA(k,k)`` follow the primary's.
     Returns ``{source, scale, names, nonmem, matrix}``; ``nonmem`` gives each name's expression
     in NONMEM's names. A NONMEM element a quantity needs that the file lacks: `SpecError`."""
     pop = result.population
@@ -1344,8 +1564,13 @@ def covariance_of(cov_table, result: NonmemImport, relations: dict, res_parts: d
     res_type = pop["residual_error"]["type"]
     for comp in ("proportional", "exponential", "additive"):
         if comp in res_parts:
-            slot = "SIGMA(2,2)" if comp == "additive" and res_type == "combined" else "SIGMA(1,1)"
+            slot = "SIGMA(2,2)" if comp == "additive" and res_type in ("combined", "combined1") else "SIGMA(1,1)"
             quantities.append((slot, sympy.sympify(res_parts[comp])))
+    k = len(SIGMA_FIELDS[res_type])
+    for _, rtype, parts in extra_residuals:       # several outputs: their SIGMAs follow the primary's
+        for comp in SIGMA_FIELDS[rtype]:
+            k += 1
+            quantities.append((f"SIGMA({k},{k})", sympy.sympify(parts[comp])))
 
     pars = {p.name: p for p in model.parameters}
     columns = list(cov_table.columns)

@@ -5,16 +5,17 @@
   lag ALAG1, a linear creatinine-clearance effect on CL and weight-proportional V, 74 subjects;
   ``sdtab001`` holds PRED and IPRED at the final estimates. The stream writes no S2 and computes
   ``IPRED = A2/V`` in $ERROR, which the importer reads as the scale S2 = V; its residual
-  ``W = THETA(5)*IPRED + THETA(6)`` is not an insilico residual model, so the unchanged stream is a
-  strict xfail below, and a copy with only that W line rewritten (``W = SQRT(...)``, made in
-  tmp_path) is checked instead. ``run001_s2.mod`` is the same structural model written with S2 = V
-  and IPRED = F (three $PK/$ERROR lines, checked below). PRED and IPRED do not depend on the
-  residual model, so NONMEM's table is the reference for every stream.
+  ``W = THETA(5)*IPRED + THETA(6)`` (SDs adding) is insilico's ``combined1``. A copy with only that W
+  line rewritten (``W = SQRT(...)``, variances adding: ``combined``, made in tmp_path) is checked too.
+  ``run001_s2.mod`` is the same structural model written with S2 = V and IPRED = F (three $PK/$ERROR
+  lines, checked below). PRED and IPRED do not depend on the residual model, so NONMEM's table is the
+  reference for every stream.
 * ``pheno_pd/``: a two-output run from pharmpy's test data (NONMEM 7.5.1, FOCE-I): phenobarbital
   ADVAN1 TRANS2 with a direct linear effect ``E = E0 + SLOPE*A(1)/V`` observed on DVID 2;
-  ``pheno_pd_mytab`` holds CIPREDI. Not translated yet (strict xfail); a hand-written population
-  model with the run's .ext values shows the engine reproduces the table, so the gap is the
-  importer's.
+  ``pheno_pd_mytab`` holds CIPREDI. Its output selection ``IF (DVID.EQ.1) THEN Y = Y ELSE Y = Y_2
+  END IF``, which pharmpy-core does not read, is read from the $ERROR text; the translation
+  (``1cmt_iv+linear``, ``outputs: {1: conc, 2: effect}``) equals a hand-written population model with
+  the run's .ext values, and both reproduce the table.
 
 Tolerance: NONMEM prints these tables with 5 significant digits (``1.2345E+01``), so rounding alone
 is up to 5e-5 relative; predictions are compared at 1e-4 relative, record times at 5e-5. PRED is
@@ -199,13 +200,30 @@ def test_pheno_without_s1_divisor_must_be_the_volume(tmp_path, divisor):
                                                      "the divisor must equal V") for line in result.untranslated)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "importer: run001.mod's W = THETA(5)*IPRED + THETA(6) makes Y = IPRED + W*EPS(1) an SD-additive combined "
-    "error, Var = SIGMA*(a + b*F)**2, which insilico's residual models (Var = a**2 + b**2*F**2) cannot express "
-    "(its IPRED = A2/V with no S2 is read as S2 = V: test_xpose_stream_without_s2_matches_nonmem)"))
 def test_xpose_original_stream_matches_nonmem():
-    _, problem = _xpose_problem("run001.mod")
+    """The unchanged run001.mod: ``W = THETA(5)*IPRED + THETA(6)``, ``Y = IPRED + W*EPS(1)``,
+    ``$SIGMA 1 FIX`` is SD = THETA(6) + THETA(5)*IPRED, insilico's ``combined1`` (additive THETA6,
+    proportional THETA5 as the .ext gives them); PRED and IPRED match NONMEM's table."""
+    result, problem = _xpose_problem("run001.mod")
+    ext = read_ext(XPOSE / "run001.ext")
+    assert ext["SIGMA(1,1)"] == 1.0
+    res = result.population["residual_error"]
+    assert res["type"] == "combined1"
+    assert (res["proportional"], res["additive"]) == pytest.approx((ext["THETA5"], ext["THETA6"]), rel=1e-12)
+    assert result.names["sigmas"]["THETA5"]["name"] == "SIGMA(1,1)"
+    assert result.names["sigmas"]["THETA6"]["name"] == "SIGMA(2,2)"
+    assert "SIGMA(1,1)" not in result.population.get("estimate", {}).get("fix", [])   # THETA5 is estimated
     _check_xpose_parity(problem, _xpose_table())
+
+
+@pytest.mark.parametrize("w, why", [
+    (" W       = THETA(5)*IPRED - THETA(6)", "with coefficients of opposite signs is not additive + proportional"),
+    (" W       = THETA(5)*IPRED*IPRED + THETA(6)", "**2 is not additive + proportional * F**2"),
+])
+def test_xpose_other_sd_forms_are_reported(tmp_path, w, why):
+    result = import_nonmem(_xpose_variant(tmp_path, W_ORIGINAL, w), ext=XPOSE / "run001.ext")
+    assert not result.ok and result.population is None
+    assert any(why in line for line in result.untranslated), result.untranslated
 
 
 # --- pharmpy pheno_pd (two outputs by DVID) ---------------------------------------------------
@@ -224,12 +242,12 @@ def _pd_parity(population):
     np.testing.assert_allclose(ipred, obs["CIPREDI"].to_numpy(), rtol=RTOL)
 
 
-def test_pheno_pd_reference_model_matches_nonmem():
+def _pd_reference() -> dict:
     """The translation pheno_pd.ctl should get, written by hand from its .ext (THETA1..4 = CL, VC,
     E0, SLOPE; OMEGA BLOCK(2) on CL, V and OMEGA(3,3) on E0; proportional errors SIGMA(1,1) on the
     concentration, SIGMA(2,2) on the effect, as SDs)."""
     e = read_ext(PD / "pheno_pd.ext")
-    population = {
+    return {
         "name": "pheno_pd", "model": {"name": "1cmt_iv+linear"}, "output": "conc",
         "outputs": {1: "conc", 2: "effect"},
         "parameters": {"CL": {"typical": e["THETA1"]}, "V": {"typical": e["THETA2"]},
@@ -240,15 +258,123 @@ def test_pheno_pd_reference_model_matches_nonmem():
         "residual_error": {"type": "proportional", "proportional": float(np.sqrt(e["SIGMA(1,1)"]))},
         "residual_errors": {"effect": {"type": "proportional", "proportional": float(np.sqrt(e["SIGMA(2,2)"]))}},
     }
-    _pd_parity(population)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "importer: pheno_pd.ctl's $ERROR defines a second output E = A(1)*SLOPE/V + E0 (a direct linear effect, "
-    "insilico's 1cmt_iv+linear) selected by IF (DVID.EQ.1) Y = Y ELSE Y = Y_2 (which pharmpy-core does not read); "
-    "import_nonmem maps only one output (IPRED = A(1)/VC, read as S1 = VC) and reports 'Y = Y_2' and "
-    "'E0/SLOPE not used'"))
-def test_pheno_pd_stream_matches_nonmem():
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested mapping as {dotted key: value} (numbers compared with approx, strings as keys)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, str):
+            out[f"{prefix}{k}={v}"] = 0.0
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_pheno_pd_reference_model_matches_nonmem():
+    _pd_parity(_pd_reference())
+
+
+@pytest.fixture(scope="module")
+def pheno_pd():
     result = import_nonmem(PD / "pheno_pd.ctl", ext=PD / "pheno_pd.ext")
     assert result.ok, result.untranslated
-    _pd_parity(result.population)
+    return result
+
+
+def test_pheno_pd_stream_matches_nonmem(pheno_pd):
+    """The unchanged stream: ``IF (DVID.EQ.1) THEN Y = Y ELSE Y = Y_2 END IF`` (which pharmpy-core does
+    not read) selects the concentration on DVID 1 and ``E = A(1)*SLOPE/V + E0`` on DVID 2, translated as
+    the hand-written reference and reproducing NONMEM's CIPREDI."""
+    ref, pop = _pd_reference(), pheno_pd.population
+    for key in ("model", "output", "outputs", "bsv"):
+        assert pop[key] == ref[key], key
+    for key in ("residual_error", "residual_errors", "parameters"):
+        assert _flat(pop[key]) == pytest.approx(_flat(ref[key]), rel=1e-12), key
+    assert pheno_pd.names["sigmas"]["SIGMA(2,2)"]["name"] == "SIGMA(2,2)"
+    assert pop["estimate"]["fix"] == ["CL", "V", "E0", "OMEGA(1,1)", "OMEGA(2,1)", "OMEGA(2,2)", "OMEGA(3,3)",
+                                      "SIGMA(1,1)", "SIGMA(2,2)"]
+    # its $DATA (../.datasets/...) is not in this tree: the ELSE branch is read as DVID 2, and says so
+    assert any(line.startswith("$ERROR line 13: Y = Y_2: read as the prediction of DVID 2")
+               for line in pheno_pd.untranslated), pheno_pd.untranslated
+    _pd_parity(pop)
+
+
+SWITCH = "IF (DVID.EQ.1) THEN\n    Y = Y\nELSE\n    Y = Y_2\nEND IF\n"
+
+
+def _pd_variant(tmp_path, old: str, new: str, extra: str = "") -> Path:
+    text = (PD / "pheno_pd.ctl").read_text()
+    assert text.count(old) == 1
+    (tmp_path / "pheno_pd.ctl").write_text(text.replace(old, new) + extra)
+    return tmp_path / "pheno_pd.ctl"
+
+
+@pytest.mark.parametrize("switch", [
+    "IF (DVID.EQ.2) Y = Y_2\n",                                         # one-liner; DVID 1 keeps Y
+    "IF (DVID.EQ.2) THEN\n    Y = Y_2\nEND IF\n",
+    "IF (DVID.EQ.1) Y = IPRED + EPS(1)*IPREDADJ\nIF (DVID.EQ.2) Y = E + E*EPS(2)\n",
+    "IF (DVID.EQ.2) THEN\n    Y = Y_2\nELSE IF (DVID.EQ.1) THEN\n    Y = Y\nEND IF\n",
+])
+def test_pheno_pd_other_selections_translate_alike(tmp_path, switch, pheno_pd):
+    result = import_nonmem(_pd_variant(tmp_path, SWITCH, switch), ext=PD / "pheno_pd.ext")
+    assert result.ok, result.untranslated
+    for key in ("model", "outputs", "parameters", "bsv", "residual_error", "residual_errors", "estimate"):
+        assert result.population[key] == pheno_pd.population[key], key
+
+
+def test_pheno_pd_emax_effect(tmp_path):
+    """``E = E0 + SLOPE*C/(THETA(5) + C)`` with C = A(1)/V: insilico's ``emax`` (EMAX = THETA(4), EC50 =
+    THETA(5)); values checked against the formula at one concentration."""
+    path = _pd_variant(tmp_path, "E = A(1)*SLOPE/V + E0\n", "E = E0 + SLOPE*(A(1)/V)/(THETA(5) + A(1)/V)\n",
+                       "\n$THETA  (0,3.5) ; EC50\n")
+    result = import_nonmem(path)
+    assert result.ok, result.untranslated
+    pop = result.population
+    assert pop["model"] == {"name": "1cmt_iv+emax"} and pop["outputs"] == {1: "conc", 2: "effect"}
+    assert {k: v["typical"] for k, v in pop["parameters"].items()} == pytest.approx(
+        {"CL": 0.00274199, "V": 1.44692, "E0": 5.75005, "EMAX": 0.1, "EC50": 3.5})
+    assert pop["bsv"]["parameters"] == ["CL", "V", "E0"]
+    assert pop["residual_errors"]["effect"]["type"] == "proportional"
+    assert pop["residual_errors"]["effect"]["proportional"] == pytest.approx(np.sqrt(0.338363), rel=1e-12)
+
+
+@pytest.mark.parametrize("old, new, line", [
+    (SWITCH, SWITCH.replace("(DVID.EQ.1)", "(DVID.EQ.1.AND.TIME.GT.0)"),
+     "IF (DVID.EQ.1.AND.TIME.GT.0) THEN -- an output selection must test DVID.EQ.<value> alone"),
+    (SWITCH, SWITCH.replace("    Y = Y_2\n", "    W = 1\n    Y = Y_2\n"),
+     "W = 1 -- a branch of an output selection (IF on DVID) must be one line"),
+    (SWITCH, SWITCH + "Y = Y\n", "Y = Y -- Y assigned again after the output selection"),
+    ("E = A(1)*SLOPE/V + E0\n", "E = E0*EXP(SLOPE*A(1)/V)\n",
+     ("Y = Y_2 -- the prediction ", "is neither E0 + SLOPE*C nor E0 + EMAX*C/(EC50 + C)")),
+    ("Y_2 = E + E*EPS(2)\n", "Y_2 = E + E*EPS(1)\n",
+     "Y = Y_2 -- the outputs' residual errors are correlated (both use"),
+])
+def test_pheno_pd_untranslatable_selections_are_reported(tmp_path, old, new, line):
+    result = import_nonmem(_pd_variant(tmp_path, old, new))
+    assert not result.ok and result.population is None
+    parts = (line,) if isinstance(line, str) else line
+    assert any(ln.startswith("$ERROR line ") and all(p in ln for p in parts) for ln in result.untranslated), \
+        result.untranslated
+
+
+def test_pheno_pd_covariance_carries_the_effect_sigma(tmp_path):
+    """A .cov file (values made up, NONMEM's layout) is carried onto the effect's SIGMA(2,2) too: every
+    quantity is one NONMEM element here, so the carried matrix holds the file's entries."""
+    names = ["THETA1", "THETA2", "THETA3", "THETA4", "SIGMA(1,1)", "SIGMA(2,1)", "SIGMA(2,2)", "OMEGA(1,1)",
+             "OMEGA(2,1)", "OMEGA(2,2)", "OMEGA(3,1)", "OMEGA(3,2)", "OMEGA(3,3)"]
+    c = np.zeros((13, 13))
+    c[3, 3], c[6, 6], c[3, 6], c[6, 3] = 4e-6, 2.5e-3, 1e-5, 1e-5     # SLOPE and the effect's SIGMA(2,2)
+    lines = ["TABLE NO.     1: First Order Conditional Estimation with Interaction",
+             " NAME " + " ".join(f"{n:>12}" for n in names)]
+    lines += [f" {n:<12} " + " ".join(f"{v:12.5E}" for v in row) for n, row in zip(names, c)]
+    (tmp_path / "pheno_pd.cov").write_text("\n".join(lines) + "\n")
+    result = import_nonmem(PD / "pheno_pd.ctl", ext=PD / "pheno_pd.ext", cov=tmp_path / "pheno_pd.cov")
+    cov = result.covariance
+    assert cov["names"][-2:] == ["SIGMA(1,1)", "SIGMA(2,2)"] and cov["nonmem"]["SIGMA(2,2)"] == "SIGMA(2,2)"
+    m = np.asarray(cov["matrix"])
+    i, j = cov["names"].index("SLOPE"), cov["names"].index("SIGMA(2,2)")
+    np.testing.assert_allclose([m[i, i], m[j, j], m[i, j]], [4e-6, 2.5e-3, 1e-5], rtol=1e-12)
+    assert not [line for line in result.untranslated if line.startswith("--cov")]
