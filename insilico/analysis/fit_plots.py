@@ -306,7 +306,14 @@ def plot_vpc(v: xr.Dataset, *, corrected: bool = False, log: bool = False) -> Fi
     markers) and the simulated median (dashed) with its ``ci`` interval (shaded), as the ``vpc``
     R package's ``vpc_cens`` and PsN's vpc with ``-lloq`` do; the one LLOQ of all records, when
     there is one, is a dotted line on the VPC panel (the pcVPC: not drawn, corrected values are on
-    another scale)."""
+    another scale).
+
+    With BLQ records the percentiles are censored (`insilico.estimation.vpc`): an observed
+    percentile below the LLOQ (NaN) is not drawn (its line breaks there), nor a simulated median;
+    a simulated interval whose lower bound is below the LLOQ is shaded from the bin's LLOQ
+    (``bin_lloq``, pcVPC ``pc_bin_lloq``) up, and one whose upper bound is too is not drawn. The
+    title counts the observed percentiles inside their interval among the observable (not
+    censored) cells."""
     pre = "pc_" if corrected else ""
     t = v["bin_time"].values
     ok = np.isfinite(t)
@@ -328,12 +335,14 @@ def plot_vpc(v: xr.Dataset, *, corrected: bool = False, log: bool = False) -> Fi
         central = j == mid
         color = "#d62728" if central else "#1f77b4"
         first = central or j == min(i for i in range(q.size) if i != mid)
-        ax.fill_between(t[ok], v[f"{pre}sim_lower"].values[ok, j], v[f"{pre}sim_upper"].values[ok, j], color=color,
+        ax.fill_between(t[ok], _band_lower(v, pre, j)[ok], v[f"{pre}sim_upper"].values[ok, j], color=color,
                         alpha=0.22, lw=0, label=f"simulated {names[central]}: {ci:g} % CI" if first else None,
                         gid=f"band{j}")
         ax.plot(t[ok], v[f"{pre}observed"].values[ok, j], color=color, lw=1.8, ls="-" if central else "--",
                 label=f"observed {names[central]}" if first else None, gid=f"observed{j}")
-    inside = v[f"{pre}inside"].values[ok]
+    observable = np.isfinite(v[f"{pre}observed"].values[ok])
+    inside = v[f"{pre}inside"].values[ok][observable]
+    n_hidden = int(observable.size - observable.sum())
     units = v.attrs.get("units")
     lloq = float(v.attrs.get("lloq", np.nan))
     if blq and not corrected and np.isfinite(lloq):
@@ -344,12 +353,23 @@ def plot_vpc(v: xr.Dataset, *, corrected: bool = False, log: bool = False) -> Fi
     if log:
         ax.set_yscale("log")
     ax.set_title(f"{'pcVPC' if corrected else 'VPC'}: {v.attrs.get('n_sim')} simulations; observed percentile in "
-                 f"the simulated CI in {int(inside.sum())} of {inside.size} bin × percentile cells", fontsize=9)
+                 f"the simulated CI in {int(inside.sum())} of {inside.size} "
+                 + (f"observable cells ({n_hidden} below the LLOQ)" if n_hidden else "bin × percentile cells"),
+                 fontsize=9)
     if blq:
         _blq_panel(ax_blq, v, t, ok, ci)
     (ax_blq or ax).set_xlabel("time (h)")
     fig.legend(fontsize=7, loc="outside lower center", ncols=3)
     return fig
+
+
+def _band_lower(v: xr.Dataset, pre: str, j: int) -> np.ndarray:
+    """Lower edge of the simulated band of percentile ``j``: ``sim_lower``, or the bin's LLOQ where
+    the lower bound is censored (NaN) and the upper bound is not."""
+    lo, hi = v[f"{pre}sim_lower"].values[:, j], v[f"{pre}sim_upper"].values[:, j]
+    if f"{pre}bin_lloq" not in v:
+        return lo
+    return np.where(np.isnan(lo) & np.isfinite(hi), v[f"{pre}bin_lloq"].values, lo)
 
 
 def _blq_panel(ax, v: xr.Dataset, t: np.ndarray, ok: np.ndarray, ci: float) -> None:

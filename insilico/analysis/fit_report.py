@@ -168,21 +168,30 @@ def _vpc_section(v: xr.Dataset) -> str:
             rows.append({"bin (h)": f"{v['bin_lower'].values[b]:g}–{v['bin_upper'].values[b]:g}",
                          "time (h)": v["bin_time"].values[b],
                          "n obs": int(v["n_obs"].values[b]), "percentile": f"{p:g}th",
-                         "observed": v["observed"].values[b, j], "simulated median": v["sim_median"].values[b, j],
+                         "observed": _censored(v, "censored", b, j, v["observed"].values[b, j]),
+                         "simulated median": v["sim_median"].values[b, j],
                          "CI lower": v["sim_lower"].values[b, j], "CI upper": v["sim_upper"].values[b, j],
                          "inside": bool(v["inside"].values[b, j]),
-                         "pc observed": v["pc_observed"].values[b, j],
+                         "pc observed": _censored(v, "pc_censored", b, j, v["pc_observed"].values[b, j]),
                          "pc inside": bool(v["pc_inside"].values[b, j])})
     inside, pc = v["inside"].values, v["pc_inside"].values
+    seen = ~v["censored"].values if "censored" in v else np.ones(inside.shape, bool)
+    pc_seen = ~v["pc_censored"].values if "pc_censored" in v else np.ones(pc.shape, bool)
+    below = "" if seen.all() else f"; {int((~seen).sum())} cells below the LLOQ (censored, not counted)"
     ci = 100 * v.attrs["ci"]
     head = (f"<p>{v.attrs['n_sim']} simulations of the fitted model on the data's design (seed "
             f"{v.attrs['seed']}); binning: {html.escape(v.attrs['binning'])}. Observed percentile inside the simulated "
-            f"{ci:g} % interval in <b>{int(inside.sum())} of {inside.size}</b> bin × percentile cells "
-            f"(prediction-corrected: {int(pc.sum())} of {pc.size}). "
+            f"{ci:g} % interval in <b>{int(inside[seen].sum())} of {int(seen.sum())}</b> observable bin × percentile "
+            f"cells (prediction-corrected: {int(pc[pc_seen].sum())} of {int(pc_seen.sum())}){below}. "
             f"<span class='note'>{html.escape(v.attrs['method'])}; lower bound {v.attrs['lower_bound']:g}"
             f"{'; ' + str(v.attrs['n_outside']) + ' observations outside the bins' if v.attrs['n_outside'] else ''}"
             "</span></p>")
     return head + html.table(pd.DataFrame(rows), cls="vpc") + _blq_section(v)
+
+
+def _censored(v: xr.Dataset, var: str, b: int, j: int, value):
+    """An observed percentile, or "< LLOQ" where it is censored (below the limit of quantification)."""
+    return "< LLOQ" if var in v and bool(v[var].values[b, j]) else value
 
 
 def _blq_section(v: xr.Dataset) -> str:
@@ -198,8 +207,9 @@ def _blq_section(v: xr.Dataset) -> str:
                        "CI upper": v["blq_sim_upper"].values, "inside": v["blq_inside"].values.astype(bool)})
     inside = v["blq_inside"].values
     lloq = float(v.attrs.get("lloq", np.nan))
-    head = (f"<h3>Fraction below the LLOQ</h3><p>{int(v.attrs['n_blq'])} BLQ records, left out of the percentiles "
-            f"above; observed fraction BLQ inside the simulated {100 * v.attrs['ci']:g} % interval in "
+    head = (f"<h3>Fraction below the LLOQ</h3><p>{int(v.attrs['n_blq'])} BLQ records, counted below their LLOQ in "
+            "the percentiles above (a percentile that falls below it is censored); observed fraction BLQ inside "
+            f"the simulated {100 * v.attrs['ci']:g} % interval in "
             f"<b>{int(inside.sum())} of {inside.size}</b> bins. <span class='note'>Each simulated value is compared "
             "with its record's own LLOQ" + (f" ({lloq:g} {html.escape(v.attrs.get('units', ''))})"
                                             if np.isfinite(lloq) else "") + "; BLQ records are binned with the "

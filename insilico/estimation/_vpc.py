@@ -16,8 +16,7 @@ predictions come from the same engine call the fit used (`insilico.estimation.bu
 One observed output at a time (``output``, default the population model's ``output``): with
 several outputs (DVID) the records of the others are left out and the output's own residual model
 is simulated. Censored (BLQ) records, whether the fit dropped them (M1) or censored them (M3),
-are left out of the observed and the simulated percentiles alike; they are checked by the BLQ
-fraction below.
+take part in the percentiles as censored values (below) and in the BLQ fraction.
 
 Random streams: eta (with IOV: the whole vector, etas then the kappas occasion by occasion) of
 replicate r, subject index i is L z with L the Cholesky factor of its prior covariance and
@@ -50,6 +49,24 @@ observed percentile lies in the simulated interval. A simulated subject whose so
 (engine status > 0) has no simulated values; percentiles are taken over the others, and
 ``attrs["n_failed"]`` counts those subject-replicates.
 
+Censored percentiles (Bergstrand & Karlsson, AAPS J 2009;11:371; the rule of PsN's ``vpc -lloq``
+and of ``quantile_cens`` in the ``vpc`` R package): the percentiles of a bin are taken over ALL
+its records, a censored one counting as -inf (below every value): an observed record is
+censored when it is BLQ (or its DV is below its own LLOQ), a simulated value when it is below
+its record's LLOQ (the record limits of the BLQ fraction below), so the observed data and every
+replicate are treated identically. A percentile is censored, reported NaN and not drawn, when
+its linear interpolation involves a censored value, or (several LLOQs in one bin) when it lies
+below the largest LLOQ of the bin's censored records, where its rank would depend on the unknown
+censored values; with one LLOQ this is exactly ``quantile_cens``. Across replicates a censored
+replicate percentile counts as below all the others in the same way, so ``sim_median`` is NaN
+when at least half of the replicates' percentiles are censored and ``sim_lower`` when more than
+(1 - ci)/2 of them are (the interval then reaches below the LLOQ). ``censored`` flags the
+censored observed percentiles; ``inside`` compares with a censored value as -inf (a censored
+observed percentile is inside when ``sim_lower`` is censored too, a finite one never is when
+``sim_upper`` is). ``bin_lloq``: the largest LLOQ of a bin's records (the plot shades an
+interval with a censored lower bound from it). Without censored values (no LLOQ, or nothing
+below it) these are the plain percentiles, bit for bit.
+
 Prediction correction (Bergstrand, Hooker, Wallin & Karlsson, AAPS J 2011;13:143, eq. 1):
 with PRED_ij the population prediction (eta = 0) of observation j of subject i, PRED_bin the
 median PRED of the bin's observations and lb a lower bound (0 by default, the usual case of
@@ -58,7 +75,10 @@ untransformed concentrations)::
     pcY_ij = lb + (Y_ij - lb) * (PRED_bin - lb) / (PRED_ij - lb)
 
 applied alike to the observations and to every simulated replicate
-(:func:`prediction_correct`). The variability correction (pvcVPC) is not applied.
+(:func:`prediction_correct`), PRED_bin over all the bin's records (quantified and BLQ). Whether a
+value is censored is decided on the uncorrected scale; each record's LLOQ is corrected like its
+values and the censored percentiles (``pc_observed``, ``pc_censored``, ...) use the corrected
+limits (``pc_bin_lloq``). The variability correction (pvcVPC) is not applied.
 
 BLQ fraction (the "fraction of BLQ observations" VPC of Bergstrand & Karlsson, AAPS J
 2009;11:371; PsN's ``vpc -lloq``; the ``vpc`` R package's ``vpc_cens``, "Probability of <LOQ"):
@@ -158,16 +178,54 @@ def prediction_correct(y, pred, bin_index, lower_bound: float = 0.0) -> np.ndarr
     return lb + (np.asarray(y, dtype=float) - lb) * (pred_bin - lb) / (pred - lb)
 
 
-def _bin_percentiles(values, bin_index, n_bins: int, q) -> np.ndarray:
-    """Percentiles ``q`` of ``values`` (..., n_obs) in each bin: (..., n_bins, len(q)); NaN
-    values (simulations whose solve failed) are left out; NaN for an empty bin."""
+def _censored_percentiles(x, censored, limit, q):
+    """Percentiles ``q`` (%) along the last axis of ``x`` with left-censored entries, the rule of
+    ``quantile_cens`` of the ``vpc`` R package and PsN's ``vpc -lloq`` (Bergstrand & Karlsson,
+    AAPS J 2009;11:371): a censored entry counts as -inf (below every value), the percentile is
+    the linear-interpolation one (`numpy.percentile`) and it is censored (returned NaN) when it
+    involves a censored entry (the lower order statistic of the interpolation is censored) or lies
+    below the largest ``limit`` of the row's censored entries (with several LLOQs in a row: a value
+    below it could rank differently depending on where the censored values lie; with one LLOQ
+    this never applies). NaN entries of ``x`` (failed simulations) are left out; NaN for a row
+    without entries (not censored).
+
+    Returns ``(p, c, thr)``, each (..., len(q)): the percentiles (NaN where censored), whether
+    censored, and the row's largest censoring limit (-inf without censored entries), which a
+    percentile of these percentiles uses as the ``limit`` of a censored one. Without censored
+    entries ``p`` is `numpy.nanpercentile` bit for bit."""
+    x = np.asarray(x, dtype=float)
+    cens = np.broadcast_to(censored, x.shape)
+    shape = x.shape[:-1] + (len(q),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # a row without entries: NaN
+        if not cens.any():
+            return (np.moveaxis(np.nanpercentile(x, q, axis=-1), 0, -1), np.zeros(shape, dtype=bool),
+                    np.full(shape, -np.inf))
+        fin = x[~cens & np.isfinite(x)]
+        fill = (fin.min() - 1.0 - (fin.max() - fin.min())) if fin.size else -1.0   # below every entry
+        p = np.moveaxis(np.nanpercentile(np.where(cens, fill, x), q, axis=-1), 0, -1)
+        lowest = np.nanmin(np.where(cens, np.nan, x), axis=-1, keepdims=True)      # smallest uncensored
+    lim = np.broadcast_to(limit, x.shape)
+    thr = np.max(np.where(cens & np.isfinite(lim), lim, -np.inf), axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        c = ~np.isnan(p) & (~(p >= lowest) | (p < thr))
+    return np.where(c, np.nan, p), c, np.broadcast_to(thr, shape).copy()
+
+
+def _bin_percentiles(values, censored, limit, bin_index, n_bins: int, q):
+    """`_censored_percentiles` of ``values`` (..., n_obs) in each bin: each of ``p``, ``c``,
+    ``thr`` (..., n_bins, len(q)); NaN (not censored) for an empty bin."""
     values = np.asarray(values, dtype=float)
-    out = np.full(values.shape[:-1] + (n_bins, len(q)), np.nan)
+    censored = np.broadcast_to(censored, values.shape)
+    limit = np.broadcast_to(limit, values.shape)
+    shape = values.shape[:-1] + (n_bins, len(q))
+    p, c, thr = np.full(shape, np.nan), np.zeros(shape, dtype=bool), np.full(shape, -np.inf)
     for k in range(n_bins):
         sel = bin_index == k
         if sel.any():
-            out[..., k, :] = np.moveaxis(np.nanpercentile(values[..., sel], q, axis=-1), 0, -1)
-    return out
+            p[..., k, :], c[..., k, :], thr[..., k, :] = _censored_percentiles(
+                values[..., sel], censored[..., sel], limit[..., sel], q)
+    return p, c, thr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,19 +293,26 @@ def _check_arguments(fit_ds: xr.Dataset, n_sim, ci, percentiles) -> np.ndarray:
     return q
 
 
-def _summary(obs_values, sim_values, bin_index, n_bins: int, q, ci: float, prefix: str) -> dict:
+def _summary(obs_values, obs_cens, obs_limit, sim_values, sim_cens, sim_limit, bin_index, n_bins: int, q,
+             ci: float, prefix: str) -> dict:
     """Observed percentiles per bin, the simulated ones per replicate and their median and
-    central ``ci`` interval over replicates, and whether the observed one is inside."""
+    central ``ci`` interval over replicates (each censored the same way, `_censored_percentiles`:
+    a replicate whose percentile is censored counts as below every uncensored one), and whether
+    the observed one is inside (a censored value as -inf: a censored observed percentile is inside
+    when the interval's lower bound is censored too)."""
     alpha = 100 * (1 - ci) / 2
-    obs_p = _bin_percentiles(obs_values, bin_index, n_bins, q)
-    sim_p = _bin_percentiles(sim_values, bin_index, n_bins, q)                # (n_sim, bins, q)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # a bin of BLQ records only: no percentiles, NaN
-        lo, med, hi = np.nanpercentile(sim_p, [alpha, 50.0, 100 - alpha], axis=0)
+    obs_p, obs_c, _ = _bin_percentiles(obs_values, obs_cens, obs_limit, bin_index, n_bins, q)
+    sim_p, sim_c, sim_thr = _bin_percentiles(sim_values, sim_cens, sim_limit, bin_index, n_bins, q)  # (n_sim, bins, q)
+    s, sc, st = _censored_percentiles(np.moveaxis(sim_p, 0, -1), np.moveaxis(sim_c, 0, -1),
+                                      np.moveaxis(sim_thr, 0, -1), [alpha, 50.0, 100 - alpha])
+    (lo, med, hi), (lo_c, _, hi_c) = np.moveaxis(s, -1, 0), np.moveaxis(sc, -1, 0)
+    with np.errstate(invalid="ignore"):
+        o = np.where(obs_c, -np.inf, obs_p)
+        inside = (o >= np.where(lo_c, -np.inf, lo)) & (o <= np.where(hi_c, -np.inf, hi))
     dims = ("bin", "percentile")
     return {f"{prefix}observed": (dims, obs_p), f"{prefix}sim_median": (dims, med),
             f"{prefix}sim_lower": (dims, lo), f"{prefix}sim_upper": (dims, hi),
-            f"{prefix}inside": (dims, (obs_p >= lo) & (obs_p <= hi)),
+            f"{prefix}inside": (dims, inside), f"{prefix}censored": (dims, obs_c),
             f"{prefix}sim_percentiles": (("replicate", *dims), sim_p)}
 
 
@@ -271,14 +336,15 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
     output : the observed output to check (default: the population model's ``output``).
 
     Returns a Dataset over ``bin`` and ``percentile`` (``observed``, ``sim_median``,
-    ``sim_lower``, ``sim_upper``, ``inside`` and their prediction-corrected ``pc_*`` versions;
-    ``sim_percentiles``/``pc_sim_percentiles`` per ``replicate``; ``bin_time``, ``bin_lower``,
-    ``bin_upper``, ``n_obs``), the BLQ fraction over ``bin`` (``blq_observed``, ``blq_sim_median``,
-    ``blq_sim_lower``, ``blq_sim_upper``, ``blq_inside``, ``n_blq``; ``blq_sim_fraction`` per
-    ``replicate``; fractions in [0, 1]) and over ``observation``, the quantified observations
-    (``obs_subject``, ``obs_time``, ``obs_dv``, ``obs_pred``, ``obs_pcdv``, ``obs_bin``); attrs
-    ``n_sim``, ``seed``, ``ci``, ``binning``, ``n_outside`` (records, quantified and BLQ),
-    ``n_failed``, ``n_blq``, ``lloq``, ``output``, ``units``.
+    ``sim_lower``, ``sim_upper``, ``inside``, ``censored`` and their prediction-corrected ``pc_*``
+    versions, NaN where censored; ``sim_percentiles``/``pc_sim_percentiles`` per ``replicate``;
+    ``bin_time``, ``bin_lower``, ``bin_upper``, ``n_obs``, ``bin_lloq``, ``pc_bin_lloq``), the BLQ
+    fraction over ``bin`` (``blq_observed``, ``blq_sim_median``, ``blq_sim_lower``,
+    ``blq_sim_upper``, ``blq_inside``, ``n_blq``; ``blq_sim_fraction`` per ``replicate``;
+    fractions in [0, 1]) and over ``observation``, the quantified observations (``obs_subject``,
+    ``obs_time``, ``obs_dv``, ``obs_pred``, ``obs_pcdv``, ``obs_bin``); attrs ``n_sim``, ``seed``,
+    ``ci``, ``binning``, ``n_outside`` (records, quantified and BLQ), ``n_failed``, ``n_blq``,
+    ``lloq``, ``output``, ``units``.
     """
     q = _check_arguments(fit_ds, n_sim, ci, percentiles)
     _check_data(fit_ds, data)
@@ -301,23 +367,36 @@ def vpc(fit_ds: xr.Dataset, data, n_sim: int = 200, seed: int = 0, bins=None, *,
     quant = ~cens
     edges = bin_edges(t_all, bins)
     b_all = assign_bins(t_all, edges)
-    t, dv, b = t_all[quant], problem.y[m_all][quant], b_all[quant]
+    y_all = problem.y[m_all]
+    t, dv, b = t_all[quant], y_all[quant], b_all[quant]
     pop = problem.params.template            # the population model at the fitted values
     pred_grid, sims_grid = _simulate(problem, pop, residual, int(n_sim), int(seed))
     subject = np.broadcast_to(problem.ids[:, None], m_all.shape)[m_all][quant]
-    pred, sims = pred_grid[m_all][quant], sims_grid[:, m_all][:, quant]
+    pred_all, sims_all = pred_grid[m_all], sims_grid[:, m_all]
+    pred = pred_all[quant]
     n_bins = edges.size - 1
-    pc_dv = prediction_correct(dv, pred, b, lower_bound)
-    pc_sims = prediction_correct(sims, pred, b, lower_bound)
+    limit = _record_limits(problem, nm, cens_grid, m_all)
+    with np.errstate(invalid="ignore"):         # NaN limit (none known): never censored
+        obs_cens = cens | (y_all < limit)       # a quantified DV below its own LLOQ counts as censored too
+        sim_cens = sims_all < limit
+    # prediction correction over all the bin's records (PRED_bin their median); a record's limit corrected alike
+    pc_all = prediction_correct(y_all, pred_all, b_all, lower_bound)
+    pc_sims = prediction_correct(sims_all, pred_all, b_all, lower_bound)
+    pc_limit = prediction_correct(limit, pred_all, b_all, lower_bound)
+    pc_dv = pc_all[quant]
 
     counts = np.array([(b == k).sum() for k in range(n_bins)])
     in_bin = [b_all == k for k in range(n_bins)]
     bin_time = np.array([np.median(t_all[s]) if s.any() else np.nan for s in in_bin])
-    limit = _record_limits(problem, nm, cens_grid, m_all)
     units = next(o.units for o in problem.model.outputs if o.name == output)
     ds = xr.Dataset(
-        {**_summary(dv, sims, b, n_bins, q, ci, ""), **_summary(pc_dv, pc_sims, b, n_bins, q, ci, "pc_"),
-         **_blq_summary(cens, sims_grid[:, m_all], limit, b_all, n_bins, ci, units),
+        {**_summary(y_all, obs_cens, limit, sims_all, sim_cens, limit, b_all, n_bins, q, ci, ""),
+         **_summary(pc_all, obs_cens, pc_limit, pc_sims, sim_cens, pc_limit, b_all, n_bins, q, ci, "pc_"),
+         **_blq_summary(cens, sims_all, limit, b_all, n_bins, ci, units),
+         "bin_lloq": ("bin", _bin_max(limit, b_all, n_bins),
+                      {"units": units, "long_name": "largest LLOQ of the bin's records"}),
+         "pc_bin_lloq": ("bin", _bin_max(pc_limit, b_all, n_bins),
+                         {"units": units, "long_name": "largest prediction-corrected LLOQ of the bin's records"}),
          "bin_time": ("bin", bin_time, {"units": "h", "long_name": "median time of the bin's records"}),
          "bin_lower": ("bin", edges[:-1], {"units": "h"}), "bin_upper": ("bin", edges[1:], {"units": "h"}),
          "n_obs": ("bin", counts),
@@ -381,6 +460,16 @@ def _blq_summary(cens, sims, limit, bin_index, n_bins: int, ci: float, units) ->
             "blq_sim_lower": ("bin", lo, frac), "blq_sim_upper": ("bin", hi, frac),
             "blq_inside": ("bin", (obs >= lo) & (obs <= hi)),
             "blq_sim_fraction": (("replicate", "bin"), sim, frac), "n_blq": ("bin", n_blq)}
+
+
+def _bin_max(values, bin_index, n_bins: int) -> np.ndarray:
+    """Largest finite value per bin (NaN: none)."""
+    out = np.full(n_bins, np.nan)
+    for k in range(n_bins):
+        v = values[(bin_index == k) & np.isfinite(values)]
+        if v.size:
+            out[k] = v.max()
+    return out
 
 
 def _binning_text(bins, edges, n_distinct: int) -> str:
