@@ -247,22 +247,32 @@ def read_nonmem(data: str | Path | pd.DataFrame, model) -> NonmemData:
 
     cov_cols = [c for c in df.columns if c not in STANDARD + RECORD]
     rec_cols = [c for c in RECORD if c in df.columns]
-    ids, regimens, obs_times, obs_dv, obs_flag, obs_rec = [], [], [], [], [], []
-    for sid, g in df.groupby("ID", sort=False):
-        doses = []
-        for row_idx, r in g[g["EVID"].isin([1, 3, 4])].iterrows():
-            doses.append(_dose(r, int(row_idx) + 1, model))
-        obs = g[g["EVID"].isin([0, 2])]
-        t = obs["TIME"].to_numpy(float)
-        _check_distinct_times(obs, sid)
-        dv = obs["DV"].to_numpy(float) if "DV" in obs.columns else np.full(len(obs), np.nan)
-        dv = np.where((obs["EVID"].to_numpy() == 2) | (obs["MDV"].to_numpy() == 1), np.nan, dv)
+    ids, regimens, obs_times, obs_dv, obs_rec = [], [], [], [], []
+    # one pass over plain arrays, each ID's records a contiguous block (checked by _check_order)
+    sid_all = df["ID"].to_numpy()
+    evid = df["EVID"].to_numpy(float)
+    time_all = df["TIME"].to_numpy(float)
+    is_dose = np.isin(evid, (1, 3, 4))
+    is_obs = np.isin(evid, (0, 2))
+    dv_all = df["DV"].to_numpy(float) if "DV" in df.columns else np.full(len(df), np.nan)
+    dv_all = np.where((evid == 2) | (df["MDV"].to_numpy() == 1), np.nan, dv_all)
+    rec_all = {c: df[c].to_numpy(float) for c in rec_cols}
+    dose_cols = [c for c in ("CMT", "EVID", "TIME", "AMT", "RATE", "II", "ADDL", "SS") if c in df.columns]
+    dose_vals = {c: df[c].to_numpy() for c in dose_cols}
+    starts = np.flatnonzero(np.r_[True, sid_all[1:] != sid_all[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(df)]):
+        sid = sid_all[a]
+        doses = [_dose({c: dose_vals[c][i] for c in dose_cols}, int(i) + 1, model)
+                 for i in a + np.flatnonzero(is_dose[a:b])]
+        rows = a + np.flatnonzero(is_obs[a:b])
+        t = time_all[rows]
+        if np.any(np.diff(t) <= 0):     # strictly increasing overall passes per DVID too; else check per DVID
+            _check_distinct_times(df.iloc[rows], sid)
         ids.append(sid)
         regimens.append(Regimen(tuple(doses)))
         obs_times.append(t)
-        obs_dv.append(dv)
-        obs_flag.append(np.ones(len(t), bool))
-        obs_rec.append({"ROW": obs.index.to_numpy(float) + 1, **{c: obs[c].to_numpy(float) for c in rec_cols}})
+        obs_dv.append(dv_all[rows])
+        obs_rec.append({"ROW": rows.astype(float) + 1, **{c: v[rows] for c, v in rec_all.items()}})
     T = max(1, max(len(t) for t in obs_times))
     times = np.zeros((len(ids), T))
     dvs = np.full((len(ids), T), np.nan)

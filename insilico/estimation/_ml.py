@@ -192,21 +192,22 @@ def fit_ml(problem, options) -> MLFit:
     nat = fns["nat_of_x"](jnp.asarray(x))
     last = state.get("last")
     if last is not None and np.array_equal(last[0], x):
-        _, _, eta_hat, codes, ofv_i, _ = last[1]      # L-BFGS-B's last evaluation is usually at its result
+        _, g_i, eta_hat, codes, ofv_i, _ = last[1]      # L-BFGS-B's last evaluation is usually at its result
     else:
-        _, _, eta_hat, codes, ofv_i, _ = fns["value_grad"](jnp.asarray(x), subjects, state["eta"])
+        _, g_i, eta_hat, codes, ofv_i, _ = fns["value_grad"](jnp.asarray(x), subjects, state["eta"])
     ofv_i = np.asarray(ofv_i)
     ofv = float(ofv_i.sum())
     if not np.isfinite(ofv):
         converged, message = False, "objective not finite at the final estimates"
     cov, cov_msg = None, "not requested"
     if options.covariance and pv.free.size and np.isfinite(ofv):
-        cov, cov_msg = _covariance(fns, np.asarray(x), nat, pv.free, subjects, eta_hat, options.matrix)
+        cov, cov_msg = _covariance(fns, np.asarray(x), nat, pv.free, subjects, eta_hat, np.asarray(g_i),
+                                   options.matrix)
     return MLFit(np.asarray(nat), ofv, converged, message, iters, state["n"], np.asarray(eta_hat),
                  np.asarray(codes), ofv_i, cov, cov_msg, time.perf_counter() - start)
 
 
-def _covariance(fns, x, nat, free, subjects, eta_hat, matrix: str = "sandwich", rel_step: float = 1e-4):
+def _covariance(fns, x, nat, free, subjects, eta_hat, g_subjects, matrix: str = "sandwich", rel_step: float = 1e-4):
     """``R^-1 S R^-1`` (``matrix="sandwich"``), ``2 R^-1`` (``"R"``) or ``4 S^-1`` (``"S"``) on the
     natural scale (NONMEM $COV MATRIX=R/S; see module docstring).
 
@@ -215,12 +216,14 @@ def _covariance(fns, x, nat, free, subjects, eta_hat, matrix: str = "sandwich", 
     each point), symmetrised, then carried to the natural scale y by the chain rule
     ``R_y = J' R_x J + sum_k g_k d2x_k/dy2`` (J = dx/dy, exact). NONMEM, too, obtains R by finite
     differences; differencing the exact gradient instead of the objective keeps it accurate to
-    O(step^2). (The fully nested forward-mode Hessian is exact but took minutes to compile.)"""
+    O(step^2). (The fully nested forward-mode Hessian is exact but took minutes to compile; evaluating the
+    2p points as one vmapped call took ~40 s CPU more to compile on the 1-cmt benchmark and was not
+    faster, since the vmapped Newton iterations run until the slowest point's converge.) ``g_subjects``:
+    the per-subject gradients (N, p) at ``x``, from the fit's last evaluation."""
     def gradient(xx):
         _, g, _, _, _, _ = fns["value_grad"](jnp.asarray(xx), subjects, eta_hat)
         return np.asarray(g)
 
-    g_subjects = gradient(x)
     p = x.size
     r_x = np.empty((p, p))
     for j in range(p):

@@ -66,13 +66,18 @@ def individual_objective(problem, pop, subject, eta):
     """``O_i(eta) = -2 log p(y_i, eta)`` (constants included) and the solver status; with IOV
     ``eta`` is the whole random-effect vector (etas, then kappas occasion by occasion)."""
     f, status = problem.predict(pop, subject, eta)
+    return _objective_from_prediction(problem, pop, subject, eta, f), status
+
+
+def _objective_from_prediction(problem, pop, subject, eta, f):
+    """``O_i(eta)`` (`individual_objective`) from the prediction ``f`` at ``eta``."""
     lp = log_likelihood(pop, subject, f)
     if problem.n_kappa:
         e, kappa = problem.split_random_effects(eta)
         lp = lp + log_density(pop, e if problem.n_bsv else None, kappa)
     elif problem.n_eta:
         lp = lp + log_density(pop, eta)
-    return -2.0 * lp, status
+    return -2.0 * lp
 
 
 def gaussian_count(subject):
@@ -81,18 +86,38 @@ def gaussian_count(subject):
     return (mask & ~subject["cens"]).sum() if "cens" in subject else mask.sum()
 
 
+def _value_grad_hess(obj):
+    """``eta -> (O, g, H)``: value, gradient and Hessian of ``obj`` in one forward-over-forward
+    pass. The gradient is the primal output of the pass that differentiates it and the value the
+    primal output of that (each computed once, not per direction), so they cost nothing beside
+    the Hessian."""
+    def value_aux(eta):
+        v = obj(eta)
+        return v, v
+
+    def grad_aux(eta):
+        g, v = jax.jacfwd(value_aux, has_aux=True)(eta)
+        return g, (g, v)
+
+    def value_grad_hess(eta):
+        h, (g, v) = jax.jacfwd(grad_aux, has_aux=True)(eta)
+        return v, g, h
+
+    return value_grad_hess
+
+
 def _newton(obj, eta0, max_iter: int, tol: float):
     """Minimise ``obj`` from ``eta0``: Newton with the exact Hessian, eigenvalues floored
     (|lambda| >= 1e-8 max|lambda|, so the step descends), the step capped at ``MAX_STEP`` in
     each eta (a trust region: etas are log-scale deviations), then backtracking (step halved
     until the objective decreases, at most 12 times). Stops when the Newton decrement
-    g' H^-1 g < tol or no step length lowers the objective. Returns (eta, converged)."""
-    grad = jax.jacfwd(obj)
-    hess = jax.jacfwd(grad)
+    g' H^-1 g < tol or no step length lowers the objective. Returns (eta, converged).
+    The gradient and Hessian of the current point are carried in the loop state, so each
+    iteration evaluates them once (`_value_grad_hess`), at the point it moves to."""
+    vgh = _value_grad_hess(obj)
 
     def step(state):
-        eta, val, it, _ = state
-        g, h = grad(eta), hess(eta)
+        eta, val, it, _, g, h = state
         w, v = jnp.linalg.eigh(0.5 * (h + h.T))
         w = jnp.maximum(jnp.abs(w), 1e-8 * jnp.max(jnp.abs(w)) + 1e-12)
         d = -v @ ((v.T @ g) / w)
@@ -110,16 +135,15 @@ def _newton(obj, eta0, max_iter: int, tol: float):
         a, trial = jax.lax.while_loop(worse, shorter, (1.0, obj(eta + d)))
         better = jnp.isfinite(trial) & (trial < val)
         eta = jnp.where(better, eta + a * d, eta)
+        _, g, h = vgh(eta)
         done = (decrement < tol) | ~better
-        return eta, jnp.where(better, trial, val), it + 1, done
+        return eta, jnp.where(better, trial, val), it + 1, done, g, h
 
     def cond(state):
         return (~state[3]) & (state[2] < max_iter)
 
-    val0 = obj(eta0)
-    eta, val, it, done = jax.lax.while_loop(cond, step, (eta0, val0, 0, jnp.asarray(False)))
-    g = grad(eta)
-    h = hess(eta)
+    val0, g0, h0 = vgh(eta0)
+    eta, val, it, done, g, h = jax.lax.while_loop(cond, step, (eta0, val0, 0, jnp.asarray(False), g0, h0))
     decrement = g @ jnp.linalg.solve(h, g)
     converged = jnp.isfinite(val) & (decrement < 10 * tol) & jnp.all(jnp.linalg.eigvalsh(h) > 0)
     return eta, converged
@@ -143,30 +167,30 @@ def eta_mode(problem, pop, subject, eta0, max_iter: int = 100, tol: float = 1e-1
 
 def _refine(obj, eta, steps: int = 2):
     """``steps`` differentiated Newton steps from a (stop-gradient) mode; see module docstring."""
+    vgh = _value_grad_hess(obj)
     for _ in range(steps):
-        g = jax.jacfwd(obj)(eta)
-        h = jax.jacfwd(jax.jacfwd(obj))(eta)
+        _, g, h = vgh(eta)
         eta = eta - jnp.linalg.solve(h, g)
     return eta
 
 
 def _focei_half_hessian(problem, pop, subject, eta):
     """Omega^-1 + sum_j g g'/V + 1/2 sum_j h h'/V^2 at ``eta`` (masked observations only; each
-    record on its own output's scale, log for the exponential error)."""
+    record on its own output's scale, log for the exponential error), and the prediction at
+    ``eta`` (the primal output of the same forward pass)."""
     log = record_log_scale(pop, subject)
 
     def moments(e):
         f, _ = problem.predict(pop, subject, e)
         m = jnp.where(log, jnp.log(jnp.where(subject["mask"] & log, f, 1.0)), f)
         v = record_sd(pop, subject, f) ** 2
-        return m, v
+        return (m, v), (v, f)
 
-    g, h = jax.jacfwd(moments)(eta)
-    _, v = moments(eta)
+    (g, h), (v, f) = jax.jacfwd(moments, has_aux=True)(eta)
     w = jnp.where(subject["mask"], 1.0, 0.0)
     v = jnp.where(subject["mask"], v, 1.0)
     info = (g * (w / v)[:, None]).T @ g + 0.5 * (h * (w / v ** 2)[:, None]).T @ h
-    return jnp.linalg.inv(random_effects_omega(problem, pop)) + info
+    return jnp.linalg.inv(random_effects_omega(problem, pop)) + info, f
 
 
 def subject_ofv(problem, pop, subject, eta_hat, method: str, order: int = 1):
@@ -182,11 +206,12 @@ def subject_ofv(problem, pop, subject, eta_hat, method: str, order: int = 1):
         return individual_objective(problem, pop, subject, eta)[0]
 
     eta = _refine(obj, eta_hat, order)
-    o = obj(eta)
     if method == "laplace":
-        half_h = 0.5 * jax.jacfwd(jax.jacfwd(obj))(eta)
+        o, _, h = _value_grad_hess(obj)(eta)
+        half_h = 0.5 * h
     else:
-        half_h = _focei_half_hessian(problem, pop, subject, eta)
+        half_h, f = _focei_half_hessian(problem, pop, subject, eta)
+        o = _objective_from_prediction(problem, pop, subject, eta, f)
     _, logdet = jnp.linalg.slogdet(half_h)
     k = eta.shape[-1]
     return o - k * LOG_2PI + logdet - n_obs * LOG_2PI, eta
