@@ -873,6 +873,21 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
     nm_targets = set()
     eta_owner: dict[str, str] = {}
     key_of: dict[str, str] = {}
+
+    def relate(par, expr, key, where, what, hint=""):
+        """``relations[par]`` from ``expr`` (``key`` names it for IOV), or a ``failed[where]`` reason:
+        ``what: error hint`` when it is not THETA*effects*EXP(ETA), or an ETA another parameter carries."""
+        try:
+            relations[par] = relation_with_iov(expr, ctx, key)
+        except _Untranslatable as e:
+            failed[where] = f"{what}: {e}{hint}"
+            return
+        eta = relations[par]["eta"]
+        if eta and eta in eta_owner:
+            failed[where] = f"{par} and {eta_owner[eta]} both carry {eta} (one ETA per parameter)"
+            relations.pop(par)
+        elif eta:
+            eta_owner[eta] = par
     for ins_par, form in wanted.items():
         needs = sorted(s.name for s in form.free_symbols)
         nm_targets |= set(needs)
@@ -892,19 +907,12 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
         if expr.is_number and ins_par in _OPTIONAL:
             fixed_model[ins_par] = float(expr)
             continue
-        try:
-            relations[ins_par] = relation_with_iov(expr, ctx, key)
-        except _Untranslatable as e:
-            failed[key] = (f"{key} = {expr}: {e}" if len(needs) == 1 else
-                           f"insilico's {ins_par} = {form} = {expr}: {e} ({advan[1]} rate constants must combine "
-                           "with the scale into THETA*effects*EXP(ETA); otherwise translate the model as $DES)")
-            continue
-        eta = relations[ins_par]["eta"]
-        if eta and eta in eta_owner:
-            failed[key] = f"{ins_par} and {eta_owner[eta]} both carry {eta} (one ETA per parameter)"
-            relations.pop(ins_par)
-        elif eta:
-            eta_owner[eta] = ins_par
+        if len(needs) == 1:
+            relate(ins_par, expr, key, key, f"{key} = {expr}")
+        else:
+            relate(ins_par, expr, key, key, f"insilico's {ins_par} = {form} = {expr}",
+                   f" ({advan[1]} rate constants must combine with the scale into THETA*effects*EXP(ETA); "
+                   "otherwise translate the model as $DES)")
     vol_expr = wanted[volume].subs({sympy.Symbol(n): pk_full(n) for n in
                                     (s.name for s in wanted[volume].free_symbols) if pk_assigned(n)})
     if not pk_assigned(scale) or sympy.simplify(pk_full(scale) - vol_expr) != 0:
@@ -926,17 +934,7 @@ def import_nonmem(path: str | Path, ext: str | Path | None = None, cov: str | Pa
             extra_residuals.append(("effect", pd_type, pd_parts))
             for par, expr in pd_exprs.items():
                 key_of[par] = where
-                try:
-                    relations[par] = relation_with_iov(expr, ctx, par)
-                except _Untranslatable as e:
-                    failed[where] = f"{kind} effect parameter {par} = {expr}: {e}"
-                    continue
-                eta = relations[par]["eta"]
-                if eta and eta in eta_owner:
-                    failed[where] = f"{par} and {eta_owner[eta]} both carry {eta} (one ETA per parameter)"
-                    relations.pop(par)
-                elif eta:
-                    eta_owner[eta] = par
+                relate(par, expr, par, where, f"{kind} effect parameter {par} = {expr}")
             conc_eps = {e for e in ctx.eps if model.statements.after_odes.full_expression(y_name)._sympy_().has(
                 sympy.Symbol(e))}
             shared = sorted(conc_eps & pd_eps)

@@ -12,7 +12,6 @@ import math
 import textwrap
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +23,7 @@ from insilico.cli import app
 from insilico.errors import SpecError
 from insilico.estimation import build_problem, load_population_model
 from insilico.imports import import_nonmem, read_cov
+from tests.imports._predictions import predictions
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nonmem"
 ROWS = "ID TIME AMT DV WT CMT\n1 0 100 0 60 1\n1 1 0 5 60 2\n1 6 0 3 60 2\n1 12 100 0 60 1\n1 14 0 3 60 2\n" \
@@ -68,19 +68,6 @@ def _write(tmp_path, body, data=ROWS):
     return p
 
 
-def _predict(spec, data):
-    problem = build_problem(spec, data)
-    pop = problem.params.population(jnp.asarray(problem.params.initial))
-    s = problem.subjects()
-    out = []
-    for i in range(problem.n_subjects):
-        sub = {"cov": {k: v[i] for k, v in s["cov"].items()}, "dose": tuple(a[i] for a in s["dose"]),
-               "t": s["t"][i], "y": s["y"][i], "mask": s["mask"][i]}
-        pred, _ = problem.predict(pop, sub, jnp.zeros(problem.n_eta))
-        out.append(np.asarray(pred)[np.asarray(problem.mask[i])])
-    return np.concatenate(out)
-
-
 def test_advan12_trans4_and_trans1_match_the_matrix_exponential(tmp_path):
     r = import_nonmem(_write(tmp_path, ADVAN12))
     assert r.ok, r.untranslated
@@ -98,7 +85,7 @@ def test_advan12_trans4_and_trans1_match_the_matrix_exponential(tmp_path):
 
     spec, _ = load_population_model(pop)
     data = pd.read_csv(tmp_path / "run1.dta", sep=r"\s+")
-    pred = _predict(spec, data)
+    pred = predictions(build_problem(spec, data))[0]
     ref = []
     for _, g in data.groupby("ID", sort=False):
         cl, v1, q, v2, q3, v3, ka = 5 * (g["WT"].iloc[0] / 70) ** 0.75, 30, 8, 60, 2, 150, 1.2

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,23 +21,10 @@ from insilico.cli import app
 from insilico.estimation import build_problem, load_population_model
 from insilico.imports import import_nonmem, read_phi, write_import
 from insilico.models import load_text_model
+from tests.imports._predictions import predictions
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nonmem"
 RTOL = 1e-4
-
-
-def _predictions(problem, eta_of):
-    """Per-subject predictions at the observation records, concatenated."""
-    pop = problem.params.population(jnp.asarray(problem.params.initial))
-    subjects = problem.subjects()
-    got = []
-    for i, sid in enumerate(problem.ids):
-        sub = {k: (v[i] if not isinstance(v, (dict, tuple)) else None) for k, v in subjects.items()}
-        sub["cov"] = {k: v[i] for k, v in subjects["cov"].items()}
-        sub["dose"] = tuple(a[i] for a in subjects["dose"])
-        pred, status = problem.predict(pop, sub, jnp.asarray(eta_of(sid)))
-        got.append(np.asarray(pred)[np.asarray(problem.mask[i])])
-    return np.concatenate(got)
 
 
 @pytest.mark.parametrize("stream", ["pheno_des.mod", "pheno_trans1.mod"])
@@ -62,10 +48,10 @@ def test_pheno_rewritten_reproduces_nonmem(tmp_path, stream):
     problem = build_problem(spec, data, base=base)
     tab = pd.read_csv(DATA / "pheno.tab", sep=r"\s+", skiprows=1)
     obs = tab[data["AMT"].to_numpy() == 0]
-    pred = _predictions(problem, lambda sid: np.zeros(problem.n_eta))
+    pred = predictions(problem)[0]
     np.testing.assert_allclose(pred, obs["PRED"].to_numpy(), rtol=RTOL)
     phi = read_phi(DATA / "pheno.phi")
-    ipred = _predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2"]].to_numpy())
+    ipred = predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2"]].to_numpy())[0]
     np.testing.assert_allclose(ipred, obs["CIPREDI"].to_numpy(), rtol=RTOL)
 
 
@@ -127,7 +113,7 @@ def test_des_depot_if_block_and_compartment_numbers(tmp_path):
     assert spec.model.file == "run1_model.yaml"
     data = pd.read_csv(tmp_path / "run1.dta", sep=r"\s+")
     problem = build_problem(spec, data, base=base)
-    pred = _predictions(problem, lambda sid: np.zeros(problem.n_eta))
+    pred = predictions(problem)[0]
     ref = []
     for _, g in data.groupby("ID", sort=False):
         wt = g["WT"].iloc[0]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 
 from insilico.estimation import build_problem, load_population_model
 from insilico.imports import import_nonmem, read_ext, read_phi
+from tests.imports._predictions import predictions
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nonmem"
 RTOL = 1e-4
@@ -33,27 +33,10 @@ def pheno():
     return result, problem, data, obs
 
 
-def _per_subject(problem, obs, eta_of):
-    """(insilico prediction, NONMEM value) at every observation, subject by subject."""
-    nat = jnp.asarray(problem.params.initial)
-    pop = problem.params.population(nat)
-    subjects = problem.subjects()
-    got, times = [], []
-    for i, sid in enumerate(problem.ids):
-        sub = {k: (v[i] if not isinstance(v, (dict, tuple)) else None) for k, v in subjects.items()}
-        sub["cov"] = {k: v[i] for k, v in subjects["cov"].items()}
-        sub["dose"] = tuple(a[i] for a in subjects["dose"])
-        pred, status = problem.predict(pop, sub, jnp.asarray(eta_of(sid)))
-        m = np.asarray(problem.mask[i])
-        got.append(np.asarray(pred)[m])
-        times.append(np.asarray(problem.times[i])[m])
-    return np.concatenate(got), np.concatenate(times)
-
-
 def test_pred_matches_nonmem(pheno):
     _, problem, _, obs = pheno
     assert problem.n_subjects == 59 and not problem.excluded
-    pred, t = _per_subject(problem, obs, lambda sid: np.zeros(problem.n_eta))
+    pred, t = predictions(problem)
     np.testing.assert_array_equal(t, obs["TIME"].to_numpy())
     np.testing.assert_allclose(pred, obs["PRED"].to_numpy(), rtol=RTOL)
 
@@ -61,7 +44,7 @@ def test_pred_matches_nonmem(pheno):
 def test_ipred_matches_nonmem_at_ebes(pheno):
     _, problem, _, obs = pheno
     phi = read_phi(DATA / "pheno.phi")
-    ipred, _ = _per_subject(problem, obs, lambda sid: phi.loc[sid, ["ETA1", "ETA2"]].to_numpy())
+    ipred, _ = predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2"]].to_numpy())
     np.testing.assert_allclose(ipred, obs["CIPREDI"].to_numpy(), rtol=RTOL)
 
 
@@ -78,6 +61,6 @@ def test_pred_matches_closed_form(pheno):
         for t in g.loc[g["AMT"] == 0, "TIME"]:
             past = doses[doses["TIME"] <= t]
             out.append(np.sum(past["AMT"] / v * np.exp(-cl / v * (t - past["TIME"]))))
-    pred, _ = _per_subject(problem, obs, lambda sid: np.zeros(problem.n_eta))
+    pred, _ = predictions(problem)
     np.testing.assert_allclose(pred, out, rtol=1e-10)
     np.testing.assert_allclose(out, obs["PRED"].to_numpy(), rtol=RTOL)

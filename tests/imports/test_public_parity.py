@@ -27,35 +27,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 
 from insilico.estimation import build_problem, load_population_model
 from insilico.imports import import_nonmem, read_ext, read_phi
+from tests.imports._predictions import predictions
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nonmem"
 XPOSE = DATA / "xpose_run001"
 PD = DATA / "pheno_pd"
 RTOL = 1e-4          # predictions: 5-significant-digit table plus margin
 TIME_RTOL = 5e-5     # record times: the table's rounding of TIME
-
-
-def _predictions(problem, eta_of):
-    """(insilico prediction, time) at every fitted record, subject by subject, in data order."""
-    pop = problem.params.population(jnp.asarray(problem.params.initial))
-    subjects = problem.subjects()
-    got, times = [], []
-    for i, sid in enumerate(problem.ids):
-        sub = {k: (v[i] if not isinstance(v, (dict, tuple)) else None) for k, v in subjects.items()}
-        sub["cov"] = {k: v[i] for k, v in subjects["cov"].items()}
-        sub["dose"] = tuple(a[i] for a in subjects["dose"])
-        pred, _ = problem.predict(pop, sub, jnp.asarray(eta_of(sid)))
-        m = np.asarray(problem.mask[i])
-        got.append(np.asarray(pred)[m])
-        times.append(np.asarray(problem.times[i])[m])
-    return np.concatenate(got), np.concatenate(times)
 
 
 # --- xpose run001 -----------------------------------------------------------------------------
@@ -74,11 +58,11 @@ def _xpose_table():
 
 def _check_xpose_parity(problem, obs):
     assert problem.n_subjects == 74 and not problem.excluded
-    pred, t = _predictions(problem, lambda sid: np.zeros(problem.n_eta))
+    pred, t = predictions(problem)
     np.testing.assert_allclose(t, obs["TIME"].to_numpy(), rtol=TIME_RTOL)
     np.testing.assert_allclose(pred, obs["PRED"].to_numpy(), rtol=RTOL)
     phi = read_phi(XPOSE / "run001.phi")
-    ipred, _ = _predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2", "ETA3"]].to_numpy())
+    ipred, _ = predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2", "ETA3"]].to_numpy())
     np.testing.assert_allclose(ipred, obs["IPRED"].to_numpy(), rtol=RTOL)
     return pred
 
@@ -132,7 +116,7 @@ def test_xpose_pred_matches_closed_form(xpose):
         for t in g.loc[g["EVID"] == 0, "TIME"]:
             dt = np.clip(t - doses["TIME"].to_numpy() - lag, 0.0, None)
             out.append(np.sum(doses["AMT"].to_numpy() * ka / (v * (ka - k)) * (np.exp(-k * dt) - np.exp(-ka * dt))))
-    pred, _ = _predictions(problem, lambda sid: np.zeros(problem.n_eta))
+    pred, _ = predictions(problem)
     np.testing.assert_allclose(pred, out, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(out, obs["PRED"].to_numpy(), rtol=RTOL)
 
@@ -237,7 +221,7 @@ def _pd_parity(population):
     obs = tab[data["AMT"].to_numpy() == 0]
     assert set(data.loc[data["AMT"] == 0, "DVID"]) == {1, 2}
     phi = read_phi(PD / "pheno_pd.phi")
-    ipred, t = _predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2", "ETA3"]].to_numpy())
+    ipred, t = predictions(problem, lambda sid: phi.loc[sid, ["ETA1", "ETA2", "ETA3"]].to_numpy())
     np.testing.assert_allclose(t, obs["TIME"].to_numpy(), rtol=TIME_RTOL)
     np.testing.assert_allclose(ipred, obs["CIPREDI"].to_numpy(), rtol=RTOL)
 

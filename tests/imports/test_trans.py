@@ -25,6 +25,7 @@ from insilico.engine import simulate
 from insilico.errors import SpecError
 from insilico.estimation import build_problem, load_population_model
 from insilico.imports import import_nonmem, micro_constants, trans_model, write_import
+from tests.imports._predictions import predictions
 
 T = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0, 48.0])
 DOSE = 100.0
@@ -204,19 +205,6 @@ def _write(tmp_path, trans, pk=None, scale=None, thetas=None):
     return p
 
 
-def _predict(spec, data):
-    problem = build_problem(spec, data)
-    pop = problem.params.population(jnp.asarray(problem.params.initial))
-    s = problem.subjects()
-    out = []
-    for i in range(problem.n_subjects):
-        sub = {"cov": {k: v[i] for k, v in s["cov"].items()}, "dose": tuple(a[i] for a in s["dose"]),
-               "t": s["t"][i], "y": s["y"][i], "mask": s["mask"][i]}
-        pred, _ = problem.predict(pop, sub, jnp.zeros(problem.n_eta))
-        out.append(np.asarray(pred)[np.asarray(problem.mask[i])])
-    return np.concatenate(out)
-
-
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trans")
@@ -233,7 +221,7 @@ def test_trans3_5_6_streams_predict_as_the_trans4_stream(imported, tmp_path):
     assert ref["parameters"]["CL"]["effects"] == [
         {"covariate": "SEX", "type": "categorical", "multipliers": {"1": 1.0, "2": 1.3}},
         {"covariate": "RACE", "type": "categorical", "multipliers": {"1": 1.0, "2": 0.8}}]
-    expected = _predict(load_population_model(ref)[0], data)
+    expected = predictions(build_problem(load_population_model(ref)[0], data))[0]
     assert np.isfinite(expected).all() and np.ptp(expected) > 0
     params = {"TRANS3": ["CL", "V", "Q", "VSS", "KA"], "TRANS5": ["AOB", "ALPHA", "BETA", "V", "KA"],
               "TRANS6": ["ALPHA", "BETA", "K32", "V", "KA"]}
@@ -242,7 +230,7 @@ def test_trans3_5_6_streams_predict_as_the_trans4_stream(imported, tmp_path):
         assert pop["model"] == {"import": f"insilico.imports:advan4_{trans.lower()}"}
         assert list(pop["parameters"]) == params[trans]
         assert not any("no compartmental model" in line for line in results[trans].untranslated)
-        got = _predict(load_population_model(pop)[0], data)
+        got = predictions(build_problem(load_population_model(pop)[0], data))[0]
         if trans == "TRANS3":      # the nested IF on SEX and RACE: one multiplier per covariate, as the flat IFs
             assert any("nested IF block" in line for line in results[trans].untranslated)
             def by_cov(effects):
@@ -305,7 +293,8 @@ def test_advan11_trans6_predicts_as_trans4(tmp_path):
         (tmp_path / "run.dta").write_text(rows)
         r = import_nonmem(p)
         assert r.ok, (trans, r.untranslated)
-        preds[trans] = _predict(load_population_model(r.population)[0], pd.read_csv(tmp_path / "run.dta", sep=r"\s+"))
+        data = pd.read_csv(tmp_path / "run.dta", sep=r"\s+")
+        preds[trans] = predictions(build_problem(load_population_model(r.population)[0], data))[0]
     assert r.population["model"] == {"import": "insilico.imports:advan11_trans6"}
     assert np.isfinite(preds["TRANS4"]).all() and len(preds["TRANS4"]) == 16
     np.testing.assert_allclose(preds["TRANS6"], preds["TRANS4"], rtol=1e-10)
