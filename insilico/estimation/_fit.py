@@ -51,8 +51,8 @@ def fit(model, data, method="focei", *, overrides: list[str] | None = None, npde
         from insilico.estimation._nuts import fit_nuts
         return fit_nuts(problem, options)
     from insilico.estimation._ml import fit_ml, screen_subjects
-    problem = screen_subjects(problem, options)
-    raw = fit_ml(problem, options)
+    problem, first = screen_subjects(problem, options)
+    raw = fit_ml(problem, options, first)
     pv = problem.params
     pop = pv.population(jnp.asarray(raw.estimates))
     diag = diagnostics(problem, pop, raw.eta)

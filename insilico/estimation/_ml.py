@@ -148,11 +148,9 @@ def _functions(problem, method: str, inner_max_iter: int, inner_tol: float) -> d
             "chain": lambda y: fns["chain"](y, nat0), "x0": np.asarray(tr0)[pv.free]}
 
 
-_SCREENED: dict = {}   # the last screened problem and its evaluation at the initial values (first step of its fit)
-
-
-def fit_ml(problem, options) -> MLFit:
-    """Minimise the FOCE-I or Laplace OFV of ``problem``; see the module docstring."""
+def fit_ml(problem, options, first=None) -> MLFit:
+    """Minimise the FOCE-I or Laplace OFV of ``problem``; see the module docstring. ``first``: the
+    evaluation at the initial values from eta = 0 (`screen_subjects`), reused as the first step."""
     start = time.perf_counter()
     pv = problem.params
     fns = _functions(problem, options.name, options.inner_max_iter, options.inner_tol)
@@ -161,10 +159,6 @@ def fit_ml(problem, options) -> MLFit:
     eta_warm = jnp.zeros((problem.n_subjects, k))
     x0 = fns["x0"]
     state = {"eta": eta_warm, "n": 0, "best": np.inf}
-    key = _structure_key(problem, options.name, options.inner_max_iter, options.inner_tol)
-    first = _SCREENED.pop("result") if _SCREENED.pop("problem", None) is problem and _SCREENED.pop("key") == key \
-        else None
-    _SCREENED.clear()
 
     def fun(x):
         nonlocal first
@@ -251,9 +245,10 @@ def _covariance(fns, x, nat, free, subjects, eta_hat, g_subjects, matrix: str = 
 
 
 def screen_subjects(problem, options):
-    """``problem`` without the subjects whose OFV contribution or gradient is not finite at the
-    initial estimates (a solve that fails, an eta mode that cannot be found); they are listed
-    in ``excluded`` with the reason. Every subject failing is a `SpecError`."""
+    """(``problem`` without the subjects whose OFV contribution or gradient is not finite at the
+    initial estimates (a solve that fails, an eta mode that cannot be found), listed in ``excluded``
+    with the reason; the evaluation at the initial values when no subject was dropped, else None:
+    `fit_ml`'s first step). Every subject failing is a `SpecError`."""
     from insilico.errors import SpecError
     fns = _functions(problem, options.name, options.inner_max_iter, options.inner_tol)
     out = fns["value_grad"](jnp.asarray(fns["x0"]), problem.subjects(),
@@ -261,10 +256,7 @@ def screen_subjects(problem, options):
     _, g, _, codes, o, _ = out
     ok = np.isfinite(np.asarray(o)) & np.all(np.isfinite(np.asarray(g)), axis=1)
     if ok.all():
-        _SCREENED.clear()
-        _SCREENED.update(problem=problem, result=out,
-                         key=_structure_key(problem, options.name, options.inner_max_iter, options.inner_tol))
-        return problem
+        return problem, out
     if not ok.any():
         raise SpecError("data", "no subject can be evaluated at the initial estimates (every solve failed); "
                                 "check the initial values and the units of the data")
@@ -272,4 +264,4 @@ def screen_subjects(problem, options):
     for i in np.flatnonzero(~ok):
         excluded[problem.ids[i]] = ("the model could not be solved at the initial estimates" if int(codes[i]) == 2
                                     else "objective not finite at the initial estimates")
-    return problem.select(ok, excluded)
+    return problem.select(ok, excluded), None
