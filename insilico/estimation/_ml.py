@@ -201,17 +201,20 @@ def fit_ml(problem, options, first=None) -> MLFit:
                  np.asarray(codes), ofv_i, cov, cov_msg, time.perf_counter() - start)
 
 
-def _covariance(fns, x, nat, free, subjects, eta_hat, g_subjects, matrix: str = "sandwich", rel_step: float = 1e-4):
+def _covariance(fns, x, nat, free, subjects, eta_hat, g_subjects, matrix: str = "sandwich", rel_step: float = 1e-5):
     """``R^-1 S R^-1`` (``matrix="sandwich"``), ``2 R^-1`` (``"R"``) or ``4 S^-1`` (``"S"``) on the
     natural scale (NONMEM $COV MATRIX=R/S; see module docstring).
 
-    ``S`` from the exact per-subject gradients. ``R``: central differences of the exact (AD)
-    gradient in the transformed parameters x (step ``rel_step`` (1 + |x|), eta modes re-found at
-    each point), symmetrised, then carried to the natural scale y by the chain rule
-    ``R_y = J' R_x J + sum_k g_k d2x_k/dy2`` (J = dx/dy, exact). NONMEM, too, obtains R by finite
-    differences; differencing the exact gradient instead of the objective keeps it accurate to
-    O(step^2). (The fully nested forward-mode Hessian is exact but took minutes to compile; evaluating the
-    2p points as one vmapped call took ~40 s CPU more to compile on the 1-cmt benchmark and was not
+    ``S`` from the exact per-subject gradients. ``R``: forward differences of the exact (AD)
+    gradient in the transformed parameters x (step ``rel_step`` (1 + |x|) from the fit's final
+    gradient, eta modes re-found at each point: p gradient evaluations), symmetrised, then carried
+    to the natural scale y by the chain rule ``R_y = J' R_x J + sum_k g_k d2x_k/dy2`` (J = dx/dy,
+    exact). NONMEM, too, obtains R by finite differences; differencing the exact gradient instead
+    of the objective keeps the truncation error at O(step) ~ 1e-5 relative, and the gradient's own
+    error (second order in the inner tolerance's eta error, through the refined mode) stays far below
+    it (central differences, 2p evaluations, changed the benchmark SEs by < 1e-4 relative). (The fully
+    nested forward-mode Hessian is exact but took minutes to compile; evaluating the
+    points as one vmapped call took ~40 s CPU more to compile on the 1-cmt benchmark and was not
     faster, since the vmapped Newton iterations run until the slowest point's converge.) ``g_subjects``:
     the per-subject gradients (N, p) at ``x``, from the fit's last evaluation."""
     def gradient(xx):
@@ -219,16 +222,14 @@ def _covariance(fns, x, nat, free, subjects, eta_hat, g_subjects, matrix: str = 
         return np.asarray(g)
 
     p = x.size
+    g = g_subjects.sum(0)
     r_x = np.empty((p, p))
     for j in range(p):
-        h = rel_step * (1.0 + abs(x[j]))
-        up, down = x.copy(), x.copy()
-        up[j] += h
-        down[j] -= h
-        r_x[:, j] = (gradient(up).sum(0) - gradient(down).sum(0)) / (2 * h)
+        up = x.copy()
+        up[j] += rel_step * (1.0 + abs(x[j]))
+        r_x[:, j] = (gradient(up).sum(0) - g) / (up[j] - x[j])
     r_x = 0.5 * (r_x + r_x.T)
     jac, hess = (np.asarray(a) for a in fns["chain"](nat[jnp.asarray(free)]))
-    g = g_subjects.sum(0)
     r = jac.T @ r_x @ jac + np.einsum("k,kij->ij", g, hess)
     s = jac.T @ (g_subjects.T @ g_subjects) @ jac
     r = 0.5 * (r + r.T)
