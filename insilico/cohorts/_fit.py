@@ -87,12 +87,13 @@ def fit_cohort_spec(fit: xr.Dataset, store: str | os.PathLike, *, units: Mapping
         spec["bsv"] = pm["bsv"]
     if pm.get("iov"):
         if not pm["iov"].get("starts"):
-            raise SpecError("iov.starts", f"the fit {Path(store).name} estimated inter-occasion variability "
-                                          f"({pm['iov'].get('occasions')} occasions from the data's OCC column) but "
-                                          "holds no occasion start times, which a trial needs; write the fitted model "
-                                          "(insilico fit --population-out fitted.yaml), add iov.starts: [h, ...] (one "
-                                          "per occasion) and use it as the cohort (cohort: {population: fitted.yaml, "
-                                          "covariates: ...}), or fit with iov.starts instead of an OCC column")
+            column = pm["iov"].get("column", "OCC")
+            raise SpecError("iov.starts", (
+                f"the fit {Path(store).name} estimated inter-occasion variability ({pm['iov'].get('occasions')} "
+                f"occasions from the data's {column} column) but holds no occasion start times, which a trial "
+                "needs; write the fitted model (insilico fit --population-out fitted.yaml), add iov.starts: "
+                "[h, ...] (one per occasion) and use it as the cohort (cohort: {population: fitted.yaml, "
+                "covariates: ...}), or fit with iov.starts instead of an occasion column"))
         spec["iov"] = pm["iov"]
     if pm.get("residual_error") and pm.get("output", "conc") == output:
         spec["residual_error"] = pm["residual_error"]
