@@ -23,7 +23,8 @@ def nonmem_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a population.yaml already there."),
 ):
     """Translate a NONMEM model (ADVAN1-4/11/12, ADVAN6/13 $DES) into an insilico population model. What is
-    not translated is listed (and written to untranslated.txt); exit 2 when an essential part is among it."""
+    not translated, and how ambiguous code was read, is listed, each line with its reason (and written to
+    untranslated.txt); exit 2 when an essential part is not translated."""
     from insilico.errors import SpecError
     from insilico.imports import import_nonmem, write_import
     from insilico.store import check_out
@@ -34,7 +35,7 @@ def nonmem_command(
     result = import_nonmem(control_stream, ext=ext, cov=cov)
     paths = write_import(result, out)
     for line in result.untranslated:
-        err_console.print(f"not translated: {line}", markup=False, highlight=False)
+        err_console.print(f"import note: {line}", markup=False, highlight=False)
     if not result.ok:
         err_console.print(f"error: {control_stream}: essential parts could not be translated "
                           f"(listed above and in {paths['untranslated']})", markup=False, highlight=False)
