@@ -6,7 +6,14 @@ eta non-centred (``eta_i = L z_i``, ``z_i ~ N(0, I)``; Papaspiliopoulos et al. 2
 ``u_i ~ MVN(log TV, Omega)`` with TV the typical values of the BSV parameters, and ``eta_i = u_i - log TV``;
 a shift with unit Jacobian, so the posterior is that of ``eta_i ~ MVN(0, Omega)``, but with informative
 individual data ``u_i`` is nearly independent of TV where ``eta_i`` is strongly correlated with it),
-chosen by `NUTS.parameterization` (default: by how informative each subject's data are); observations
+chosen by `NUTS.parameterization` (default: by how informative each subject's data are). Inter-occasion
+variability (IOV; `insilico.estimation._problem`): the kappas are always non-centred,
+``kappa_ikj = omega_iov_j z_ikj`` with ``z_ikj ~ N(0, 1)`` for every subject i, occasion k and IOV
+parameter j, also under the centred eta (an occasion holds fewer of a subject's data than its eta has,
+so the kappa is the weakly identified effect, where centring would leave a funnel in omega_iov); the
+kappas of an occasion a subject never visits are sampled too, from their prior (no data touch them),
+so the joint posterior is exact: their posterior mean is ~0 and variance E[omega_iov^2 | y], as the
+FOCE-I EBE (0) and conditional covariance say. Observations
 through the one
 log-density's residual part (`insilico.estimation._likelihood`: each record from its own output,
 censored M3 records by their probability). Fixed quantities stay at their values.
@@ -17,12 +24,15 @@ the README; write the population model's values as your prior guess):
 * typical values and categorical multipliers: log-normal, median = the value, log-SD 2 (a factor
   e^2 ~ 7.4 either way at one SD);
 * other effect thetas: normal, mean = the value, SD 2;
-* BSV SDs (sqrt of Omega's diagonal): half-normal with scale 1 (CV up to ~100 %+);
-  correlations within a block: LKJ(2) (mildly favouring 0);
+* BSV SDs (sqrt of Omega's diagonal) and IOV SDs (sqrt of ``OMEGA_IOV(j,j)``): half-normal with
+  scale 1 (CV up to ~100 %+); correlations within a block: LKJ(2) (mildly favouring 0);
 * residual SDs: half-normal with scale 5 x the initial SD.
 
 Chains start at the prior medians (NumPyro ``init_to_median``: the population model's values,
-eta = 0), each from its own draws. Diagnostics: split R-hat (Gelman et al., BDA3), bulk ESS
+eta = kappa = 0), each from its own draws. The result's ``eta`` is the posterior mean of each subject's
+whole random-effect vector (etas, then the kappas occasion by occasion, as FOCE-I's EBEs) and
+``eta_cov`` its posterior covariance; the draws of every quantity, OMEGA_IOV among them, are stored
+over (chain, draw) with their R-hat and ESS. Diagnostics: split R-hat (Gelman et al., BDA3), bulk ESS
 (NumPyro's estimator on the draws) and tail ESS (Vehtari et al. 2021: the smaller ESS of the
 indicators of the 5 % and 95 % quantiles), divergent transitions counted and reported.
 """
@@ -41,7 +51,6 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import MCMC, init_to_median
 from numpyro.infer import NUTS as NumPyroNUTS
 
-from insilico.errors import SpecError
 from insilico.estimation._diagnostics import diagnostics
 from insilico.estimation._likelihood import log_likelihood
 from insilico.estimation._result import FitResult
@@ -76,6 +85,10 @@ def _model(problem, subjects, centred=False):
         rows, cols = np.tril_indices(m)
         for lab, r, c in zip(labels, rows, cols):
             nat = nat.at[names.index(lab)].set(om[r, c])
+    iov = [i for i, e in enumerate(pv.entries) if e.kind == "omega_iov" and not e.fixed]
+    if iov:
+        sd = numpyro.sample("omega_iov_sd", dist.HalfNormal(jnp.ones(len(iov))).to_event(1))
+        nat = nat.at[np.asarray(iov)].set(sd * sd)
     for k in range(len(pv.sigma_fields)):
         i = names.index(f"SIGMA({k + 1},{k + 1})")
         if pv.entries[i].fixed:
@@ -84,26 +97,34 @@ def _model(problem, subjects, centred=False):
         nat = nat.at[i].set(sd * sd)
     numpyro.deterministic("natural", nat)
     pop = pv.population(nat)
-    n, kk = problem.n_subjects, problem.n_eta
-    eta = None
-    if kk and centred:
+    n = problem.n_subjects
+    parts = []
+    if problem.n_bsv and centred:
         # hierarchical centring (module docstring): sample log P_i - log(covariate part) = log TV + eta_i
         loc = jnp.log(jnp.stack([jnp.asarray(pop.typical[pop.names.index(b)]) for b in pop.bsv_names]))
         with numpyro.plate("subject", n):
             u = numpyro.sample("log_individual", dist.MultivariateNormal(loc, scale_tril=pop.omega_chol))
-        eta = numpyro.deterministic("eta", u - loc)
-    elif kk:
+        parts.append(u - loc)
+    elif problem.n_bsv:
         with numpyro.plate("subject", n):
-            z = numpyro.sample("z", dist.Normal(jnp.zeros(kk), 1.0).to_event(1))
-        eta = numpyro.deterministic("eta", z @ pop.omega_chol.T)
+            z = numpyro.sample("z", dist.Normal(jnp.zeros(problem.n_bsv), 1.0).to_event(1))
+        parts.append(z @ pop.omega_chol.T)
+    if problem.n_kappa:     # non-centred kappas of every occasion (module docstring), occasion by occasion
+        shape = (pop.occasions, len(pop.iov_names))
+        with numpyro.plate("subject", n):
+            z = numpyro.sample("z_kappa", dist.Normal(jnp.zeros(shape), 1.0).to_event(2))
+        parts.append((z * jnp.stack([jnp.asarray(sd) for sd in pop.iov_sd])).reshape(n, problem.n_kappa))
+    etas = numpyro.deterministic("eta", jnp.concatenate(parts, axis=1)) if parts else jnp.zeros((n, 0))
 
-    def loglik(subject, e):
+    def loglik(pop, subject, e):
         f, status = problem.predict(pop, subject, e)
         ll = log_likelihood(pop, subject, f)
         return jnp.where((status == 0) & jnp.isfinite(ll), ll, -jnp.inf)
 
-    etas = eta if kk else jnp.zeros((n, 0))
-    numpyro.factor("y", jax.vmap(loglik)(subjects, etas).sum())
+    # jitted: NumPyro runs the model once eagerly (its prototype trace), which would otherwise compile
+    # every operation of the vmapped solve on its own; under the sampler's trace it is inlined
+    numpyro.factor("y", jax.jit(lambda p, s, e: jax.vmap(loglik, in_axes=(None, 0, 0))(p, s, e).sum())(
+        pop, subjects, etas))
 
 
 def tail_ess(x: np.ndarray) -> float:
@@ -115,9 +136,6 @@ def tail_ess(x: np.ndarray) -> float:
 
 def fit_nuts(problem, options) -> FitResult:
     """Sample the posterior with NUTS; the result holds the draws and their summaries."""
-    if problem.n_kappa:
-        raise SpecError("iov", "NUTS does not estimate inter-occasion variability yet: use method focei or laplace, "
-                               "or remove the iov section")
     start = time.perf_counter()
     problem = replace(problem, solver=replace(problem.solver, adjoint="reverse"))
     pv = problem.params

@@ -157,7 +157,7 @@ class Problem:
                             f"{self.n_eta} ({self.n_bsv} etas" + (f" + {t.occasions} occasions x {len(t.iov_names)} "
                                                                  f"kappas ({', '.join(t.iov_names)}))"
                                                                  if t.iov_names else ")")
-                            + (": inter-occasion variability is estimated by insilico.fit (FOCE-I, Laplace)"
+                            + (": inter-occasion variability is estimated by insilico.fit (FOCE-I, Laplace, NUTS)"
                                if t.iov_names else ""))
         if not t.iov_names:
             return eta, None

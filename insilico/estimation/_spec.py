@@ -59,8 +59,8 @@ record; between records it follows ``covariate_interpolation``, like a time-vary
 when the data have no OCC column, from ``iov.starts`` (occasion k from ``starts[k]`` h on the data's
 TIME clock, the first also before its start; a record exactly at a start belongs to the new occasion).
 With both, the OCC column defines the fit's occasions (the result says so: ``extra["occasions"]``).
-With neither, the fit is refused (`SpecError` ``iov``); so is ``method: nuts`` (``iov``: not estimated
-by NUTS yet). Details: `insilico.estimation._problem`.
+With neither, the fit is refused (`SpecError` ``iov``). NUTS samples the kappas and Omega_IOV too
+(`insilico.estimation._nuts`). Details: `insilico.estimation._problem`.
 
 Censored observations (BLQ), ``estimate: {blq: m1 | m3}``: a record is below the limit of
 quantification when ``BLQ`` = 1 or ``DV < LLOQ`` (NONMEM/Monolix convention; a record without an

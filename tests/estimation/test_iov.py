@@ -2,7 +2,7 @@
 effects of the subject (NONMEM's $OMEGA BLOCK SAME), so (1) for a model linear in eta and kappa the
 objective equals the exact Gaussian marginal likelihood; (2) simulation (insilico's `simulate` with
 per-occasion parameters) and re-estimation recover Omega_IOV within its standard error; (3) a model
-with IOV but no occasions is refused, as are NUTS and malformed OCC values."""
+with IOV but no occasions is refused, as are malformed OCC values."""
 from __future__ import annotations
 
 import jax
@@ -168,9 +168,3 @@ def test_bad_occ_value_names_the_row():
     with pytest.raises(SpecError) as e:
         fit(IOV_MODEL, _small_data(occ=[1, 1, 3]), "focei")
     assert e.value.field == "data.OCC" and e.value.message.startswith("row 3:")
-
-
-def test_nuts_refuses_iov():
-    with pytest.raises(SpecError) as e:
-        fit(IOV_MODEL, _small_data(occ=[1, 1, 2]), "nuts")
-    assert e.value.field == "iov" and "NUTS" in e.value.message
