@@ -35,7 +35,8 @@ Future = typer.Option("", "--covariates", help="Future covariates NAME=VALUE,...
 def _print_summaries(summaries: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({k: {f: v[f] for f in ("eta", "eta_cov", "objective", "parameters", "version",
-                                                     "status", "n_obs")} for k, v in summaries.items()}))
+                                                     "status", "n_obs", "kappa", "latest_occasion") if f in v}
+                               for k, v in summaries.items()}))
         return
     import pandas as pd
     rows = [{"ID": k, "version": v["version"], "levels": v["n_obs"], "objective": v["objective"], **v["eta"],
@@ -141,7 +142,11 @@ def forecast_command(store: Path = Store, patient_id: str = Patient,
 @handle_errors
 def recommend_command(store: Path = Store, patient_id: str = Patient,
                       target: str = typer.Option(..., "--target", help="\"trough in [10, 20] mg/L\", \"peak in "
-                                                                       "[..]\" or \"auc24 in [400, 600] mg*h/L\"."),
+                                                                       "[..]\", \"auc24 in [400, 600] mg*h/L\" or "
+                                                                       "\"t>mic(2 mg/L) in [0.5, 1]\" (fraction of "
+                                                                       "the interval above the MIC; or [50, 100] %); "
+                                                                       "\"trough of ANC in [1.5, 4]\": another "
+                                                                       "output (default the prior's)."),
                       doses: str = typer.Option(..., "--doses", help="Amounts (mg): 500:2500:250 or 500,1000."),
                       intervals: str = typer.Option(..., "--intervals", help="Intervals (h): 8,12,24."),
                       durations: str = typer.Option("0", "--durations", help="Infusion durations (h; 0 = bolus)."),

@@ -16,7 +16,10 @@ The HTML report of a twin is `insilico.analysis.twin_report.write_twin_report`; 
 early-warning example (Friberg model) is ``examples/twins/neutropenia.yaml``.
 
 Conventions: times in h from the twin's own time origin, amounts mg, concentrations mg/L; eta
-named ETA1, ETA2, ... in the order of the population model's ``bsv.parameters``. The posterior,
+named ETA1, ETA2, ... in the order of the population model's ``bsv.parameters``; with inter-occasion
+variability (``iov``) the random effects are ``[eta, kappa_1, ..., kappa_K]`` as `insilico.estimation`
+defines them, each row's occasion from the prior's ``iov.column`` (or ``iov.starts``), and
+predictions treat the regimen to come as a new occasion (`insilico.twins._data`, `_api`, `_predict`). The posterior,
 the store layout and the prediction rules are documented in `insilico.twins._posterior`,
 `insilico.store` (twin store) and `insilico.twins._predict`.
 """

@@ -23,6 +23,19 @@ per row], in the order of its ``rows``; null: a dose, an EVID 2 record or a leve
 output), so the record digest covers them; a version without (every version written before
 DVIDs existed) reads as levels of the primary output. The posterior fits each level with its own
 output's prediction and residual error (`insilico.estimation.individual_objective`).
+
+Inter-occasion variability (a prior with ``iov``; `insilico.twins._data` for the occasion of each
+row): the stored ``eta`` and ``eta_cov`` are the whole random-effect vector ``[eta, kappa_1, ...,
+kappa_K]`` (K = ``iov.occasions``) and its Laplace covariance, so a version reloads and predicts
+from them. A version whose rows carried the occasion column stores their occasions (record
+``row_occasion``: [occasion per row], in the order of its ``rows``); without it they come from
+the prior's ``iov.starts`` and the rows' TIME, so `reproduce` recomputes the same numbers. The
+record also holds ``occasions`` (the occasions the history visits), ``latest_occasion`` (in force
+at its last row) and ``kappa_names``. A summary (`show`) reports ``eta`` = the between-subject
+etas (ETA1, ...), ``eta_cov`` = their Laplace covariance (the eta block of the stored one),
+``kappa`` = {occasion: {KAPPA1: value, ...}} for the visited occasions (KAPPA1, ... in the order
+of the ``iov`` parameters; unvisited occasions keep kappa = 0) and ``parameters`` = the
+individual parameters of the latest occasion (``TV exp(eta + kappa)``; version 0: kappa = 0).
 """
 from __future__ import annotations
 
@@ -45,6 +58,7 @@ from insilico.store import (
     twin_ids,
 )
 from insilico.twins._data import (
+    OCC,
     batch_arrays,
     carried,
     check_history,
@@ -56,6 +70,8 @@ from insilico.twins._data import (
     history_frame,
     in_force,
     normalise_rows,
+    occasion_rows,
+    occasions_of,
     read_table,
     rows_of,
     varies,
@@ -95,8 +111,10 @@ class TwinState:
 
     def schedule(self) -> tuple[np.ndarray, dict]:
         """Covariate change times (C,) h and {name: (C+1,) codes} over the history and, with
-        ``future``, from ``start`` on (`insilico.twins._data.covariate_schedule`)."""
-        return covariate_schedule(self.tm, self.hist, self.base, (self.start, self.future) if self.future else None)
+        ``future``, from ``start`` on (`insilico.twins._data.covariate_schedule`); with IOV the
+        occasions too, the new occasion K + 1 from ``start`` on (`insilico.twins._predict`)."""
+        future = {**self.future, **({OCC: self.tm.occasions + 1} if self.tm.n_kappa else {})}
+        return covariate_schedule(self.tm, self.hist, self.base, (self.start, future) if future else None)
 
     def _arrays(self):
         return batch_arrays(self.tm, [self.hist], [self.base], 1)
@@ -139,17 +157,27 @@ def _parts(tm, versions) -> list[dict]:
                 part[c] = np.array([np.nan if x is None else tm.code(c, x) for x in vals], float)
         if v.get("row_dvid") is not None:
             part["DVID"] = np.array([np.nan if x is None else float(x) for x in v["row_dvid"]], float)
+        if v.get("row_occasion") is not None:
+            part[OCC] = np.asarray(v["row_occasion"], float)
         parts.append(part)
     return parts
 
 
-def _earlier_dvids(parts: list[dict]) -> np.ndarray:
-    return np.concatenate([np.zeros(0)] + [np.asarray(p["DVID"], float) for p in parts if "DVID" in p])
+def _earlier(parts: list[dict], column: str) -> np.ndarray:
+    """The values of ``column`` over the earlier parts' rows (NaN where a part has none)."""
+    return np.concatenate([np.zeros(0)] + [np.asarray(p[column], float) if column in p
+                                           else np.full(np.asarray(p["TIME"]).size, np.nan) for p in parts])
 
 
-def _with_dvid(new: dict, values: dict, dvid) -> dict:
-    """A new part: rows, covariate values and (when the rows had a DVID column) their DVIDs."""
-    return {**new, **values, **({} if dvid is None else {"DVID": dvid})}
+def _with_dvid(new: dict, values: dict, dvid, occ=None) -> dict:
+    """A new part: rows, covariate values and (when the rows had a DVID / occasion column) their
+    DVIDs and occasions."""
+    return {**new, **values, **({} if dvid is None else {"DVID": dvid}), **({} if occ is None else {OCC: occ})}
+
+
+def _occasion_columns(*tms) -> tuple:
+    """The occasion columns (``iov.column``) the priors ``tms`` read."""
+    return tuple(dict.fromkeys(tm.spec.iov.column.upper() for tm in tms if tm is not None and tm.n_kappa))
 
 
 def _row_record(tm, values: dict) -> dict:
@@ -165,13 +193,13 @@ def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = N
     {ID: {name: value}} for every ID in ``data`` (the baseline, in force before a row changes it).
     Returns {ID: `Posterior`} in the order of first appearance."""
     tm = twin_model(load_prior(prior)[0])
-    df = normalise_rows(data, tm.covariates, need_id=True)
+    df = normalise_rows(data, tm.covariates, need_id=True, occasions=_occasion_columns(tm))
     codes, ids = pd.factorize(df["ID"])
     order = np.argsort(codes, kind="stable")
     m = df[list(ROW_COLUMNS)].to_numpy(float)[order]
     ends = np.cumsum(np.bincount(codes, minlength=len(ids)))
     varying = tuple(c for c in tm.covariates if c in df.columns)
-    extra = (*varying, "DVID") if "DVID" in df.columns else varying
+    extra = (*varying, *((OCC,) if tm.n_kappa else ()), *(("DVID",) if "DVID" in df.columns else ()))
     hists, covs = [], []
     for pid, lo, hi in zip(ids, np.r_[0, ends[:-1]], ends):
         if pid not in covariates:
@@ -181,6 +209,9 @@ def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = N
             part.update(covariate_rows(tm, df.iloc[order[lo:hi]], pid))
         if "DVID" in df.columns:
             part["DVID"] = dvid_rows(tm, df.iloc[order[lo:hi]], pid)
+        occ = occasion_rows(tm, df.iloc[order[lo:hi]], pid)
+        if occ is not None:
+            part[OCC] = occ
         hist = history_columns([part], extra)
         check_history(tm, hist, pid)
         hists.append(hist)
@@ -188,28 +219,43 @@ def laplace_posteriors(prior, data, covariates: dict, chunk_size: int | None = N
     return dict(zip(ids, _posteriors(tm, hists, covs, chunk_size)))
 
 
-def _record(tm, covariates: dict, post: Posterior, row_values: dict | None = None, dvid=None) -> dict:
+def _record(tm, covariates: dict, post: Posterior, row_values: dict | None = None, dvid=None,
+            occasions: tuple = ([], None), occ=None) -> dict:
     """A version's record; ``covariates``: in force after its last row (the ``parameters``'),
     ``row_values``: the covariate values its rows carried (`covariate_rows`), ``dvid``: their
-    DVIDs (`dvid_rows`; None: no DVID column)."""
-    params = tm.parameters(covariates, post.eta) if post.status in (0, 1, 3) else {}
+    DVIDs (`dvid_rows`; None: no DVID column); with IOV ``occasions``: (visited, latest)
+    (`occasions_of`) and ``occ``: the occasions its rows carried (`occasion_rows`; None: from
+    ``iov.starts``)."""
+    visited, latest = occasions
+    params = tm.parameters(covariates, post.eta, latest) if post.status in (0, 1, 3) else {}
     rec = {"objective": post.objective, "objective_convention": OBJECTIVE_CONVENTION, "status": post.status,
            "status_text": post.status_text, "n_obs": post.n_obs, "parameters": params, "covariates": covariates,
            "eta_names": list(tm.eta_names), "prior_sha256": tm.sha256, "insilico_version": __version__}
+    if tm.n_kappa:
+        rec.update(kappa_names=list(tm.kappa_names), occasions=list(visited), latest_occasion=latest)
     if row_values:
         rec["row_covariates"] = _row_record(tm, row_values)
     if dvid is not None:
         rec["row_dvid"] = [None if not np.isfinite(x) else int(x) for x in np.asarray(dvid, float)]
+    if occ is not None:
+        rec["row_occasion"] = [int(x) for x in np.asarray(occ, float)]
     return rec
 
 
 def _summary(version) -> dict:
     names = version.get("eta_names", [])
-    return {"version": version.number, "timestamp": version["timestamp"],
-            "eta": {n: float(v) for n, v in zip(names, version["eta"])},
-            "eta_cov": [[None if not np.isfinite(x) else float(x) for x in row] for row in version["eta_cov"]],
-            "objective": version["objective"], "parameters": version["parameters"], "status": version["status_text"],
-            "n_obs": version["n_obs"], "covariates": version.get("covariates", {})}
+    k = len(names)
+    out = {"version": version.number, "timestamp": version["timestamp"],
+           "eta": {n: float(v) for n, v in zip(names, version["eta"])},
+           "eta_cov": [[None if not np.isfinite(x) else float(x) for x in row[:k]] for row in version["eta_cov"][:k]],
+           "objective": version["objective"], "parameters": version["parameters"], "status": version["status_text"],
+           "n_obs": version["n_obs"], "covariates": version.get("covariates", {})}
+    if version.get("kappa_names"):
+        kn = version["kappa_names"]
+        kappa = np.asarray(version["eta"])[k:].reshape(-1, len(kn))
+        out["kappa"] = {str(o): {n: float(v) for n, v in zip(kn, kappa[o - 1])} for o in version["occasions"]}
+        out["latest_occasion"] = version["latest_occasion"]
+    return out
 
 
 def create(store, patient_id: str, prior, covariates) -> dict:
@@ -224,11 +270,20 @@ def create(store, patient_id: str, prior, covariates) -> dict:
         raise SpecError("patient_id", f"patient {pid!r} already exists in {store}; use `update`")
     post, = _posteriors(tm, [history_columns([])], [covs])
     info = {"prior": mapping, "prior_sha256": tm.sha256, "prior_kind": kind, "covariates": covs,
-            "output": tm.output, "eta_names": list(tm.eta_names), "eta_parameters": list(tm.pop.bsv_names)}
+            "output": tm.output, **_names_info(tm)}
     if tm.several:
         info["outputs"] = list(tm.outputs)
     create_twin(store, pid, info, _record(tm, covs, post), post.eta, post.eta_cov)
     return show(store, pid)
+
+
+def _names_info(tm) -> dict:
+    """What a twin's attributes say of its random effects: names and the parameters they act on."""
+    info = {"eta_names": list(tm.eta_names), "eta_parameters": list(tm.pop.bsv_names)}
+    if tm.n_kappa:
+        info.update(kappa_names=list(tm.kappa_names), kappa_parameters=list(tm.pop.iov_names),
+                    occasions=tm.occasions)
+    return info
 
 
 def _ids_if_store(store) -> list:
@@ -248,20 +303,21 @@ def update(store, patient_id: str, rows) -> dict:
     relieve_map_pressure()     # a long session's compiled programs must not exhaust the process's mappings
     pid = check_patient_id(patient_id)
     info, tm, versions = _twin(store, pid)
-    df = normalise_rows(rows, tm.covariates)
+    df = normalise_rows(rows, tm.covariates, occasions=_occasion_columns(tm))
     if "ID" in df.columns and not (df["ID"] == pid).all():
         other = df.loc[df["ID"] != pid, "ID"].iloc[0]
         raise SpecError("data.ID", f"rows of patient {other!r} in an update of {pid!r}")
     base = info["covariates"]
     values = covariate_rows(tm, df, pid)
     parts = _parts(tm, versions)
-    dvid = dvid_rows(tm, df, pid, _earlier_dvids(parts))
+    dvid = dvid_rows(tm, df, pid, _earlier(parts, "DVID"))
+    occ = occasion_rows(tm, df, pid, _earlier(parts, OCC))
     new = rows_of(df)
-    parts = parts + [_with_dvid(new, values, dvid)]
+    parts = parts + [_with_dvid(new, values, dvid, occ)]
     hist = history_columns(parts, carried(tm, parts))
     check_history(tm, hist, pid)
     post, = _posteriors(tm, [hist], [base])
-    record = _record(tm, in_force(tm, hist, base), post, values, dvid)
+    record = _record(tm, in_force(tm, hist, base), post, values, dvid, occasions_of(tm, hist, base), occ)
     append_twin_versions(store, [{"patient_id": pid, "rows": new, "record": record,
                                   "eta": post.eta, "eta_cov": post.eta_cov, "parent": versions[-1].number}])
     return show(store, pid)
@@ -292,8 +348,10 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
     for _, tm, _ in twins.values():
         covariate_names |= set(tm.covariates)
     batch_columns = tuple(sorted(covariate_names))
-    df = normalise_rows(table, batch_columns, need_id=True)
-    jobs = []   # (pid, tm, baseline covariates, versions or None, new rows, history, row covariate values, DVIDs)
+    occasion_columns = _occasion_columns(new_tm, *(tm for _, tm, _ in twins.values()))
+    df = normalise_rows(table, batch_columns, need_id=True, occasions=occasion_columns)
+    jobs = []   # (pid, tm, baseline covariates, versions or None, new rows, history, row covariate values, DVIDs,
+    #             row occasions)
     for pid, rows in df.groupby("ID", sort=False):
         if pid in twins:
             info, tm, versions = twins[pid]
@@ -304,12 +362,13 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
             values = covariate_rows(tm, rows, pid, batch_columns)
             covs = first_values(tm, rows, values, pid)
         parts = _parts(tm, versions) if versions else []
-        dvid = dvid_rows(tm, rows, pid, _earlier_dvids(parts))
+        dvid = dvid_rows(tm, rows, pid, _earlier(parts, "DVID"))
+        occ = _occasions_in_batch(tm, rows, pid, _earlier(parts, OCC), occasion_columns)
         new = rows_of(rows)
-        parts = parts + [_with_dvid(new, values, dvid)]
+        parts = parts + [_with_dvid(new, values, dvid, occ)]
         hist = history_columns(parts, carried(tm, parts))
         check_history(tm, hist, pid)
-        jobs.append((pid, tm, covs, versions, new, hist, values, dvid))
+        jobs.append((pid, tm, covs, versions, new, hist, values, dvid, occ))
     posts = {}
     for tm in {id(j[1]): j[1] for j in jobs}.values():
         mine = [j for j in jobs if j[1] is tm]
@@ -319,17 +378,34 @@ def update_all(store, batch, prior=None, chunk_size: int | None = None) -> dict:
     if creations:
         empties = _posteriors(new_tm, [history_columns([])] * len(creations), [j[2] for j in creations], chunk_size)
         info0 = {"prior": new_tm.mapping, "prior_sha256": new_tm.sha256, "prior_kind": kind, "output": new_tm.output,
-                 "eta_names": list(new_tm.eta_names), "eta_parameters": list(new_tm.pop.bsv_names)}
+                 **_names_info(new_tm)}
         if new_tm.several:
             info0["outputs"] = list(new_tm.outputs)
         for j, p in zip(creations, empties):
             create_twin(store, j[0], {**info0, "covariates": j[2]}, _record(new_tm, j[2], p), p.eta, p.eta_cov)
     updates = [{"patient_id": pid, "rows": new,
-                "record": _record(tm, in_force(tm, hist, covs), posts[pid], values, dvid),
+                "record": _record(tm, in_force(tm, hist, covs), posts[pid], values, dvid, occasions_of(tm, hist, covs),
+                                  occ),
                 "eta": posts[pid].eta, "eta_cov": posts[pid].eta_cov, "parent": versions[-1].number if versions else 0}
-               for pid, tm, covs, versions, new, hist, values, dvid in jobs]
+               for pid, tm, covs, versions, new, hist, values, dvid, occ in jobs]
     append_twin_versions(store, updates)
     return {pid: _summary(read_twin_versions(store, pid)[-1]) for pid, *_ in jobs}
+
+
+def _occasions_in_batch(tm, rows: pd.DataFrame, pid: str, earlier, columns: tuple):
+    """`occasion_rows` of one twin's rows in a fleet batch; a value in an occasion column for a
+    twin whose prior has no IOV is refused (`SpecError` naming the row and the column)."""
+    if not tm.n_kappa:
+        for c in columns:
+            if c in rows.columns:
+                given = ~rows[c].isna().to_numpy() & ~rows[c].astype(str).str.strip().isin(["", "."]).to_numpy()
+                if given.any():
+                    i = int(np.flatnonzero(given)[0])
+                    raise SpecError(f"data.{c}", f"row {int(rows.index[i]) + 1}: {pid}: the twin's prior has no "
+                                                 "inter-occasion variability (no iov); leave its occasion empty")
+        return None
+    mine = tm.spec.iov.column.upper()
+    return occasion_rows(tm, rows.drop(columns=[c for c in columns if c != mine and c in rows.columns]), pid, earlier)
 
 
 def _id_column(df: pd.DataFrame) -> list:
@@ -341,7 +417,8 @@ def _id_column(df: pd.DataFrame) -> list:
 
 def show(store, patient_id: str | None = None, version: int | None = None) -> dict:
     """{patient_id: summary} of one twin (at ``version``, default the latest) or of every twin.
-    A summary: version, timestamp, eta {ETA1: ...}, eta_cov, objective, parameters, status, n_obs."""
+    A summary: version, timestamp, eta {ETA1: ...}, eta_cov, objective, parameters, status, n_obs;
+    with IOV also kappa {occasion: {KAPPA1: ...}} and latest_occasion (module docstring)."""
     ids = [check_patient_id(patient_id)] if patient_id is not None else twin_ids(store)
     return {pid: _summary(read_twin_versions(store, pid, version)[-1]) for pid in ids}
 
@@ -363,7 +440,7 @@ def load_state(store, patient_id: str, version: int | None = None) -> TwinState:
     pid = check_patient_id(patient_id)
     info, tm, versions = _twin(store, pid, version)
     last = versions[-1]
-    cov = np.asarray(last["eta_cov"]).reshape(tm.n_eta, tm.n_eta)
+    cov = np.asarray(last["eta_cov"]).reshape(tm.n_random, tm.n_random)
     post = Posterior(np.asarray(last["eta"]), cov, float(last["objective"] if last["objective"] is not None
                                                          else np.nan), int(last["status"]), int(last["n_obs"]))
     parts = _parts(tm, versions)
@@ -444,7 +521,8 @@ def risk(store, patient_id: str, output: str, *, below: float | None = None, abo
 
 def posterior_sample(store, patient_id: str, n: int = 2000, seed: int = 0, version: int | None = None,
                      **kw) -> dict:
-    """Draws of eta from the full posterior: importance sampling from the Laplace proposal, NUTS
-    when its effective sample size is too low (`insilico.twins._posterior.sample_posterior`)."""
+    """Draws of eta (with IOV: the whole random-effect vector, `insilico.twins._posterior`) from
+    the full posterior: importance sampling from the Laplace proposal, NUTS when its effective
+    sample size is too low (`insilico.twins._posterior.sample_posterior`)."""
     state = load_state(store, patient_id, version)
     return sample_posterior(state.tm, state.subject(), state.flags(), state.post, n=n, seed=seed, **kw)

@@ -39,6 +39,18 @@ among the history's levels (estimation's rule: map each DVID to an output first)
 one output at one time are refused; levels of two different outputs may share a time. The "level
 at or before the first dose" rule applies to each output without a baseline (a concentration),
 not to one that is nonzero before any dose (a biomarker, ANC).
+
+Occasions (a prior with inter-occasion variability, ``iov``; as `insilico.estimation` reads them):
+each row's occasion is its value in the prior's ``iov.column`` (default ``OCC``, matched
+case-insensitively), an integer 1..K with K = ``iov.occasions`` (the most occasions a history may
+hold) on every row; between rows it follows ``covariate_interpolation`` like a time-varying
+covariate. Without that column, a prior with ``iov.starts`` places occasion k from ``starts[k]`` h
+on the twin's clock (the first also before its start; a row exactly at a start is in the new
+occasion); a prior without ``starts`` refuses the rows (`SpecError` ``data.<column>``). One history
+takes all its occasions from the column or all from ``starts``. Refused, naming the row and the
+column: an empty cell, a value that is not an integer 1..K. The history carries each row's occasion
+in the column `OCC` (NaN: from ``starts``), and every patient of a prior with IOV takes the
+piecewise solve (``occ``: each interval's occasion, 0-based, as estimation's subjects).
 """
 from __future__ import annotations
 
@@ -52,9 +64,11 @@ from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.store import ROW_COLUMNS
 
-__all__ = ["batch_arrays", "carried", "check_history", "covariate_rows", "covariate_schedule", "dvid_rows",
-           "first_values", "history_columns", "history_frame", "in_force", "normalise_rows", "read_table", "rows_of",
-           "stack_schedules", "varies"]
+__all__ = ["OCC", "batch_arrays", "carried", "check_history", "covariate_rows", "covariate_schedule", "dvid_rows",
+           "first_values", "history_columns", "history_frame", "in_force", "normalise_rows", "occasion_rows",
+           "occasions_of", "read_table", "rows_of", "schedule_arrays", "stack_schedules", "varies"]
+
+OCC = "__OCC__"      # a history's column of row occasions (1-based; NaN: from iov.starts)
 
 _NULL_IS_ZERO = ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV")
 
@@ -96,21 +110,24 @@ def _bad(col: str, mask: np.ndarray, message: str):
     return SpecError(f"data.{col}", f"row {i + 1}: {message}")
 
 
-def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.DataFrame:
+def normalise_rows(data, covariates: tuple, *, need_id: bool = False, occasions: tuple = ()) -> pd.DataFrame:
     """The rows of ``data`` (CSV path or DataFrame) checked (module docstring) as a DataFrame
-    with ``ID`` (str, when given), `ROW_COLUMNS` (float) and the covariate columns present."""
+    with ``ID`` (str, when given), `ROW_COLUMNS` (float), the covariate columns present and the
+    occasion columns ``occasions`` (the priors' ``iov.column``; upper case, as read, checked by
+    `occasion_rows`) present."""
     df = read_table(data)
     df.columns = [str(c).strip().upper() for c in df.columns]
     if len(set(df.columns)) != len(df.columns):
         raise SpecError("data", "two columns have the same name (names are case-insensitive)")
     if df.empty:
         raise SpecError("data", "no rows: an update adds at least one dose or level")
-    allowed = {"ID", *ROW_COLUMNS, "DVID", *(c.upper() for c in covariates)}
+    allowed = {"ID", *ROW_COLUMNS, "DVID", *(c.upper() for c in covariates), *(c.upper() for c in occasions)}
     for c in df.columns:
         if c not in allowed:
             raise SpecError(f"data.{c}", f"unknown column {c!r}: a level goes in DV, in the units of the prior's "
                                          f"output; allowed columns: ID, {', '.join(ROW_COLUMNS)}, DVID"
-                                         + (f" and the covariates {', '.join(covariates)}" if covariates else ""))
+                                         + (f" and the covariates {', '.join(covariates)}" if covariates else "")
+                                         + (f" and the occasion column {', '.join(occasions)}" if occasions else ""))
     if "TIME" not in df.columns:
         raise SpecError("data.TIME", "required column missing")
     if need_id and "ID" not in df.columns:
@@ -157,6 +174,9 @@ def normalise_rows(data, covariates: tuple, *, need_id: bool = False) -> pd.Data
     for c in covariates:
         if c.upper() in df.columns:
             out[c] = df[c.upper()].to_numpy()
+    for c in occasions:
+        if c.upper() in df.columns:
+            out[c.upper()] = df[c.upper()].to_numpy()
     return pd.DataFrame(out)
 
 
@@ -174,7 +194,7 @@ def dvid_rows(tm, df: pd.DataFrame, pid: str, earlier=None) -> np.ndarray | None
     if "DVID" not in df.columns:
         return None
     dvid = df["DVID"].to_numpy(float)
-    rownum = np.asarray(df.index) + 1 if pd.api.types.is_integer_dtype(df.index) else np.arange(1, len(df) + 1)
+    rownum = _rownum(df)
     given = np.isfinite(dvid)
     if tm.dvids:
         bad = given & ~np.isin(dvid, [float(k) for k in tm.dvids])
@@ -198,10 +218,50 @@ def dvid_rows(tm, df: pd.DataFrame, pid: str, earlier=None) -> np.ndarray | None
 
 
 def carried(tm, parts: list[dict]) -> tuple:
-    """The columns a history carries besides `ROW_COLUMNS`: the prior's covariates, and ``DVID``
-    when the prior observes several outputs or some rows gave one."""
+    """The columns a history carries besides `ROW_COLUMNS`: the prior's covariates, `OCC` with
+    IOV, and ``DVID`` when the prior observes several outputs or some rows gave one."""
     dvid = tm.several or any("DVID" in p for p in parts)
-    return (*tm.covariates, "DVID") if dvid else tuple(tm.covariates)
+    return (*_names(tm), *(("DVID",) if dvid else ()))
+
+
+def _rownum(df: pd.DataFrame) -> np.ndarray:
+    return np.asarray(df.index) + 1 if pd.api.types.is_integer_dtype(df.index) else np.arange(1, len(df) + 1)
+
+
+def occasion_rows(tm, df: pd.DataFrame, pid: str, earlier=None) -> np.ndarray | None:
+    """Each row's occasion (n,) float, 1-based, from the prior's ``iov.column`` of the rows ``df``
+    (from `normalise_rows`), or None: no IOV, or no column under a prior with ``iov.starts``
+    (occasions by TIME). Checked (module docstring), `SpecError` ``data.<column>`` naming the row
+    (the data's row number); ``earlier``: the occasions of the history's earlier rows (one source
+    per history)."""
+    if not tm.n_kappa:
+        return None
+    column, k = tm.spec.iov.column, tm.occasions
+    field, col = f"data.{column}", column.upper()
+    seen = np.asarray(earlier, float) if earlier is not None else np.zeros(0)
+    if col not in df.columns:
+        if not tm.spec.iov.starts:
+            raise SpecError(field, f"column missing: {pid}: the twin's prior has inter-occasion variability "
+                                   f"({k} occasions of {', '.join(tm.pop.iov_names)}); give each row's occasion "
+                                   f"1..{k} in {column} (iov.column), or occasion start times in the prior "
+                                   "(iov.starts)")
+        if np.isfinite(seen).any():
+            raise SpecError(field, f"column missing: {pid}: the history's earlier rows gave their occasions in "
+                                   f"{column}; give it on every row (one source of occasions per history)")
+        return None
+    raw = df[col]
+    null = raw.isna().to_numpy() | raw.astype(str).str.strip().isin(["", "."]).to_numpy()
+    vals = pd.to_numeric(raw.where(~null), errors="coerce").to_numpy(float)
+    bad = ~(np.isfinite(vals) & (vals == np.round(vals)) & (vals >= 1) & (vals <= k))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpecError(field, f"row {_rownum(df)[i]}: {pid}: {column} {raw.iloc[i]!r} is not an occasion of the "
+                               f"twin's prior: give an integer 1..{k} (iov.occasions: the most occasions of a "
+                               "history) on every row")
+    if seen.size and not np.isfinite(seen).any():
+        raise SpecError(field, f"{pid}: the history's earlier rows took their occasions from iov.starts; leave "
+                               f"{column} out (one source of occasions per history)")
+    return vals
 
 
 def _cell_kinds(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +282,7 @@ def covariate_rows(tm, df: pd.DataFrame, pid: str, batch_columns: tuple = ()) ->
     for a missing or invalid value, and for a value of a column in ``batch_columns`` (other
     twins' covariates in a fleet batch) that this twin's prior does not use."""
     out = {}
-    rownum = np.asarray(df.index) + 1 if pd.api.types.is_integer_dtype(df.index) else np.arange(1, len(df) + 1)
+    rownum = _rownum(df)
     for c in batch_columns:
         if c in df.columns and c not in tm.covariates:
             empty, missing = _cell_kinds(df[c])
@@ -263,21 +323,51 @@ def first_values(tm, df: pd.DataFrame, values: dict, pid: str) -> dict:
     return out
 
 
+def _names(tm) -> tuple:
+    """The columns of a schedule: the prior's covariates, then `OCC` with IOV."""
+    return (*tm.covariates, OCC) if tm.n_kappa else tuple(tm.covariates)
+
+
+def _with_starts(tm, t, given, own, until) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occasions in a schedule (module docstring): rows after ``until`` (a forecast's start) lose
+    theirs; a history without occasion values takes ``iov.starts``: a row at each later start (a
+    change at its own time) up to the last row, or up to ``until``."""
+    given = given.copy()
+    if until is not None:
+        given[t > until, -1] = np.nan
+    starts = tm.spec.iov.starts
+    if not starts or np.isfinite(given[:, -1]).any():
+        return t, given, own
+    end = until if until is not None else (t[-1] if t.size else -np.inf)
+    for k, s in enumerate(starts[1:], start=2):
+        if s <= end:
+            i = int(np.searchsorted(t, s, side="left"))
+            row = np.full(given.shape[1], np.nan)
+            row[-1] = k
+            t, given, own = np.insert(t, i, s), np.insert(given, i, row, axis=0), np.insert(own, i, True)
+    return t, given, own
+
+
 def _filled(tm, hist, baseline: dict, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(times (n,), values in force (n+1, m) with the baseline first, own (n,): rows whose change
     happens at their own time whatever the convention) for the history plus an optional
-    ``extra`` row (time, {name: value}) of future covariates."""
-    names = tm.covariates
+    ``extra`` row (time, {name: value}) of future covariates (and occasion). With IOV the last
+    column is the occasion: the first row's, else 1, before the first row."""
+    names = _names(tm)
     t = np.asarray(hist["TIME"], float)
     given = np.stack([np.asarray(hist[c], float) if c in hist else np.full(t.size, np.nan) for c in names], 1) \
         if names else np.zeros((t.size, 0))
     own = np.zeros(t.size, bool)
+    x0 = np.array([tm.code(c, baseline[c]) for c in tm.covariates])
+    if tm.n_kappa:
+        first = given[np.isfinite(given[:, -1]), -1]
+        x0 = np.r_[x0, first[0] if first.size else 1.0]
+        t, given, own = _with_starts(tm, t, given, own, None if extra is None else extra[0])
     if extra is not None:
         te, vals = extra
         row = np.array([tm.code(c, vals[c]) if c in vals else np.nan for c in names])
         k = int(np.searchsorted(t, te, side="right"))        # after the history's rows at that time
         t, given, own = np.insert(t, k, te), np.insert(given, k, row, axis=0), np.insert(own, k, True)
-    x0 = np.array([tm.code(c, baseline[c]) for c in names])
     full = np.vstack([x0[None], given])
     ok = np.isfinite(full)
     idx = np.maximum.accumulate(np.where(ok, np.arange(full.shape[0])[:, None], 0), axis=0)
@@ -287,7 +377,8 @@ def _filled(tm, hist, baseline: dict, extra=None) -> tuple[np.ndarray, np.ndarra
 def covariate_schedule(tm, hist, baseline: dict, future: tuple | None = None) -> tuple[np.ndarray, dict]:
     """The piecewise-constant covariates of one history (module docstring): change times (C,) h
     and {name: (C+1,) codes}, value ``j`` in force from change ``j-1`` to change ``j`` (C = 0:
-    constant). ``future``: (time, {name: value}) changes at that time (forecasts)."""
+    constant); with IOV also {`OCC`: (C+1,) occasions, 1-based}. ``future``: (time, {name:
+    value}) changes at that time (forecasts; the occasion of the regimen to come as `OCC`)."""
     t, filled, own = _filled(tm, hist, baseline, future)
     r = np.flatnonzero(np.any(filled[1:] != filled[:-1], axis=1))      # row r differs from the one before
     if tm.problem.nocb:
@@ -295,13 +386,22 @@ def covariate_schedule(tm, hist, baseline: dict, future: tuple | None = None) ->
     else:
         change_t = t[r]
     seg = filled[np.r_[0, r + 1]]
-    return change_t, {c: seg[:, j] for j, c in enumerate(tm.covariates)}
+    return change_t, {c: seg[:, j] for j, c in enumerate(_names(tm))}
 
 
 def in_force(tm, hist, baseline: dict) -> dict:
     """The covariates in force after the history's last row ({name: value or label})."""
     _, filled, _ = _filled(tm, hist, baseline)
     return {c: tm.value(c, filled[-1, j]) for j, c in enumerate(tm.covariates)}
+
+
+def occasions_of(tm, hist, baseline: dict) -> tuple[list, int | None]:
+    """(the occasions (1-based) in force at some time from the first to the last row of the
+    history, the occasion in force at its last row); ([], None) without IOV or rows."""
+    if not tm.n_kappa or not np.asarray(hist["TIME"]).size:
+        return [], None
+    _, filled, _ = _filled(tm, hist, baseline)
+    return sorted({int(x) for x in filled[1:, -1]}), int(filled[-1, -1])
 
 
 def history_columns(parts: list[dict], covariates: tuple = ()) -> dict:
@@ -404,30 +504,51 @@ def batch_arrays(tm, hists: list, covs: list[dict], n_pad: int) -> tuple[dict, b
                 "mask": mask[idx] & (np.arange(n_pad) < n)[:, None]}
     if tm.several:
         subjects["out"] = out[idx]      # each record's output (index into tm.outputs), as estimation's records
-    if any(c in h for h in cols for c in tm.covariates):
-        change_t, values = stack_schedules(tm, [covariate_schedule(tm, h, v) for h, v in zip(cols, covs)])
-        if change_t is not None:
-            subjects["cov"] = {k: v[idx] for k, v in values.items()}
-            subjects["change_t"] = {"nocb" if tm.problem.nocb else "locf": change_t[idx]}
+    if tm.n_kappa or any(c in h for h in cols for c in tm.covariates):
+        pieces = schedule_arrays(tm, [covariate_schedule(tm, h, v) for h, v in zip(cols, covs)])
+        if pieces is not None:
+            subjects.update(_index_tree(pieces, idx))
     return subjects, bool(np.any(doses.rate != 0)), event_slots(doses.ss)
 
 
+def _index_tree(tree: dict, idx) -> dict:
+    """Every array of a nested dict indexed by ``idx`` along its leading axis."""
+    return {k: _index_tree(v, idx) if isinstance(v, dict) else np.asarray(v)[idx] for k, v in tree.items()}
+
+
+def schedule_arrays(tm, schedules: list) -> dict | None:
+    """The subject entries (`insilico.estimation.Problem.subjects`) of several `covariate_schedule`
+    results: {"cov": {name: (N, C+1)}, "change_t": {"locf" | "nocb": (N, C)}} and with IOV
+    "occ": (N, C+1) each interval's occasion index (0-based); None when nothing changes (no IOV)."""
+    change_t, values = stack_schedules(tm, schedules)
+    if change_t is None:
+        return None
+    out = {"change_t": {"nocb" if tm.problem.nocb else "locf": change_t}}
+    if tm.n_kappa:
+        out["occ"] = np.asarray(values.pop(OCC)).astype(np.int32) - 1
+    return {"cov": values, **out}
+
+
 def varies(tm, hist, baseline: dict) -> bool:
-    """Whether a covariate of this history changes (then the patient takes the piecewise solve)."""
+    """Whether this patient takes the piecewise solve: a covariate of the history changes, or the
+    prior has IOV (every patient, as in estimation)."""
+    if tm.n_kappa:
+        return True
     return any(c in hist for c in tm.covariates) and covariate_schedule(tm, hist, baseline)[0].size > 0
 
 
 def stack_schedules(tm, schedules: list) -> tuple[np.ndarray | None, dict]:
     """`covariate_schedule` results of several patients as (N, C) change times and {name: (N, C+1)}
     values, C padded to `insilico.batching.bucket_size` with copies of each row's last change
-    (inert: an empty interval, the same value); (None, {}) when no value changes."""
+    (inert: an empty interval, the same value; at 0 h without a change); (None, {}) when no value
+    changes and the prior has no IOV."""
     n_changes = max(ct.size for ct, _ in schedules)
-    if n_changes == 0:
+    if n_changes == 0 and not tm.n_kappa:
         return None, {}
-    c_pad = bucket_size(n_changes, least=1)
+    c_pad = bucket_size(max(1, n_changes), least=1)
     change_t = np.zeros((len(schedules), c_pad))
     values = {c: np.zeros((len(schedules), c_pad + 1), dtype=np.int32 if c in tm.categories else float)
-              for c in tm.covariates}
+              for c in _names(tm)}
     for i, (ct, vals) in enumerate(schedules):
         k = ct.size
         change_t[i, :k], change_t[i, k:] = ct, (ct[-1] if k else 0.0)

@@ -1,5 +1,15 @@
 """A twin's posterior over its random effects eta given its history.
 
+Inter-occasion variability (a prior with ``iov``): the random effects are estimation's vector
+``[eta, kappa_1, ..., kappa_K]`` (`insilico.twins._prior`), and everything below is over that
+whole vector, the block-diagonal prior ``diag(Omega, Omega_IOV, ..., Omega_IOV)`` included: the
+posterior of NONMEM's POSTHOC step with IOV (Abrantes et al. 2019, Br J Clin Pharmacol 85:1326).
+The kappas of occasions the history never visits keep their prior: MAP 0, Laplace covariance
+Omega_IOV (their rows of the Hessian are the prior's), and in the full posterior they are drawn
+from N(0, Omega_IOV) exactly (the likelihood does not depend on them) while importance sampling /
+NUTS run over the etas and the visited occasions' kappas. ``n_eta`` in the objective's constant
+is then the length of the whole vector.
+
 MAP / Laplace (the default, what every update stores):
 
 * ``O(eta) = -2 log p(y, eta)`` is `insilico.estimation.individual_objective` (prior
@@ -65,7 +75,7 @@ class Posterior:
 @functools.lru_cache(maxsize=64)
 def _laplace_kernel(tm, has_infusion: bool, has_ss: bool):
     problem = tm.problem_for(has_infusion, has_ss)
-    k = tm.n_eta
+    k = tm.n_random
 
     def one(pop, s):
         eta, code = eta_mode(problem, pop, s, jnp.zeros(k))
@@ -126,22 +136,67 @@ def _objective_kernel(tm, has_infusion: bool, has_ss: bool, adjoint: str = "forw
     return obj
 
 
+@functools.lru_cache(maxsize=32)
+def _draws_kernel(tm, has_infusion: bool, has_ss: bool, active: tuple):
+    """jit(nat, subject, draws (n, len(active))) -> O at each draw, the other random effects at 0:
+    compiled once per prior, dosing flags and active set (not once per patient)."""
+    full = _objective_kernel(tm, has_infusion, has_ss)
+    idx = jnp.asarray(active, dtype=int)
+
+    def many(nat, subject, draws):
+        return jax.vmap(lambda e: full(nat, subject, jnp.zeros(tm.n_random).at[idx].set(e)))(draws)
+
+    return jax.jit(many)
+
+
 def sample_posterior(tm, subject, flags, post: Posterior, n: int = 2000, seed: int = 0,
                      min_ess_fraction: float = 0.25, nuts_warmup: int = 500) -> dict:
     """Draws from the full posterior of one patient (module docstring).
 
-    Returns {"draws": (n, k) eta draws (equally weighted), "method": "importance" or "nuts",
-    "ess": effective sample size of the importance weights (Kish), "ess_fraction",
-    and for NUTS "divergences"}."""
-    k = tm.n_eta
-    if k == 0:
+    Returns {"draws": (n, k) draws of the random-effect vector (equally weighted), "method":
+    "importance" or "nuts", "ess": effective sample size of the importance weights (Kish),
+    "ess_fraction", and for NUTS "divergences"}."""
+    if tm.n_random == 0:
         return {"draws": np.zeros((n, 0)), "method": "prior", "ess": float(n), "ess_fraction": 1.0}
     subject = jax.tree.map(jnp.asarray, subject)
-    obj = _objective_kernel(tm, *flags)
+    active = _active(tm, subject)
     key = jax.random.PRNGKey(seed)
     k1, k2, k3, k4 = jax.random.split(key, 4)
-    mean, cov = jnp.asarray(post.eta), jnp.asarray(post.eta_cov)
-    usable = bool(np.all(np.isfinite(post.eta_cov)))
+    fixed = _unvisited_draws(tm, active, n, jax.random.fold_in(key, 5))
+    out = _sample_active(tm, subject, flags, post, active, n, (k1, k2, k3, k4), min_ess_fraction, nuts_warmup)
+    draws = fixed.copy()
+    draws[:, active] = out.pop("draws")
+    return {"draws": draws, **out}
+
+
+def _active(tm, subject) -> np.ndarray:
+    """Indices of the random effects the likelihood depends on: every eta and the kappas of the
+    occasions in the subject's ``occ`` (all of them without IOV)."""
+    if not tm.n_kappa:
+        return np.arange(tm.n_random)
+    m = len(tm.pop.iov_names)
+    occ = np.unique(np.asarray(subject["occ"]))
+    return np.r_[np.arange(tm.n_eta), (tm.n_eta + m * occ[:, None] + np.arange(m)).reshape(-1)].astype(int)
+
+
+def _unvisited_draws(tm, active, n: int, key) -> np.ndarray:
+    """(n, n_random) draws of the unvisited occasions' kappas from their prior N(0, Omega_IOV)
+    (zeros elsewhere; module docstring)."""
+    out = np.zeros((n, tm.n_random))
+    if tm.n_kappa:
+        sd = np.tile([float(v) for v in tm.pop.iov_sd], tm.occasions)
+        out[:, tm.n_eta:] = np.asarray(jax.random.normal(key, (n, tm.n_kappa))) * sd
+        out[:, active] = 0.0
+    return out
+
+
+def _sample_active(tm, subject, flags, post: Posterior, active, n, keys, min_ess_fraction, nuts_warmup) -> dict:
+    """Importance sampling (NUTS fallback) over the ``active`` random effects (module docstring),
+    the others at 0."""
+    k = active.size
+    k1, k2, k3, k4 = keys
+    mean, cov = jnp.asarray(post.eta[active]), jnp.asarray(post.eta_cov[np.ix_(active, active)])
+    usable = bool(np.all(np.isfinite(cov)))
     ess = 0.0
     if usable:
         chol = jnp.linalg.cholesky(cov)
@@ -149,7 +204,7 @@ def sample_posterior(tm, subject, flags, post: Posterior, n: int = 2000, seed: i
         u = 2.0 * jax.random.gamma(k2, PROPOSAL_DOF / 2.0, (n,))          # chi-square with PROPOSAL_DOF
         t = z * jnp.sqrt(PROPOSAL_DOF / u)[:, None]
         draws = mean + t @ chol.T
-        o = jax.jit(jax.vmap(lambda e: obj(tm.nat, subject, e)))(draws)
+        o = _draws_kernel(tm, *flags, tuple(int(i) for i in active))(tm.nat, subject, draws)
         log_q = -0.5 * (PROPOSAL_DOF + k) * jnp.log1p(jnp.sum(t * t, 1) / PROPOSAL_DOF)   # up to a constant
         log_w = -0.5 * o - log_q
         log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
@@ -159,17 +214,18 @@ def sample_posterior(tm, subject, flags, post: Posterior, n: int = 2000, seed: i
         if ess >= min_ess_fraction * n:
             idx = jax.random.choice(k3, n, (n,), p=w)        # multinomial resampling: equal weights
             return {"draws": np.asarray(draws[idx]), "method": "importance", "ess": ess, "ess_fraction": ess / n}
-    return {**_nuts(tm, subject, flags, np.asarray(post.eta), n, k4, nuts_warmup), "ess": ess,
+    return {**_nuts(tm, subject, flags, active, np.asarray(post.eta[active]), n, k4, nuts_warmup), "ess": ess,
             "ess_fraction": ess / n}
 
 
-def _nuts(tm, subject, flags, init, n, key, warmup) -> dict:
+def _nuts(tm, subject, flags, active, init, n, key, warmup) -> dict:
     from numpyro.infer import MCMC, NUTS, init_to_value
 
     obj = _objective_kernel(tm, *flags, adjoint="reverse")     # NUTS needs reverse-mode gradients
+    zeros = jnp.zeros(tm.n_random)
 
     def potential(eta):
-        return 0.5 * obj(tm.nat, subject, eta)
+        return 0.5 * obj(tm.nat, subject, zeros.at[active].set(eta))
 
     chains = 4
     kernel = NUTS(potential_fn=potential, init_strategy=init_to_value(values=None))

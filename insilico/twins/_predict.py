@@ -19,10 +19,13 @@ dose (amount, infusion duration) at the current interval.
 * Recommendation (expected utility with a 0/1 utility): each candidate (amount, interval,
   infusion duration) is given every interval from ``start`` until the horizon ``until`` hours
   later; its metric is evaluated on the last full dosing interval in the horizon, ``[t0, t0 +
-  tau]`` with ``t0 = start + (floor(until / tau) - 1) tau``: trough = the concentration just
-  before ``t0 + tau``; peak = the maximum over that interval (97-point grid, the end of the
-  infusion included); AUC24 = 24 / tau x the trapezoidal AUC over it. P(attain) = the fraction
-  of posterior draws whose metric is in the window (the true concentration: no residual error).
+  tau]`` with ``t0 = start + (floor(until / tau) - 1) tau``, of the target's output (default the
+  primary; ``"trough of ANC in [1.5, 4]"``): trough = the value just before ``t0 + tau``; peak =
+  the maximum over that interval (97-point grid, the end of the infusion included); AUC24 = 24 /
+  tau x the trapezoidal AUC over it; t>mic = the fraction of the interval with the output above
+  the MIC, crossings linearly interpolated on that grid (`insilico.twins.Target.evaluate`).
+  P(attain) = the fraction of posterior draws whose metric is in the window (the true value: no
+  residual error).
   The recommendation maximises P(attain); among candidates within ``tie`` (default 0.01) of the
   best, the one whose median metric is closest to the window's centre, then the smallest daily
   dose.
@@ -32,6 +35,14 @@ dose (amount, infusion duration) at the current interval.
 Covariates: every solve uses the covariates in force at each time (the history's schedule,
 `insilico.twins._data`); after the last row the last values carry forward, unless the state
 holds future covariates (``TwinState.future``), in force from ``start`` on.
+
+Inter-occasion variability (a prior with ``iov``; Abrantes et al. 2019, Br J Clin Pharmacol
+85:1326): the history keeps its occasions and their kappas (drawn with the etas from the
+posterior), and the candidate regimen from ``start`` on is a NEW occasion, K + 1: its kappa is
+unknown to the history, so each posterior draw takes its own kappa from the prior N(0, Omega_IOV)
+(`insilico.twins.TwinModel.with_new_occasion`), which widens the intervals
+by the IOV; the ``_map`` line takes the MAP etas and kappas with kappa = 0 for the new occasion
+(the typical occasion). Rows of the history after ``start`` take the new occasion too.
 """
 from __future__ import annotations
 
@@ -48,7 +59,7 @@ from insilico.batching import bucket_size
 from insilico.dosing import Dose, Regimen, dose_table, event_slots
 from insilico.errors import SpecError
 from insilico.population import residual_sd
-from insilico.twins._data import stack_schedules
+from insilico.twins._data import schedule_arrays
 from insilico.twins._posterior import sample_posterior
 
 __all__ = ["current_regimen", "forecast_state", "next_start", "recommend_state", "risk_state"]
@@ -106,13 +117,14 @@ def _candidate(hist, start, amount, interval, duration, horizon) -> Regimen:
 @functools.lru_cache(maxsize=64)
 def _predict_kernel(tm, has_infusion: bool, has_ss: int):
     """jit(nat, cov, dose (C, E), t (C, T), etas (D, k), change) -> ({output: (C, D, T)}, status (C, D));
-    ``change``: None (constant covariates) or {"locf" | "nocb": change times} (``cov`` values per
-    interval, `insilico.estimation.Problem.predict_outputs`)."""
-    problem = tm.problem_for(has_infusion, has_ss)
+    ``change``: None (constant covariates) or {"change_t": {"locf" | "nocb": change times}} and
+    with IOV "occ" (``cov`` values per interval, `insilico.estimation.Problem.predict_outputs`);
+    ``etas`` with IOV: the random-effect vector of the K + 1 occasions (module docstring)."""
+    problem = tm.problem_for(has_infusion, has_ss, future=True)
 
     def run(nat, cov, dose, t, etas, change):
         pop = problem.params.population(nat)
-        extra = {} if change is None else {"change_t": change}
+        extra = change or {}
 
         def one(d, tt, e):
             return problem.predict_outputs(pop, {"cov": cov, "dose": d, "t": tt, **extra}, e)
@@ -124,6 +136,12 @@ def _predict_kernel(tm, has_infusion: bool, has_ss: int):
 
 
 def _eta_draws(state, n: int, seed: int, posterior: str) -> np.ndarray:
+    """(n, k) posterior draws of the random effects; with IOV the new occasion's kappa appended,
+    drawn from its prior (module docstring)."""
+    return state.tm.with_new_occasion(_posterior_draws(state, n, seed, posterior), seed)
+
+
+def _posterior_draws(state, n: int, seed: int, posterior: str) -> np.ndarray:
     tm, post = state.tm, state.post
     if posterior == "full":
         return sample_posterior(tm, state.subject(), state.flags(), post, n=n, seed=seed)["draws"]
@@ -132,8 +150,8 @@ def _eta_draws(state, n: int, seed: int, posterior: str) -> np.ndarray:
     if not np.all(np.isfinite(post.eta_cov)):
         raise SpecError("posterior", f"{state.patient_id}: the Laplace covariance is not available "
                                      f"({post.status_text}); update the twin or use posterior='full'")
-    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, tm.n_eta)))
-    return post.eta + z @ np.linalg.cholesky(post.eta_cov).T if tm.n_eta else z
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, tm.n_random)))
+    return post.eta + z @ np.linalg.cholesky(post.eta_cov).T if tm.n_random else z
 
 
 def _solve(state, regimens: list[Regimen], times: np.ndarray, etas: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -145,11 +163,10 @@ def _solve(state, regimens: list[Regimen], times: np.ndarray, etas: np.ndarray) 
     c_pad = bucket_size(c, least=1)
     idx = np.minimum(np.arange(c_pad), c - 1)
     dose = tuple(jnp.asarray(np.asarray(getattr(table, f))[idx]) for f in ("time", "amt", "rate", "cmt", "ss", "ii"))
-    change_t, values = state.schedule()
-    if change_t.size:
-        ct, stacked = stack_schedules(tm, [(change_t, values)])
-        cov = {k: jnp.asarray(v[0]) for k, v in stacked.items()}
-        change = {"nocb" if tm.problem.nocb else "locf": jnp.asarray(ct[0])}
+    pieces = schedule_arrays(tm, [state.schedule()])
+    if pieces is not None:
+        cov = {k: jnp.asarray(v[0]) for k, v in pieces.pop("cov").items()}
+        change = jax.tree.map(lambda a: jnp.asarray(a[0]), pieces)
     else:
         cov = {k: jnp.asarray(v[0]) for k, v in tm.covariate_arrays([state.base]).items()}
         change = None
@@ -212,7 +229,8 @@ def forecast_state(state, regimens: list, until: float, *, n_draws: int = 1000, 
         raise SpecError("times", "give increasing times (h)")
     tt = np.broadcast_to(t, (len(labelled), t.size))
     etas = _eta_draws(state, n_draws, seed, posterior)
-    outs, status = _solve(state, [r for _, r in labelled], tt, np.vstack([state.post.eta[None], etas]))
+    map_line = state.tm.with_new_occasion(state.post.eta[None])      # kappa = 0 for the new occasion
+    outs, status = _solve(state, [r for _, r in labelled], tt, np.vstack([map_line, etas]))
     _check_status(state, status[:, 1:])
     ok = (status[:, 1:] == 0)[:, :, None]
     q = [(1 - level) / 2, 0.5, (1 + level) / 2]
@@ -247,20 +265,12 @@ def _interval_grid(start: float, tau: float, duration: float, until: float) -> n
     return t0 + u
 
 
-def _metric(target, f: np.ndarray, t: np.ndarray, tau: float) -> np.ndarray:
-    """Metric over the last axis (times ``t`` of one dosing interval)."""
-    if target.metric == "trough":
-        return f[..., -1]
-    if target.metric == "peak":
-        return f.max(-1)
-    return np.trapezoid(f, t, axis=-1) * 24.0 / tau
-
-
 def recommend_state(state, target, doses, intervals, durations=(0.0,), *, until: float = 96.0,
                     n_draws: int = 1000, seed: int = 0, tie: float = 0.01, posterior: str = "laplace") -> dict:
     """Dose recommendation (module docstring). Returns {"rule", "recommendation", "current",
     "candidates" (DataFrame: dose, interval, duration, probability, median, lower, upper)}."""
     doses, intervals, durations = (np.atleast_1d(np.asarray(x, float)) for x in (doses, intervals, durations))
+    target, output = target.resolve({o.name: o.units for o in state.tm.model.outputs}, state.tm.output)
     if np.any(intervals > until):
         raise SpecError("--intervals", f"an interval is longer than the horizon until={until:g} h")
     cands = [(float(a), float(tau), float(d)) for tau in intervals for d in durations for a in doses if d <= tau]
@@ -273,10 +283,10 @@ def recommend_state(state, target, doses, intervals, durations=(0.0,), *, until:
     etas = _eta_draws(state, n_draws, seed, posterior)
     outs, status = _solve(state, regs, times, etas)
     _check_status(state, status)
-    f = outs[state.tm.output]
+    f = outs[output]
     table = []
     for i, (a, tau, d) in enumerate(rows):
-        m = _metric(target, f[i], times[i], tau)[status[i] == 0]
+        m = target.evaluate(f[i], times[i], tau)[status[i] == 0]
         hit = (m >= target.low) & (m <= target.high)
         lo, med, hi = np.quantile(m, [0.05, 0.5, 0.95]) if m.size else (np.nan,) * 3
         table.append({"dose": a, "interval": tau, "duration": d, "daily_dose": a * 24.0 / tau,

@@ -4,6 +4,12 @@ a fit store) frozen into the twin at creation, and the compiled pieces every com
 The prior is stored in the twin as JSON (the mapping the YAML holds, or the fit store's
 ``population_model`` attribute), so a twin recomputes identically even when the file changes;
 ``prior_sha256`` is the SHA-256 of its canonical JSON (sorted keys).
+
+Inter-occasion variability (a prior with ``iov``; Karlsson & Sheiner 1993): a twin's random-effect
+vector is estimation's (`insilico.estimation.Problem.split_random_effects`): ``[eta (n_eta), kappa_1
+(n_iov), ..., kappa_K (n_iov)]`` with K = ``iov.occasions``, the most occasions a history may hold;
+``n_random`` is its length. Predictions add one occasion, K + 1, for the regimen to come
+(``problem_for(..., future=True)``; `insilico.twins._predict`).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -22,7 +29,9 @@ from insilico.estimation import build_problem, load_population_model
 from insilico.population import individual_parameters
 from insilico.store import digest, open_fit, recognise
 
-__all__ = ["TwinModel", "load_prior", "twin_model"]
+__all__ = ["NEW_OCCASION_STREAM", "TwinModel", "load_prior", "twin_model"]
+
+NEW_OCCASION_STREAM = 1000   # the key's stream of new-occasion kappas (residual draws take 1 + output index)
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,15 +55,18 @@ class TwinModel:
     baseline: bool
     outputs: tuple = ()
     baselines: tuple = ()
+    future_problem: object = None
 
     @property
     def model(self):
         return self.problem.model
 
-    def problem_for(self, has_infusion: bool, has_ss: int):
+    def problem_for(self, has_infusion: bool, has_ss: int, future: bool = False):
         """The prior's `Problem` with the static dosing flags of a batch (infusions present, and
-        `insilico.dosing.event_slots` of its dose table) -- one compiled kernel per flag pair."""
-        return replace(self.problem, has_infusion=bool(has_infusion), has_ss=int(has_ss))
+        `insilico.dosing.event_slots` of its dose table) -- one compiled kernel per flag pair.
+        ``future``: with IOV, the problem of predictions, K + 1 occasions (module docstring)."""
+        problem = self.future_problem if future and self.future_problem is not None else self.problem
+        return replace(problem, has_infusion=bool(has_infusion), has_ss=int(has_ss))
 
     @property
     def output(self) -> str:
@@ -94,7 +106,45 @@ class TwinModel:
 
     @property
     def n_eta(self) -> int:
+        """Number of between-subject etas."""
         return len(self.pop.bsv_names)
+
+    @property
+    def n_kappa(self) -> int:
+        """Number of kappas: ``occasions`` x IOV parameters (0 without IOV)."""
+        return self.problem.n_kappa
+
+    @property
+    def n_random(self) -> int:
+        """Length of the random-effect vector: etas, then the kappas occasion by occasion."""
+        return self.problem.n_eta
+
+    @property
+    def occasions(self) -> int:
+        """``iov.occasions`` (K, the most occasions of a history); 0 without IOV."""
+        return self.spec.iov.occasions if self.n_kappa else 0
+
+    @property
+    def kappa_names(self) -> tuple:
+        """``KAPPA1``, ``KAPPA2``, ... in the order of the population model's ``iov`` parameters."""
+        return tuple(f"KAPPA{i + 1}" for i in range(len(self.pop.iov_names))) if self.n_kappa else ()
+
+    def kappas(self, effects) -> np.ndarray:
+        """(K, n_iov) kappas of a random-effect vector (n_random,)."""
+        return np.asarray(effects)[self.n_eta:].reshape(self.occasions, len(self.pop.iov_names))
+
+    def with_new_occasion(self, effects, seed: int | None = None) -> np.ndarray:
+        """Random-effect vectors (D, n_random) with the kappa of the new occasion K + 1 appended
+        (D, n_random + n_iov): drawn from its prior N(0, Omega_IOV) (``seed``: stream
+        `NEW_OCCASION_STREAM` of the key), or 0 (``seed`` None: the MAP line). Unchanged without IOV."""
+        effects = np.atleast_2d(np.asarray(effects, float))
+        if not self.n_kappa:
+            return effects
+        shape = (effects.shape[0], len(self.pop.iov_names))
+        if seed is None:
+            return np.hstack([effects, np.zeros(shape)])
+        z = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), NEW_OCCASION_STREAM), shape))
+        return np.hstack([effects, z * np.asarray([float(sd) for sd in self.pop.iov_sd])])
 
     def covariate_arrays(self, values: list[dict]) -> dict:
         """{name: (N,) array} for ``values`` (one {name: value} per patient): floats, or
@@ -145,10 +195,17 @@ class TwinModel:
         """Inverse of `code`: the value (float) or category label (str)."""
         return self.categories[c][int(x)] if c in self.categories else float(x)
 
-    def parameters(self, covariates: dict, eta) -> dict:
-        """Individual parameters {name: float} for one patient's covariates and eta."""
+    def parameters(self, covariates: dict, eta, occasion: int | None = None) -> dict:
+        """Individual parameters {name: float} for one patient's covariates and ``eta`` (the etas,
+        or the whole random-effect vector); with IOV and ``occasion`` (1-based) the parameters
+        with IOV take that occasion's kappa (``TV exp(eta + kappa)``), else kappa = 0."""
         cov = {k: jnp.asarray(v[0]) for k, v in self.covariate_arrays([covariates]).items()}
-        p = individual_parameters(self.pop, cov, jnp.asarray(eta) if self.n_eta else None)
+        eta = np.asarray(eta, float)
+        kappa = jnp.asarray(self.kappas(eta)) if occasion is not None and eta.size == self.n_random \
+            and self.n_kappa else None
+        p = individual_parameters(self.pop, cov, jnp.asarray(eta[:self.n_eta]) if self.n_eta else None, kappa)
+        if kappa is not None:
+            p.update({n: p.pop(f"{n}_occ")[occasion - 1] for n in self.pop.iov_names})
         return {k: float(v) for k, v in p.items()}
 
 
@@ -173,11 +230,7 @@ def load_prior(source) -> tuple[dict, str]:
         mapping, _ = read_mapping(source, "population model")
         kind = "population_model"
     mapping = json.loads(json.dumps(mapping))
-    spec, _ = load_population_model(mapping)      # validate now: SpecError naming the field
-    if spec.iov is not None:
-        raise SpecError("prior.iov", "a twin's posterior is over the between-subject etas only; a prior with "
-                                     "inter-occasion variability (iov) is not supported by twins yet: give the "
-                                     "population model without its iov section (insilico.fit estimates it)")
+    load_population_model(mapping)      # validate now: SpecError naming the field
     return mapping, kind
 
 
@@ -199,6 +252,8 @@ def _compiled(text: str) -> TwinModel:
     record = dict(ID=1, TIME=0.0, EVID=2, AMT=0.0, DV=np.nan, **row)
     if spec.outputs:
         record["DVID"] = next(k for k, v in spec.outputs.items() if v == spec.output)
+    if spec.iov is not None:
+        record[spec.iov.column] = 1      # (IOV: the structure needs an occasion; twins give theirs per row)
     problem = build_problem(spec, pd.DataFrame([record]), base=base, require_observations=False)
     nat = jnp.asarray(problem.params.initial)
     pop = problem.params.population(nat)
@@ -210,7 +265,17 @@ def _compiled(text: str) -> TwinModel:
     y0 = model.evaluate_outputs(model.y0(p), p)
     values = [float(np.asarray(y0[o])) for o in outputs]
     baselines = tuple(bool(np.isfinite(v) and v != 0.0) for v in values)
-    return replace(tm, baseline=baselines[0], baselines=baselines)
+    return replace(tm, baseline=baselines[0], baselines=baselines, future_problem=_future_problem(spec, base, record))
+
+
+def _future_problem(spec, base, record: dict):
+    """With IOV, the `Problem` of predictions: K + 1 occasions (occasion K + 1: the regimen to come),
+    the same parameter vector; None without IOV."""
+    if spec.iov is None:
+        return None
+    iov = spec.iov.model_copy(update={"occasions": spec.iov.occasions + 1, "starts": None})
+    return build_problem(spec.model_copy(update={"iov": iov}), pd.DataFrame([record]), base=base,
+                         require_observations=False)
 
 
 def twin_model(mapping: dict) -> TwinModel:

@@ -4,8 +4,16 @@
   ``"1000 mg q12h x6, 1 h infusion"`` (6 doses 12 h apart, each a 1-h zero-order infusion),
   ``"500 mg"`` (one bolus), ``"750 mg q8h"`` (every 8 h until the forecast horizon). Doses go
   into the model's default dose compartment; times are hours from the regimen's start.
-* target: ``"<metric> in [<low>, <high>] [<units>]"`` with metric ``trough`` or ``peak``
-  (mg/L) or ``auc24`` (mg*h/L), e.g. ``"trough in [10, 20] mg/L"``.
+* target: ``"<metric> [of <output>] in [<low>, <high>] [<units>]"``; metric ``trough`` or ``peak``
+  (in the output's units: mg/L for ``conc``), ``auc24`` (its units x h: mg*h/L) or
+  ``t>mic(<MIC> [<units>])``, the fraction of the dosing interval during which the output is above
+  the MIC (``%T>MIC`` of the antimicrobial PK/PD literature, as a fraction: window in [0, 1], or in
+  percent with ``%``); ``of <output>`` names the model output (default: the prior's primary
+  output). E.g. ``"trough in [10, 20] mg/L"``, ``"auc24 in [400, 600] mg*h/L"``,
+  ``"t>mic(2 mg/L) in [0.5, 1]"`` (= ``"t>mic(2) in [50, 100] %"``), ``"trough of ANC in [1.5, 4]"``.
+  ``fT>MIC`` (the free concentration) is refused: with unbound fraction fu, free > MIC <=> total >
+  MIC / fu, so write ``t>mic(<MIC / fu>)`` on the total concentration (or name a free output).
+  Units, when given, must be the output's (checked by `Target.resolve`).
 * grid: ``"500:2500:250"`` (start:stop:step, both ends included) or ``"8,12,24"``.
 * covariates: ``"WT=72,AGE=64,SEX=female"`` (numbers, or category labels of the model).
 """
@@ -13,20 +21,22 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from insilico.errors import SpecError
+from insilico.units import multiply
 
 __all__ = ["RegimenText", "Target", "parse_covariates", "parse_grid", "parse_regimen", "parse_target"]
 
 _NUM = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _REGIMEN = re.compile(rf"^\s*(?P<amt>{_NUM})\s*mg\s*(?:q\s*(?P<ii>{_NUM})\s*h)?\s*(?:x\s*(?P<n>\d+))?\s*"
                       rf"(?:,\s*(?P<dur>{_NUM})\s*h\s*infusion)?\s*$", re.IGNORECASE)
-_TARGET = re.compile(rf"^\s*(?P<metric>trough|peak|auc24)\s+in\s+\[\s*(?P<lo>{_NUM})\s*,\s*(?P<hi>{_NUM})\s*\]"
-                     r"\s*(?P<units>\S.*)?$", re.IGNORECASE)
-TARGET_UNITS = {"trough": ("mg/l",), "peak": ("mg/l",), "auc24": ("mg*h/l", "mg·h/l", "mg.h/l", "mgh/l", "mg h/l")}
+_TARGET = re.compile(rf"^\s*(?P<metric>trough|peak|auc24|(?P<free>f?)t\s*>\s*mic\s*\(\s*(?P<mic>{_NUM})\s*"
+                     r"(?P<mic_units>[^)]*?)\s*\))(?:\s+of\s+(?P<output>[A-Za-z_][A-Za-z0-9_]*))?"
+                     rf"(?:(?<=\))\s*|\s+)in\s*\[\s*(?P<lo>{_NUM})\s*,\s*(?P<hi>{_NUM})\s*\]\s*(?P<units>\S.*)?$",
+                     re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,17 +64,72 @@ class RegimenText:
         return f"{self.amount:g} mg{every}{count}{inf}"
 
 
+def _same_units(a: str, b: str) -> bool:
+    """Units equal up to case, spacing and the product sign (``*``, ``·``, ``.``, ``^`` for ``**``)."""
+    def norm(u):
+        return re.sub(r"[\s*·.]", "", u.lower().replace("^", "**"))
+    return norm(a) == norm(b)
+
+
 @dataclass(frozen=True)
 class Target:
-    """A target window ``[low, high]`` for ``metric`` (trough, peak: mg/L; auc24: mg*h/L)."""
+    """A target window ``[low, high]`` for ``metric`` of ``output`` (None: the prior's primary output).
+
+    trough, peak: in the output's units; auc24: its units x h; ``t>mic``: a fraction of the dosing
+    interval (dimensionless), ``mic`` in the output's units. ``units``/``mic_units``: as written
+    (empty: the output's), filled in by `resolve`."""
 
     metric: str
     low: float
     high: float
+    output: str | None = None
+    mic: float | None = None
+    units: str = ""
+    mic_units: str = ""
 
     def label(self) -> str:
-        units = "mg*h/L" if self.metric == "auc24" else "mg/L"
-        return f"{self.metric} in [{self.low:g}, {self.high:g}] {units}"
+        of, window = f" of {self.output}" if self.output else "", f"[{self.low:g}, {self.high:g}]"
+        if self.metric == "t>mic":
+            return f"t>mic({self.mic:g}{' ' + self.mic_units if self.mic_units else ''}){of} in {window}"
+        return f"{self.metric}{of} in {window}" + (f" {self.units}" if self.units not in ("", "1") else "")
+
+    def resolve(self, outputs: dict, primary: str, option: str = "--target") -> tuple[Target, str]:
+        """(this target with its units filled in, the output it is computed on) for a model with
+        ``outputs`` {name: units}; `SpecError` naming ``option`` for an unknown output or units
+        other than the output's."""
+        name = self.output or primary
+        if name not in outputs:
+            raise SpecError(option, f"{self.label()!r}: the model has no output {name!r} "
+                                    f"(outputs: {', '.join(outputs)})")
+        u = outputs[name]
+        want = multiply(u, "h") if self.metric == "auc24" else u
+        given = self.mic_units if self.metric == "t>mic" else self.units
+        ok = [want] + ([multiply("h", u)] if self.metric == "auc24" else [])
+        if given and not any(_same_units(given, w) for w in ok):
+            what = "the MIC" if self.metric == "t>mic" else self.metric
+            raise SpecError(option, f"{self.label()!r}: {what} of {name} is in {want}, not {given!r} "
+                                    "(convert the window)")
+        if self.metric == "t>mic":
+            return replace(self, mic_units=u), name
+        return replace(self, units=want), name
+
+    def evaluate(self, f: np.ndarray, t: np.ndarray, tau: float) -> np.ndarray:
+        """The metric of predictions ``f`` (..., T) at times ``t`` (T,) covering one dosing interval
+        of ``tau`` h (``t[0]`` just after its dose, ``t[-1]`` its end): trough = ``f[..., -1]``; peak
+        = the maximum; auc24 = 24 / tau x the trapezoidal AUC; t>mic = the time above ``mic`` over
+        ``t[-1] - t[0]``, each grid segment's share above found by linear interpolation of the
+        crossing (exact for piecewise-linear curves; O(h^2) otherwise)."""
+        if self.metric == "trough":
+            return f[..., -1]
+        if self.metric == "peak":
+            return f.max(-1)
+        if self.metric == "auc24":
+            return np.trapezoid(f, t, axis=-1) * 24.0 / tau
+        a, b = f[..., :-1] - self.mic, f[..., 1:] - self.mic
+        cross = (a > 0) != (b > 0)
+        s = np.divide(a, a - b, out=np.zeros(np.broadcast(a, b).shape), where=cross)   # crossing, share of segment
+        share = np.where(cross, np.where(a > 0, s, 1.0 - s), (a > 0).astype(float))
+        return share @ np.diff(t) / (t[-1] - t[0])
 
 
 def parse_regimen(text: str, option: str = "--regimen") -> RegimenText:
@@ -94,18 +159,31 @@ def parse_target(text: str, option: str = "--target") -> Target:
     """Parse a target text (module docstring); `SpecError` naming ``option`` otherwise."""
     m = _TARGET.match(str(text))
     if not m:
-        raise SpecError(option, f"{text!r} is not a target; write e.g. \"trough in [10, 20] mg/L\" or "
-                                "\"auc24 in [400, 600] mg*h/L\"")
-    metric = m.group("metric").lower()
+        raise SpecError(option, f"{text!r} is not a target; write e.g. \"trough in [10, 20] mg/L\", "
+                                "\"auc24 in [400, 600] mg*h/L\", \"t>mic(2 mg/L) in [0.5, 1]\" or "
+                                "\"trough of ANC in [1.5, 4]\"")
+    if m.group("free"):
+        raise SpecError(option, f"{text!r}: fT>MIC is for the free concentration; the twin computes the time above "
+                                "the MIC of a model output: with unbound fraction fu write t>mic(<MIC / fu>) on the "
+                                "total concentration, or name a free-concentration output with 'of <output>'")
     lo, hi = float(m.group("lo")), float(m.group("hi"))
-    units = (m.group("units") or "").strip().lower()
-    if units and units not in TARGET_UNITS[metric]:
-        want = "mg*h/L" if metric == "auc24" else "mg/L"
-        raise SpecError(option, f"{text!r}: {metric} is in {want}, not {m.group('units').strip()!r} "
-                                "(concentrations are mg/L; convert the window)")
-    if not 0 <= lo < hi:
-        raise SpecError(option, f"{text!r}: the window needs 0 <= low < high")
-    return Target(metric, lo, hi)
+    units = (m.group("units") or "").strip()
+    if m.group("mic") is None:
+        if not 0 <= lo < hi:
+            raise SpecError(option, f"{text!r}: the window needs 0 <= low < high")
+        return Target(m.group("metric").lower(), lo, hi, m.group("output"), units=units)
+    mic = float(m.group("mic"))
+    if not mic > 0:
+        raise SpecError(option, f"{text!r}: the MIC must be > 0")
+    if units == "%":
+        lo, hi = lo / 100.0, hi / 100.0
+    elif units:
+        raise SpecError(option, f"{text!r}: t>mic is a fraction of the dosing interval; give the window as "
+                                f"fractions ([0.5, 1]) or in percent ([50, 100] %), not in {units!r}")
+    if not 0 <= lo < hi <= 1:
+        raise SpecError(option, f"{text!r}: the window of a fraction of the interval needs 0 <= low < high <= 1 "
+                                "(100 %)")
+    return Target("t>mic", lo, hi, m.group("output"), mic=mic, mic_units=m.group("mic_units").strip())
 
 
 def parse_grid(text: str, option: str) -> np.ndarray:

@@ -173,14 +173,3 @@ def test_sigkill_during_an_update_leaves_the_previous_version_intact(tmp_path, w
     after = twins.update(store, "K1", rows([], [(40.0, 1.5)]))["K1"]   # stale lock taken over, leftovers removed
     assert after["version"] == 2
     assert not any(".writing-" in p.name for p in (store / "K1").iterdir())
-
-
-def test_prior_with_inter_occasion_variability_is_refused_before_anything_is_written(tmp_path):
-    prior = {"model": {"name": "1cmt_iv"}, "parameters": {"CL": {"typical": 2.0}, "V": {"typical": 20.0}},
-             "bsv": {"parameters": ["CL"], "variance": [0.09]},
-             "iov": {"occasions": 2, "variance": {"CL": 0.1}, "starts": [0.0, 24.0]},
-             "residual_error": {"type": "proportional", "proportional": 0.1}}
-    with pytest.raises(SpecError) as e:
-        twins.create(tmp_path / "t.zarr", "P1", prior, {})
-    assert e.value.field == "prior.iov"
-    assert not (tmp_path / "t.zarr").exists()
