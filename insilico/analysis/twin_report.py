@@ -8,7 +8,9 @@ base64 PNG, no scripts or external resources; `insilico.analysis.html`). Section
 * history: one row per version (UTC time, rows added, levels, objective, status, MAP etas)
   with the digests that chain the versions (``rows_sha256``, ``history_sha256``);
 * posterior: per eta the MAP, the Laplace SD and the 90 % interval of the individual
-  parameter ``TV exp(eta)`` (``TV exp(MAP +- 1.645 SD)``), and the parameters at the MAP;
+  parameter ``TV exp(eta)`` (``TV exp(MAP +- 1.645 SD)``); with inter-occasion variability the
+  MAP and SD of each visited occasion's kappas; and the parameters at the MAP (with IOV: of
+  the latest occasion, ``TV exp(eta + kappa)``, as `insilico.twins.show` reports them);
 * forecast: median and central 90 % interval of a new measurement of the fitted output (the
   posterior predictive, residual error included) from time 0 to ``until`` h after the start of
   the next dose, under the current regimen and each given regimen, with the observed levels;
@@ -51,7 +53,21 @@ def _history_section(hist: pd.DataFrame) -> str:
     return note + '<div style="overflow-x:auto">' + html.table(hist, cls="history") + "</div>"
 
 
-def _posterior_section(state) -> str:
+def _kappa_table(state, summary: dict) -> str:
+    """MAP and Laplace SD of the kappas of the visited occasions (empty without IOV)."""
+    tm, post = state.tm, state.post
+    if not tm.n_kappa or not summary.get("kappa"):
+        return ""
+    m, sd = len(tm.kappa_names), np.sqrt(np.diag(post.eta_cov))
+    rows = [{"occasion": int(occ), "kappa": name, "parameter": par, "MAP": values[name],
+             "SD": float(sd[tm.n_eta + (int(occ) - 1) * m + j])}
+            for occ, values in summary["kappa"].items()
+            for j, (name, par) in enumerate(zip(tm.kappa_names, tm.pop.iov_names))]
+    return ("<h3>Inter-occasion variability: kappas of the visited occasions</h3>"
+            + html.table(rows, cls="kappa"))
+
+
+def _posterior_section(state, summary: dict) -> str:
     tm, post = state.tm, state.post
     typical = tm.parameters(state.covariates, np.zeros(tm.n_eta))
     sd = np.sqrt(np.diag(post.eta_cov)) if tm.n_eta else np.zeros(0)
@@ -62,10 +78,12 @@ def _posterior_section(state) -> str:
                      "typical": tv, "individual (MAP)": tv * np.exp(post.eta[i]),
                      "90% lower": tv * np.exp(post.eta[i] - Z90 * sd[i]),
                      "90% upper": tv * np.exp(post.eta[i] + Z90 * sd[i])})
-    params = tm.parameters(state.covariates, post.eta)
+    latest = summary.get("latest_occasion")
+    params = tm.parameters(state.covariates, post.eta, latest)
     units = {p.name: p.units for p in tm.model.parameters}
     table = html.table(rows, cls="posterior") if rows else "<p>The prior has no random effects.</p>"
-    return (table + "<h3>Individual parameters at the MAP</h3>"
+    heading = "Individual parameters at the MAP" + (f" (occasion {latest})" if latest is not None else "")
+    return (table + _kappa_table(state, summary) + f"<h3>{heading}</h3>"
             + html.table([{"parameter": k, "value": v, "units": units.get(k, "")} for k, v in params.items()],
                          cls="parameters"))
 
@@ -131,6 +149,7 @@ def render_twin_report(store, patient_id: str, *, version: int | None = None, re
     if target is not None and (doses is None or intervals is None):
         raise SpecError("--doses", "a target needs the admissible doses and intervals (--doses, --intervals)")
     state = twins.load_state(store, patient_id, version)
+    summary = twins.show(store, state.patient_id, state.version)[state.patient_id]
     info = read_twin(store, state.patient_id)
     hist = twins.history(store, state.patient_id)
     if version is not None:
@@ -144,7 +163,7 @@ def render_twin_report(store, patient_id: str, *, version: int | None = None, re
     given = state.hist[state.hist["EVID"] == 1]
     sections = [("twin", "Twin", _twin_section(state, info)),
                 ("history", "History", _history_section(hist)),
-                ("posterior", "Posterior", _posterior_section(state)),
+                ("posterior", "Posterior", _posterior_section(state, summary)),
                 ("forecast", "Forecast", html.figures(
                     [("forecast", f"{state.tm.output}: posterior predictive of a new measurement (median, 90 % "
                                   "interval) and the observed levels",

@@ -231,3 +231,15 @@ def test_cli_show_json_reports_kappas(store):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)["P1"]
     assert set(out["kappa"]) == {"1", "2"} and list(out["eta"]) == ["ETA1", "ETA2"]
+
+
+def test_report_lists_the_kappas_and_the_latest_occasions_parameters(store, reference):
+    from insilico.analysis.twin_report import render_twin_report
+    x, h = reference
+    page = render_twin_report(store, "P1", n_draws=200)
+    kappa = page[page.index("Inter-occasion variability"):]
+    sd = np.sqrt(np.diag(np.linalg.inv(h / 2)))
+    for j in (2, 3):          # MAP and Laplace SD of the kappas of occasions 1 and 2
+        assert f"{x[j]:.4g}"[:5] in kappa and f"{sd[j]:.4g}"[:5] in kappa
+    assert "Individual parameters at the MAP (occasion 2)" in page
+    assert f"{CL_TV * np.exp(x[0] + x[3]):.4g}"[:5] in page[page.index("(occasion 2)"):]
