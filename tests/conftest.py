@@ -24,10 +24,12 @@ SLOW_FIRST = (
     "tests/engine/test_steady_state.py", "tests/test_notebooks.py", "tests/estimation/test_iov.py",
     "tests/engine/test_events.py", "tests/estimation/test_iov_downstream.py",
     "tests/engine/test_battery.py", "tests/cluster/test_slurm.py", "tests/campaigns/test_campaign.py",
-    "tests/trials/test_execution.py", "tests/estimation/test_nuts.py", "tests/estimation/test_objective.py",
+    "tests/trials/test_execution.py", "tests/estimation/test_nuts.py", "tests/estimation/test_nuts_iov.py",
+    "tests/estimation/test_objective.py",
     "tests/engine/test_engine_behaviour.py", "tests/estimation/test_blq_dvid.py", "tests/engine/test_shapes.py",
     "tests/estimation/test_nlme_parity.py", "tests/engine/test_exported_engine.py",
-    "tests/twins/test_early_warning.py", "tests/analysis/test_fit_report.py", "tests/estimation/test_fit.py",
+    "tests/twins/test_early_warning.py", "tests/twins/test_iov.py",
+    "tests/analysis/test_fit_report.py", "tests/estimation/test_fit.py",
     "tests/models/test_library_wave2.py", "tests/engine/test_analytic.py", "tests/safety/test_resume.py",
 )
 

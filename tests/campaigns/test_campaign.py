@@ -20,6 +20,8 @@ from insilico.trials import run
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "trials/counterfactual_regimens.yaml"
+# Every N below is a multiple of the chunk size (10) or leaves a last chunk of 9 (padded to 10 subjects,
+# `insilico.batching.bucket_size`): one compiled size in this process (a new size costs ~15 s of CPU)
 SET = ["replicates.n=2", "execution.chunk_size=10", "adherence={probability: 0.8}"]
 
 
@@ -43,14 +45,14 @@ def test_grid_expansion(tmp_path):
 
 
 def test_campaign_equals_single_runs_and_reports_failures(tmp_path, client):
-    grid = {"n": [12, 30], "arms.1.regimen.0.amt": [200, -5]}     # -5 mg: an invalid scenario
+    grid = {"n": [19, 30], "arms.1.regimen.0.amt": [200, -5]}     # -5 mg: an invalid scenario
     summary = run_campaign(write_campaign(tmp_path, grid), tmp_path / "out.zarr", cluster=client)
     status = summary.groupby("scenario")["status"].first().to_dict()
     assert status == {"s000": "ok", "s001": "failed", "s002": "ok", "s003": "failed"}
     failed = summary[summary["status"] == "failed"]
     assert failed["reason"].str.contains("arms.1.regimen.0.amt").all()
     ok = summary[summary["status"] == "ok"]
-    assert set(ok["n"]) == {12, 30} and ok["pos"].between(0, 1).all()
+    assert set(ok["n"]) == {19, 30} and ok["pos"].between(0, 1).all()
     run(BASE, tmp_path / "single.zarr", overrides=SET + ["n=30", "arms.1.regimen.0.amt=200"], cluster=client)
     same_store(tmp_path / "out.zarr" / "s002", tmp_path / "single.zarr")
     root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
@@ -75,7 +77,7 @@ def test_scenario_whose_simulation_raises(tmp_path, client, monkeypatch):
 
 
 def test_resume_after_driver_sigkill(tmp_path, client):
-    grid = {"n": [100, 120]}
+    grid = {"n": [50, 60]}       # s000: 20 units (2 replicates x 2 arms x 5 chunks); killed after 3
     spec = write_campaign(tmp_path, grid)
     run_campaign(spec, tmp_path / "ref.zarr", cluster=client)
     out = tmp_path / "killed.zarr"
@@ -102,7 +104,7 @@ def test_resume_after_driver_sigkill(tmp_path, client):
 
 def test_worker_killed_mid_run(tmp_path):
     from distributed import Client, LocalCluster
-    spec = write_campaign(tmp_path, {"n": [200]})
+    spec = write_campaign(tmp_path, {"n": [100]})   # 40 units; a worker is killed after 2
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as c:
         run_campaign(spec, tmp_path / "ref.zarr", cluster=c)

@@ -32,17 +32,28 @@ def assert_same(a: xr.Dataset, b: xr.Dataset):
         np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
 
 
+# Subjects per compiled call: a chunk of m subjects is padded to `insilico.batching.bucket_size(m, 8,
+# chunk_size)`, and each new size compiles the trial's kernels again (~15 s of CPU each, most of this
+# file's time). CHUNK subjects per chunk everywhere but the one-chunk reference, with N and the SIGKILL
+# test's N multiples of CHUNK or leaving a last chunk of 9-15 subjects (padded to CHUNK too): two sizes.
+CHUNK = 16
+
+
 def test_results_identical_for_any_chunk_size_and_worker_count(tmp_path, client):
-    ref = run(SPEC, tmp_path / "a.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=70"], cluster=client)
-    small = run(SPEC, tmp_path / "b.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=16"], cluster=client)
-    with connect(ClusterOptions(workers=2)) as two:
-        other = run(SPEC, tmp_path / "c.zarr", overrides=COMMON + ["n=70", "execution.chunk_size=32"], cluster=two)
+    n = 73                                                              # 4 x 16 + 9
+    over = COMMON + [f"n={n}"]
+    ref = run(SPEC, tmp_path / "a.zarr", overrides=over + [f"execution.chunk_size={n}"], cluster=client)
+    small = run(SPEC, tmp_path / "b.zarr", overrides=over + [f"execution.chunk_size={CHUNK}"], cluster=client)
+    # `client` runs units on two threads at once; one thread runs them one after the other
+    with connect(ClusterOptions(workers=1)) as one:
+        other = run(SPEC, tmp_path / "c.zarr", overrides=over + [f"execution.chunk_size={CHUNK}"], cluster=one)
     assert_same(ref, small)
     assert_same(ref, other)
     # a subject is the same patient whatever N
-    bigger = run(SPEC, tmp_path / "d.zarr", overrides=COMMON + ["n=90", "execution.chunk_size=16"], cluster=client)
+    bigger = run(SPEC, tmp_path / "d.zarr", overrides=COMMON + ["n=89", f"execution.chunk_size={CHUNK}"],
+                 cluster=client)
     for k in ("WT", "CL", "dropout_time", "auc_ss", "conc"):
-        np.testing.assert_array_equal(bigger[k].isel(subject=slice(0, 70)).values, ref[k].values, err_msg=k)
+        np.testing.assert_array_equal(bigger[k].isel(subject=slice(0, n)).values, ref[k].values, err_msg=k)
 
 
 def test_existing_store_is_not_overwritten(tmp_path, client):
@@ -60,14 +71,15 @@ def test_existing_store_is_not_overwritten(tmp_path, client):
 
 
 def test_resume_after_sigkill_is_identical(tmp_path, client):
-    over = COMMON + ["n=400", "execution.chunk_size=20"]
+    n = 160                     # 40 units: after the 5th, at least 35 left to interrupt (~0.15 s of CPU each)
+    over = COMMON + [f"n={n}", f"execution.chunk_size={CHUNK}"]
     ref = run(SPEC, tmp_path / "ref.zarr", overrides=over, cluster=client)
     out = tmp_path / "killed.zarr"
     args = [sys.executable, "-m", "insilico.cli", "run", str(SPEC), "--out", str(out), "--quiet", "--workers", "1"]
     for o in over:
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    total = 2 * 2 * 20
+    total = 2 * 2 * (n // CHUNK)                   # replicates x arms x chunks
     done = 0
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
