@@ -15,6 +15,12 @@ _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
+# distributed's worker profiler can crash CPython 3.11 (`insilico.cluster.disable_worker_profiler`): off for
+# every cluster the tests start themselves, as `insilico.cluster.connect` turns it off for the library's own
+from insilico.cluster import disable_worker_profiler
+
+disable_worker_profiler()
+
 
 # The longest test files (a cold `make test` with --durations), run first so that the two xdist
 # workers finish together: `make test` deals whole files (--dist loadfile) in collection order

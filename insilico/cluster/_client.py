@@ -23,7 +23,7 @@ from pathlib import Path
 from insilico.cluster._batch import SYSTEMS
 from insilico.errors import SpecError
 
-__all__ = ["ClusterOptions", "connect", "using"]
+__all__ = ["ClusterOptions", "connect", "disable_worker_profiler", "using"]
 
 KINDS = ("local",) + SYSTEMS
 
@@ -88,6 +88,20 @@ class ClusterOptions:
 
 
 
+def disable_worker_profiler() -> None:
+    """Turn off distributed's statistical profiler in the workers started from this process: in-process
+    worker threads (Dask config ``distributed.worker.profile.enabled``) and worker processes or batch
+    jobs (through the environment they inherit, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED``).
+
+    The profiler samples the other threads' stacks every 10 ms with ``sys._current_frames()``, which is
+    not safe against frames being freed concurrently on CPython 3.11: a worker thread writing a Zarr
+    region crashed a test process with a segmentation fault inside ``Worker.trigger_profile``. The
+    profile only feeds the dashboard, which insilico does not start. Idempotent; `connect` calls it."""
+    import dask
+    dask.config.set({"distributed.worker.profile.enabled": False})
+    os.environ["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
+
+
 @contextmanager
 def connect(options: ClusterOptions | None = None):
     """Yield a ``distributed.Client`` made as ``options`` say; closed (and any cluster or batch
@@ -95,6 +109,7 @@ def connect(options: ClusterOptions | None = None):
     TLS credential for a ``tls://`` address raises SpecError naming ``--tls-dir``."""
     from distributed import Client, LocalCluster
 
+    disable_worker_profiler()
     o = options or ClusterOptions()
     if o.scheduler:
         import dask

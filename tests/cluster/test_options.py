@@ -25,3 +25,21 @@ def test_valid_combinations_are_accepted():
     assert ClusterOptions(workers=2, processes=True).kind == "local"
     assert ClusterOptions(kind="slurm", jobs=2, cores=1, memory="2GB").batch_options()["jobs"] == 2
     assert ClusterOptions(scheduler="tls://host:8786", tls_dir="/tmp/tls").scheduler.startswith("tls://")
+
+
+def test_connect_starts_workers_without_the_stack_sampling_profiler(monkeypatch):
+    """distributed's profiler samples other threads' frames, which can crash CPython 3.11
+    (`disable_worker_profiler`); the workers `connect` starts run without it, even when the
+    configuration asked for it."""
+    import dask
+
+    from insilico.cluster import ClusterOptions, connect
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
+    with dask.config.set({"distributed.worker.profile.enabled": True}):
+        with connect(ClusterOptions(workers=1)) as client:
+            running = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+    assert running and all("profile" not in names for names in running.values()), running
+    with dask.config.set({"distributed.worker.profile.enabled": True}):   # the check can fail
+        from distributed import LocalCluster
+        with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as lc:
+            assert all("profile" in w.periodic_callbacks for w in lc.workers.values())
