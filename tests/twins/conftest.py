@@ -37,6 +37,18 @@ def conc(t, cl, v, dose_times, dose_amts):
     return np.sum(np.where(after, np.asarray(dose_amts) / v * np.exp(-cl / v * np.where(after, dt, 0.0)), 0.0), -1)
 
 
+def fd_hessian(fun, x, h=1e-4):
+    """Central-difference Hessian of ``fun`` at ``x`` (step ``h``): the twins' Laplace references."""
+    x = np.atleast_1d(np.asarray(x, float))
+    k = x.size
+    out = np.empty((k, k))
+    for i in range(k):
+        for j in range(k):
+            ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
+            out[i, j] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej)) / (4 * h * h)
+    return out
+
+
 def rows(doses, levels) -> pd.DataFrame:
     """NONMEM rows: doses [(time, amt)], levels [(time, dv)]."""
     r = [dict(TIME=t, AMT=a, EVID=1, DV=".") for t, a in doses] + [dict(TIME=t, AMT=0, EVID=0, DV=y) for t, y in levels]

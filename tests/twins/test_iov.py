@@ -12,6 +12,7 @@ from scipy import optimize, stats
 
 from insilico import twins
 from insilico.errors import SpecError
+from tests.twins.conftest import fd_hessian
 
 CL_TV, V_TV, OM_CL, OM_V, OM_IOV, PROP, K = 4.0, 30.0, 0.2, 0.1, 0.05, 0.1, 3
 PRIOR = {"model": {"name": "1cmt_iv"},
@@ -64,16 +65,6 @@ def objective(x):
     o = np.sum(np.log(2 * np.pi * sd ** 2) + ((y - f) / sd) ** 2, axis=0)
     o += e_cl ** 2 / OM_CL + e_v ** 2 / OM_V + np.log((2 * np.pi) ** 2 * OM_CL * OM_V)
     return o + (k1 ** 2 + k2 ** 2) / OM_IOV + K * np.log(2 * np.pi * OM_IOV)
-
-
-def fd_hessian(f, x, h=1e-4) -> np.ndarray:
-    n = x.size
-    out = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            ei, ej = np.eye(n)[i] * h, np.eye(n)[j] * h
-            out[i, j] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h * h)
-    return out
 
 
 @pytest.fixture(scope="module")

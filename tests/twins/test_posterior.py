@@ -8,7 +8,19 @@ import pytest
 import scipy.optimize
 
 from insilico import twins
-from tests.twins.conftest import DOSES, LEVELS, OMEGA2, PRIOR, PRIOR2, PROP, V_TV, cl_typical, conc, rows
+from tests.twins.conftest import (
+    DOSES,
+    LEVELS,
+    OMEGA2,
+    PRIOR,
+    PRIOR2,
+    PROP,
+    V_TV,
+    cl_typical,
+    conc,
+    fd_hessian,
+    rows,
+)
 
 
 def objective_1eta(eta):
@@ -26,17 +38,6 @@ def objective_2eta(e):
     f = conc(t, 4.0 * np.exp(e[0]), V_TV * np.exp(e[1]), *np.array(DOSES).T)
     var = (0.1 * f) ** 2 + 0.25
     return e[0] ** 2 / 0.2 + e[1] ** 2 / 0.1 + np.log(0.2 * 0.1) + np.sum((y - f) ** 2 / var + np.log(var))
-
-
-def fd_hessian(fun, x, h=1e-4):
-    x = np.atleast_1d(np.asarray(x, float))
-    k = x.size
-    out = np.empty((k, k))
-    for i in range(k):
-        for j in range(k):
-            ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
-            out[i, j] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej)) / (4 * h * h)
-    return out
 
 
 @pytest.fixture(scope="module")
